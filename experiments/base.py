@@ -1,0 +1,75 @@
+"""Shared defaults of every experiment; each method file overrides a few values.
+
+Sections: ``model`` (the VLA and the critic heads), ``credit`` (credit assignment and windows),
+``method`` (how actor weights are made), ``learner`` (optimisation). The pipeline sections
+(``data``, ``rollout``, ``eval``, presets) are added by ``experiments.presets``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = 'habc'
+  c.task = 'fold'
+  c.seed = 0
+  # 'vision': three cameras + proprioception + instruction. 'state': proprioception + privileged
+  # object state through a small MLP encoder (same method, much faster on a CPU).
+  c.obs = 'vision'
+  c.image_size = 64
+  c.cameras = ('top', 'wrist_left', 'wrist_right')
+
+  c.model = ml_collections.ConfigDict()
+  c.model.embed_dim = 128
+  c.model.num_layers = 2
+  c.model.num_heads = 4
+  c.model.mlp_dim = 256
+  c.model.cnn_features = (16, 32, 32)
+  c.model.max_instruction_len = 32
+  c.model.action_horizon = 16  # H: steps per action chunk.
+  c.model.flow_steps = 5  # Euler integration steps when sampling a chunk.
+  # Where the critic heads get phi(s):
+  #   'separate' (default): a small encoder of their own. The actor's pretrained features are
+  #     untouched by critic gradients, and s_{t+k} costs a cheap forward pass, not the VLA trunk.
+  #   'detached': the actor trunk's features with stop_gradient (the heads alone learn).
+  #   'shared': the actor trunk's features, critic gradients flow into the trunk.
+  c.model.critic_encoder = 'separate'
+  c.model.critic_hidden = (128, 128)
+  # Parameter subtrees (top-level names: encoder, action_expert, critic) held frozen: no updates
+  # and no optimiser state.
+  c.model.frozen = ()
+
+  c.credit = ml_collections.ConfigDict()
+  c.credit.naive = False  # True: every policy window gets the episode outcome (ablation).
+  c.credit.min_human_steps = 10
+  # s_{t+k}: k control steps ahead. Default: one executed chunk (the policy decides once per
+  # chunk, so a "step" of the advantage is one decision). V_e then counts chunks to success.
+  c.credit.next_offset = 8
+
+  c.method = ml_collections.ConfigDict()
+  # 'habc': both heads + gate. 'habc_v': viability head only. 'bc': weight 1 everywhere.
+  # 'recap': distributional value, weight 1[A >= eps]. 'awr': one scalar critic, exp(A / beta).
+  c.method.weighting = 'habc'
+  c.method.intervention_reweighting = False
+  c.method.pre_intervention_weight = 0.0
+  c.method.warmup_steps = 500
+  c.method.weight_eps = 1e-6
+  c.method.use_autonomous = True  # False: autonomous rollout windows get weight 0 (imit_dagger).
+  c.method.recap_bins = 51
+  c.method.recap_gamma = 0.99
+  c.method.recap_failure_cost = 100.0
+  c.method.recap_mc_mix = 0.5
+  c.method.recap_eps = 0.0
+  c.method.awr_gamma = 0.99
+  c.method.awr_beta = 1.0
+  c.method.awr_max_weight = 20.0
+
+  c.learner = ml_collections.ConfigDict()
+  c.learner.batch_size = 64
+  c.learner.actor_lr = 3e-4
+  c.learner.critic_lr = 3e-4
+  c.learner.weight_decay = 1e-4
+  c.learner.grad_clip = 1.0
+  c.learner.critic_loss_weight = 1.0
+  c.learner.huber_delta = 1.0
+  return c
