@@ -125,6 +125,8 @@ class Windows(NamedTuple):
   viability_mask: np.ndarray  # bool [N]: trains the viability head.
   efficiency_mask: np.ndarray  # bool [N]: trains the efficiency head.
   human_steps: np.ndarray  # int32 [N]: operator-controlled steps among the chunk's valid steps.
+  steps_to_end: np.ndarray  # float32 [N]: (T - 1 - t) / k, decisions left to the episode's end.
+  episode_success: np.ndarray  # bool [N]: the episode's outcome (for the single-value baselines).
 
 
 def make_windows(is_intervention, success, *, horizon: int, next_offset: int = 1,
@@ -189,4 +191,6 @@ def make_windows(is_intervention, success, *, horizon: int, next_offset: int = 1
   return Windows(anchor=anchor, action_index=action_index, action_mask=action_mask,
                  next_index=next_index, next_is_terminal=next_is_terminal, kind=kind,
                  outcome=outcome, viability_mask=viability_mask,
-                 efficiency_mask=np.asarray(efficiency_mask, bool), human_steps=human_steps)
+                 efficiency_mask=np.asarray(efficiency_mask, bool), human_steps=human_steps,
+                 steps_to_end=((num_steps - 1 - anchor) / next_offset).astype(np.float32),
+                 episode_success=np.full(anchor.shape, y, bool))
