@@ -1,0 +1,1 @@
+"""Experiment configs: one file per method (ml_collections), built from ``base`` and ``presets``."""

@@ -1,0 +1,134 @@
+"""Pipeline sections of every experiment config, and the size presets (smoke / default / paper).
+
+``experiments.base`` holds the method's sections (``model``, ``credit``, ``method``, ``learner``);
+this module adds what the pipeline needs around them:
+
+``data``      demonstrations and the mix of datasets in a training batch.
+``rollout``   online collection: episodes per round, how much of each action chunk is executed.
+``operator``  the simulated operator (passed to ``habc.envs.operator.SimulatedOperator``).
+``eval``      evaluation trials and the frames kept for the report.
+``pipeline``  rounds, learner steps per stage, checkpoint and log cadence.
+``runtime``   how the run is executed (workers, progress bars). Not part of a run's identity: a
+              workdir made with other ``runtime`` values still resumes.
+
+A method file calls ``make_config(preset)``, then sets its method fields. The preset is chosen with
+``launch.py --preset=...`` (passed to ``get_config`` as the ml_collections config string).
+"""
+
+import ml_collections
+
+from experiments import base
+
+PRESETS = ('smoke', 'default', 'paper')
+# Config sections that describe how a run executes, not what it computes.
+RUNTIME_SECTIONS = ('runtime',)
+
+
+def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the pipeline sections (default-preset values) to a base config, in place."""
+  c.preset = 'default'
+
+  c.data = ml_collections.ConfigDict()
+  c.data.num_demos = 40  # Scripted-expert demonstrations recorded as ALOHA-style HDF5.
+  # Share of demonstration windows in each batch once rollouts exist (the rest: every round's
+  # rollouts, uniformly over windows).
+  c.data.demo_fraction = 0.5
+
+  c.rollout = ml_collections.ConfigDict()
+  c.rollout.episodes_per_round = 30
+  # Control steps executed from each predicted chunk before the policy is asked again. Equal to
+  # credit.next_offset so that "the next state" of a window is the next decision.
+  c.rollout.execute_steps = 8
+  c.rollout.time_limit = 0  # Control steps per episode; 0: the task's own limit.
+  c.rollout.flow_steps = 0  # Integration steps when sampling; 0: model.flow_steps.
+
+  c.operator = ml_collections.ConfigDict()
+  c.operator.enabled = True
+  # Share of failing episodes the operator completes (the paper's operator: about half).
+  c.operator.takeover_prob = 0.5
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.episodes = 30
+  c.eval.seed_offset = 1_000_000  # Evaluation seeds never overlap training seeds.
+  c.eval.video_camera = 'top'  # Camera whose frames go into the report's strips; '' for none.
+  c.eval.strip_frames = 8
+
+  c.pipeline = ml_collections.ConfigDict()
+  c.pipeline.rounds = 3
+  c.pipeline.sft_steps = 1500
+  c.pipeline.steps_per_round = 600
+  c.pipeline.checkpoint_every = 300  # Learner steps between checkpoints inside a stage.
+  c.pipeline.keep_checkpoints = 2
+  c.pipeline.log_every = 50
+  # habc_ir: intervention reweighting switches on from this round on (-1: never switch; the
+  # method.intervention_reweighting value then holds throughout).
+  c.pipeline.intervention_reweighting_from_round = -1
+
+  c.runtime = ml_collections.ConfigDict()
+  c.runtime.num_workers = 2  # Environment worker processes (one per core here).
+  c.runtime.progress = True  # tqdm bars.
+  return c
+
+
+def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+  """Sets the sizes of a preset, in place.
+
+  smoke:   seconds per stage, for tests: state observations, a tiny model, a handful of episodes.
+  default: the whole pipeline on a 2-core CPU in about half an hour (state observations).
+  paper:   the paper's scale: 200 demos, 100 rollouts a round, 6k steps a round at batch 256,
+           50 evaluation trials, vision.
+  """
+  if preset not in PRESETS:
+    raise ValueError(f'Unknown preset {preset!r}; choose one of {", ".join(PRESETS)}.')
+  c.preset = preset
+  if preset == 'smoke':
+    c.obs = 'state'
+    c.cameras = ()
+    c.image_size = 32
+    c.model.embed_dim = 32
+    c.model.num_layers = 1
+    c.model.num_heads = 2
+    c.model.mlp_dim = 64
+    c.model.cnn_features = (8, 8)
+    c.model.action_horizon = 8
+    c.model.flow_steps = 2
+    c.model.critic_hidden = (32,)
+    c.credit.next_offset = 4
+    c.credit.min_human_steps = 4
+    c.method.warmup_steps = 2
+    c.learner.batch_size = 8
+    c.data.num_demos = 4
+    c.rollout.episodes_per_round = 4
+    c.rollout.execute_steps = 4
+    c.rollout.time_limit = 40
+    c.eval.episodes = 4
+    c.eval.video_camera = ''
+    c.eval.strip_frames = 4
+    c.pipeline.rounds = 2
+    c.pipeline.sft_steps = 6
+    c.pipeline.steps_per_round = 4
+    c.pipeline.checkpoint_every = 3
+    c.pipeline.log_every = 2
+    c.runtime.progress = False
+  elif preset == 'default':
+    c.obs = 'state'
+    c.cameras = ()
+  elif preset == 'paper':
+    c.obs = 'vision'
+    c.data.num_demos = 200
+    c.rollout.episodes_per_round = 100
+    c.eval.episodes = 50
+    c.pipeline.rounds = 3
+    c.pipeline.sft_steps = 6000
+    c.pipeline.steps_per_round = 6000
+    c.pipeline.checkpoint_every = 1000
+    c.pipeline.log_every = 100
+    c.learner.batch_size = 256
+  return c
+
+
+def make_config(preset: str = 'default') -> ml_collections.ConfigDict:
+  """The base config with the pipeline sections and the sizes of ``preset``."""
+  c = base.get_config()
+  add_pipeline_sections(c)
+  return apply_preset(c, preset or 'default')

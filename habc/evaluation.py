@@ -1,0 +1,127 @@
+"""Evaluation statistics: success rate with a Wilson 95% interval, lengths of successful episodes,
+and frame strips of single episodes for the report.
+
+The episodes themselves are run by ``habc.rollout`` (autonomous, no operator); this module only
+turns their summaries into numbers and pictures. Pure numpy (and PIL for writing PNGs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+Z_95 = 1.959963984540054  # Two-sided 95% standard-normal quantile.
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+  """Wilson score interval of a binomial proportion.
+
+  Args:
+    successes: number of successes k (0 <= k <= n).
+    trials: number of trials n (0 gives the uninformative interval (0, 1)).
+    z: the normal quantile (1.96 for 95%).
+
+  Returns:
+    (low, high), both in [0, 1].
+  """
+  if trials < 0 or successes < 0 or successes > trials:
+    raise ValueError(f'Need 0 <= successes <= trials, got {successes} of {trials}.')
+  if trials == 0:
+    return 0.0, 1.0
+  p = successes / trials
+  z2 = z * z
+  denom = 1.0 + z2 / trials
+  centre = (p + z2 / (2 * trials)) / denom
+  half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denom
+  return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(successes: Sequence[bool], lengths: Sequence[int],
+              interventions: Sequence[int] | None = None) -> dict:
+  """Summary of a set of episodes.
+
+  Args:
+    successes: bool [N], each episode's outcome.
+    lengths: int [N], control steps of each episode.
+    interventions: int [N], operator-controlled steps per episode (optional).
+
+  Returns:
+    A JSON-serialisable dict: episodes, successes, success_rate, ci_low, ci_high,
+    mean_success_length (NaN-free: None when no success), std_success_length, and, with
+    interventions, episodes_with_intervention and intervention_steps.
+  """
+  ok = np.asarray(successes, bool)
+  lengths = np.asarray(lengths, np.int64)
+  if ok.shape != lengths.shape:
+    raise ValueError(f'successes {ok.shape} and lengths {lengths.shape} must have one entry per '
+                     'episode.')
+  n, k = int(ok.size), int(ok.sum())
+  low, high = wilson_interval(k, n)
+  succ_len = lengths[ok]
+  out = {
+      'episodes': n,
+      'successes': k,
+      'success_rate': k / n if n else 0.0,
+      'ci_low': low,
+      'ci_high': high,
+      'mean_success_length': float(succ_len.mean()) if k else None,
+      'std_success_length': float(succ_len.std()) if k else None,
+      'mean_length': float(lengths.mean()) if n else None,
+  }
+  if interventions is not None:
+    steps = np.asarray(interventions, np.int64)
+    out['episodes_with_intervention'] = int((steps > 0).sum())
+    out['intervention_steps'] = int(steps.sum())
+  return out
+
+
+def format_summary(s: dict) -> str:
+  """One line: 'success 40.0% [25.1, 56.8] (12/30), length 87.5 on successes'."""
+  text = (f'success {100 * s["success_rate"]:.1f}% [{100 * s["ci_low"]:.1f}, '
+          f'{100 * s["ci_high"]:.1f}] ({s["successes"]}/{s["episodes"]})')
+  if s.get('mean_success_length') is not None:
+    text += f', length {s["mean_success_length"]:.1f} on successes'
+  else:
+    text += ', no successes'
+  return text
+
+
+def pick_frames(num_steps: int, count: int) -> np.ndarray:
+  """Indices of ``count`` frames spread evenly over ``num_steps`` (first and last included).
+
+  Returns:
+    int [min(count, num_steps)].
+  """
+  if num_steps <= 0 or count <= 0:
+    return np.zeros((0,), np.int64)
+  return np.unique(np.linspace(0, num_steps - 1, min(count, num_steps)).round().astype(np.int64))
+
+
+def frame_strip(frames: np.ndarray, gap: int = 2) -> np.ndarray:
+  """Lays frames side by side.
+
+  Args:
+    frames: uint8 [N, H, W, 3].
+    gap: white pixels between frames.
+
+  Returns:
+    uint8 [H, N * W + (N - 1) * gap, 3].
+  """
+  frames = np.asarray(frames, np.uint8)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+    raise ValueError(f'frame_strip needs uint8 [N, H, W, 3] with N >= 1, got {frames.shape}.')
+  n, h, w, _ = frames.shape
+  strip = np.full((h, n * w + (n - 1) * gap, 3), 255, np.uint8)
+  for i, f in enumerate(frames):
+    strip[:, i * (w + gap):i * (w + gap) + w] = f
+  return strip
+
+
+def save_png(image: np.ndarray, path: str, scale: int = 1) -> None:
+  """Writes uint8 [H, W, 3] as a PNG, optionally enlarged by an integer factor (nearest)."""
+  from PIL import Image
+  if scale > 1:
+    image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+  Image.fromarray(np.asarray(image, np.uint8)).save(path)
