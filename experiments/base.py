@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   #   'shared': the actor trunk's features, critic gradients flow into the trunk.
   c.model.critic_encoder = 'separate'
   c.model.critic_hidden = (128, 128)
+  c.model.efficiency_scale = 10.0  # V_e = -scale * softplus(.): the range of decisions-to-go.
   # Parameter subtrees (top-level names: encoder, action_expert, critic) held frozen: no updates
   # and no optimiser state.
   c.model.frozen = ()

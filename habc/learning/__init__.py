@@ -1,0 +1,1 @@
+"""The learner: train state, partitioned optimiser, data-parallel update step."""

@@ -1,0 +1,121 @@
+"""Per-method critic losses and actor weights, assembled from the pure maths in habc.losses.
+
+The method is chosen by config (Python, at trace time); everything that depends on data is a mask.
+  habc    two heads and the gate
+  habc_v  viability head only: g = 1 + tanh(A_v)
+  bc      weight 1 (SFT and Imit-DAgger)
+  recap   one distributional value head, online weight 1[A >= eps]
+  awr     one scalar critic of a discounted sparse reward, weight min(exp(A / beta), max)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from habc import losses
+from habc.labeling import SampleKind
+
+WEIGHTINGS = ('habc', 'habc_v', 'bc', 'recap', 'awr')
+
+
+def uses_critic(method: Any) -> bool:
+  return method.weighting != 'bc'
+
+
+def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_delta: float):
+  """The critic loss of the method and the weight it gives autonomous windows.
+
+  Args:
+    method: config.method.
+    heads, heads_next: critic head outputs (habc.networks.model.CriticHeads) at s_t and s_{t+k};
+      ``heads_next`` must already be held constant.
+    batch: the training batch (docs/interfaces.md, section 3).
+    huber_delta: delta of the efficiency head's Huber loss.
+
+  Returns:
+    (critic_loss scalar, online_weight [B] (held constant), metrics dict).
+  """
+  valid = batch['valid']
+  term = batch['next_is_terminal']
+  if method.weighting in ('habc', 'habc_v'):
+    v_mask = valid & batch['viability_mask']
+    e_mask = valid & batch['efficiency_mask']
+    loss_v = losses.viability_loss(heads['viability_logit'], batch['outcome'], v_mask)
+    target_e = losses.efficiency_targets(heads_next['efficiency'], term)
+    loss_e = losses.efficiency_loss(heads['efficiency'], target_e, e_mask, huber_delta)
+    a_v, a_e = losses.advantages(heads['viability_logit'], heads_next['viability_logit'],
+                                 heads['efficiency'], heads_next['efficiency'], term)
+    p_v = jax.nn.sigmoid(jax.lax.stop_gradient(heads['viability_logit']))
+    if method.weighting == 'habc_v':
+      g = losses.gate(jnp.zeros_like(p_v), a_v, jnp.zeros_like(a_e))
+      critic_loss = loss_v
+    else:
+      g = losses.gate(p_v, a_v, a_e)
+      critic_loss = loss_v + loss_e
+    metrics = {
+        'critic/viability_loss': loss_v, 'critic/efficiency_loss': loss_e,
+        'critic/p_v_mean': losses.masked_mean(p_v, valid),
+        'critic/viability_accuracy': losses.masked_mean(
+            ((p_v > 0.5) == (batch['outcome'] > 0.5)).astype(jnp.float32), v_mask),
+        'critic/efficiency_mean': losses.masked_mean(heads['efficiency'], e_mask),
+        'advantage/viability_mean': losses.masked_mean(a_v, valid),
+        'advantage/efficiency_mean': losses.masked_mean(a_e, valid),
+    }
+    return critic_loss, g, metrics
+
+  online = valid & (batch['kind'] != SampleKind.SFT)
+  if method.weighting == 'recap':
+    v_min, v_max = losses.recap_value_range(method.recap_gamma, method.recap_failure_cost)
+    value = losses.categorical_mean(heads['value_logits'], v_min, v_max)
+    value_next = losses.categorical_mean(heads_next['value_logits'], v_min, v_max)
+    target = losses.recap_targets(value_next, batch['steps_to_end'], batch['episode_success'],
+                                  term, gamma=method.recap_gamma,
+                                  failure_cost=method.recap_failure_cost, mc_mix=method.recap_mc_mix)
+    probs = losses.two_hot(target, v_min, v_max, heads['value_logits'].shape[-1])
+    xent = -(probs * jax.nn.log_softmax(heads['value_logits'], axis=-1)).sum(axis=-1)
+    critic_loss = losses.masked_mean(xent, online)
+    advantage = jax.lax.stop_gradient(target - value)
+    weight = (advantage >= method.recap_eps).astype(jnp.float32)
+  elif method.weighting == 'awr':
+    gamma = method.awr_gamma
+    mc = jnp.where(batch['episode_success'], gamma ** batch['steps_to_end'], 0.0)
+    critic_loss = losses.masked_mean((heads['value'] - mc) ** 2, online)
+    next_value = jnp.where(term, 1.0,
+                           jnp.where(batch['steps_to_end'] <= 1.0, 0.0, heads_next['value']))
+    advantage = jax.lax.stop_gradient(gamma * next_value - heads['value'])
+    weight = jnp.minimum(jnp.exp(advantage / method.awr_beta), method.awr_max_weight)
+  else:
+    raise ValueError(f'config.method.weighting must be one of {WEIGHTINGS}, '
+                     f'got {method.weighting!r}.')
+  metrics = {'critic/value_loss': critic_loss,
+             'advantage/value_mean': losses.masked_mean(advantage, online)}
+  return critic_loss, weight, metrics
+
+
+def actor_weights(method: Any, kind, valid, online_weight, step, intervention_reweighting):
+  """Normalised per-sample actor weights [B] (constants), and the online weight after warm-up.
+
+  Args:
+    method: config.method.
+    kind: int32 [B]; valid: bool [B].
+    online_weight: [B] the method's weight of autonomous windows (g_t for HABC), or None (bc).
+    step: the update count (warm-up: g = 1 for the first ``method.warmup_steps`` updates).
+    intervention_reweighting: bool scalar (array): intervention windows get g_t instead of 1.
+  """
+  if online_weight is None:
+    online_weight = jnp.ones(kind.shape)
+  online_weight = jnp.where(step < method.warmup_steps, 1.0, online_weight)
+  habc_like = method.weighting in ('habc', 'habc_v')
+  # HABC: failures get 0 and pre-intervention windows their configured weight. The baselines have
+  # no credit split: their value function weighs every autonomous window.
+  failure = 0.0 if habc_like else online_weight
+  unlabelled = method.pre_intervention_weight if habc_like else online_weight
+  intervention = jnp.where(intervention_reweighting, online_weight, 1.0)
+  raw = losses.kind_weights(kind, online_weight, failure_weight=failure,
+                            intervention_weight=intervention, unlabelled_weight=unlabelled,
+                            use_autonomous=method.use_autonomous)
+  return jax.lax.stop_gradient(losses.normalise_weights(raw, kind, valid, method.weight_eps)), \
+      online_weight
