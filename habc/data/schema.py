@@ -51,14 +51,14 @@ class EpisodeSpec:
 
   cameras: ((name, (H, W)), ...) in storage order; empty for state-only data.
   state_dim: S. action_dim: A. privileged_dim: P, 0 when the dataset has no privileged state.
-  image_format: 'png' (lossless, default) or 'jpeg'.
+  image_format: 'jpeg' (quality 95, default: see docs/data.md) or 'png' (lossless).
   """
 
   cameras: tuple[tuple[str, tuple[int, int]], ...]
   state_dim: int
   action_dim: int
   privileged_dim: int = 0
-  image_format: str = 'png'
+  image_format: str = 'jpeg'
 
   @property
   def camera_names(self) -> tuple[str, ...]:
@@ -69,7 +69,7 @@ class EpisodeSpec:
 
 
 def make_spec(cameras=(), image_size=(64, 64), *, state_dim: int, action_dim: int,
-              privileged_dim: int = 0, image_format: str = 'png') -> EpisodeSpec:
+              privileged_dim: int = 0, image_format: str = 'jpeg') -> EpisodeSpec:
   """A spec with every camera at one size. ``image_size``: int or (H, W)."""
   if isinstance(image_size, int):
     image_size = (image_size, image_size)
@@ -78,7 +78,7 @@ def make_spec(cameras=(), image_size=(64, 64), *, state_dim: int, action_dim: in
 
 
 def spec_from_env(observation_spec: Mapping[str, Any], action_spec, *,
-                  image_format: str = 'png') -> EpisodeSpec:
+                  image_format: str = 'jpeg') -> EpisodeSpec:
   """The spec of an environment's episodes (docs/interfaces.md section 1).
 
   Args:
@@ -103,7 +103,7 @@ def spec_from_env(observation_spec: Mapping[str, Any], action_spec, *,
                      int(privileged.shape[0]) if privileged is not None else 0, image_format)
 
 
-def spec_of_episode(episode: Mapping[str, Any], image_format: str = 'png') -> EpisodeSpec:
+def spec_of_episode(episode: Mapping[str, Any], image_format: str = 'jpeg') -> EpisodeSpec:
   """The spec implied by one in-memory episode (its cameras, state and action sizes)."""
   obs = episode['steps']['observation']
   cameras = tuple((k, tuple(np.shape(v)[1:3])) for k, v in obs.items()
@@ -155,13 +155,13 @@ def spec_from_features(feats) -> EpisodeSpec:
   """Inverse of ``features``: the spec of a dataset written by habc."""
   steps = feats['steps']
   obs = steps['observation']
-  cameras, image_format = [], 'png'
+  cameras, image_format = [], 'jpeg'
   for name in obs.keys():
     if name in ('state', 'privileged'):
       continue
     shape = obs[name].shape
     cameras.append((name, (int(shape[0]), int(shape[1]))))
-    image_format = obs[name].encoding_format or 'png'
+    image_format = obs[name].encoding_format or 'jpeg'
   privileged = int(obs['privileged'].shape[0]) if 'privileged' in obs.keys() else 0
   return EpisodeSpec(tuple(cameras), int(obs['state'].shape[0]), int(steps['action'].shape[0]),
                      privileged, image_format)

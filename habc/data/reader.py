@@ -1,0 +1,441 @@
+"""From RLDS datasets to training batches: episodes -> credit labels and windows -> batches.
+
+Pipeline (each step a small function; grain runs the per-episode part in worker processes):
+
+  EpisodeSource[i]            one episode, random access over the dataset's array_record shards,
+                              parsed with numpy (no TensorFlow), images decoded to uint8
+  -> episode_pack             credit labels and windows (``habc.labeling.make_windows``), states
+                              and actions normalised, instruction tokenised; images kept once
+                              per step (windows hold indices, not copies)
+  -> WindowPool               a buffer of a few episode packs per dataset; windows are drawn
+                              from it without replacement, in random order
+  -> gather_batch             the batch of docs/interfaces.md section 3
+
+Several datasets are mixed with given ratios: each batch draws its rows from the datasets'
+pools by a multinomial over the ratios. Episodes are shuffled each epoch; with
+``num_epochs=None`` the stream is endless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from habc import labeling
+from habc.data import images as images_lib
+from habc.data import schema
+from habc.data import stats as stats_lib
+from habc.data import text
+from habc.data import writer as writer_lib
+
+OBS_MODES = ('vision', 'state')
+
+
+class EpisodeSource:
+  """Random access to the episodes of one dataset directory (a snapshot of its committed shards).
+
+  Picklable (grain worker processes reopen the files). ``source[i]`` is the in-memory episode of
+  docs/interfaces.md section 2, with images decoded for ``cameras`` only (None: all cameras).
+  """
+
+  def __init__(self, path: str, cameras: Sequence[str] | None = None):
+    self.path = os.path.abspath(path)
+    info_path = os.path.join(self.path, 'dataset_info.json')
+    if not os.path.exists(info_path):
+      raise FileNotFoundError(f'No RLDS dataset at {self.path} (no dataset_info.json).')
+    with open(info_path) as f:
+      info = json.load(f)
+    if info.get('fileFormat') != 'array_record':
+      raise ValueError(f'{self.path}: file format {info.get("fileFormat")!r}; the reader needs '
+                       'array_record (the working format; TFRecord is for export only).')
+    self.name = info['name']
+    lengths, _ = writer_lib.existing_shards(info)
+    self.files = [os.path.join(self.path, writer_lib.shard_name(self.name, i))
+                  for i, n in enumerate(lengths) if n]
+    self._num_episodes = int(sum(lengths))
+    self.spec = schema.spec_from_features(self._features())
+    self.cameras = tuple(self.spec.camera_names if cameras is None else cameras)
+    missing = set(self.cameras) - set(self.spec.camera_names)
+    if missing:
+      raise ValueError(f'{self.path}: cameras {sorted(missing)} are not in the dataset (it has '
+                       f'{self.spec.camera_names}).')
+    self._source = None
+    self._parser = None
+
+  def _features(self):
+    import tensorflow_datasets as tfds
+    return tfds.features.FeatureConnector.from_config(self.path)
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state['_source'] = None
+    state['_parser'] = None
+    return state
+
+  def _open(self):
+    if self._source is None:
+      from array_record.python import array_record_data_source
+      from tensorflow_datasets.core import example_parser
+      self._source = (array_record_data_source.ArrayRecordDataSource(self.files)
+                      if self.files else [])
+      self._parser = example_parser.ExampleParserNp(self._features().get_serialized_info())
+    return self._source
+
+  def __len__(self) -> int:
+    return self._num_episodes
+
+  def raw(self, index: int) -> bytes:
+    """The serialized episode (a tf.Example as tfds stores it)."""
+    if not 0 <= index < len(self):
+      raise IndexError(f'Episode {index} out of range: {self.path} holds {len(self)} episodes.')
+    return self._open()[index]
+
+  def __getitem__(self, index: int) -> dict:
+    self._open()
+    return parse_episode(self._parser.parse_example(self.raw(int(index))), self.cameras)
+
+
+def _text(value) -> str:
+  value = value.item() if isinstance(value, np.ndarray) else value
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def parse_episode(parsed: Mapping[str, Any], cameras: Sequence[str]) -> dict:
+  """tfds-parsed flat arrays -> the in-memory episode dict (images decoded for ``cameras``)."""
+  steps = parsed['steps']
+  obs = {cam: images_lib.decode_images(steps['observation'][cam]) for cam in cameras}
+  for key in ('state', 'privileged'):
+    if key in steps['observation']:
+      obs[key] = np.asarray(steps['observation'][key], np.float32)
+  out = {key: np.asarray(steps[key]) for key in schema.STEP_FIELDS
+         if key not in ('observation', 'language_instruction')}
+  out['observation'] = obs
+  instructions = steps['language_instruction']
+  out['language_instruction'] = _text(instructions[0]) if len(instructions) else ''
+  meta = parsed['episode_metadata']
+  metadata = {k: _text(meta[k]) for k in ('episode_id', 'task', 'source', 'operator')}
+  metadata['success'] = bool(meta['success'])
+  metadata['policy_version'] = int(meta['policy_version'])
+  return {'steps': out, 'episode_metadata': metadata}
+
+
+def episode_windows(episode: Mapping[str, Any], *, horizon: int, next_offset: int = 1,
+                    min_human_steps: int = 10, naive: bool = False) -> labeling.Windows:
+  """Credit labels and windows of one episode (``habc.labeling.make_windows``).
+
+  A demonstration (metadata ``source == 'demo'``) gives SFT windows; the end is a real success
+  when the last step ``is_terminal``.
+  """
+  steps, meta = episode['steps'], episode['episode_metadata']
+  return labeling.make_windows(
+      steps['is_intervention'], meta['success'], horizon=horizon, next_offset=next_offset,
+      min_human_steps=min_human_steps, is_terminal_end=bool(steps['is_terminal'][-1]),
+      is_demo=meta['source'] == 'demo', naive=naive)
+
+
+def model_state(episode: Mapping[str, Any], stats: stats_lib.NormStats, obs: str) -> np.ndarray:
+  """Normalised model state [T, S] ('vision'), or state ++ privileged [T, S + P] ('state')."""
+  observation = episode['steps']['observation']
+  state = stats.normalise('state', observation['state'])
+  if obs == 'state' and 'privileged' in observation:
+    state = np.concatenate([state, stats.normalise('privileged', observation['privileged'])], -1)
+  return state
+
+
+class EpisodePack:
+  """Callable (picklable) episode -> pack: everything a batch needs from one episode.
+
+  The pack: images uint8 [T, C, H, W, 3] ('vision' only), state f32 [T, S'], actions f32 [T, A]
+  (normalised), instruction int32 [L], and the ``Windows`` fields (N = T - 1 windows).
+  """
+
+  def __init__(self, *, horizon, next_offset, min_human_steps, naive, cameras, obs, stats,
+               max_instruction_len):
+    if obs not in OBS_MODES:
+      raise ValueError(f'obs must be one of {OBS_MODES}, got {obs!r}.')
+    self.horizon, self.next_offset = horizon, next_offset
+    self.min_human_steps, self.naive = min_human_steps, naive
+    self.cameras, self.obs, self.stats = tuple(cameras), obs, stats
+    self.max_instruction_len = max_instruction_len
+
+  def __call__(self, episode: Mapping[str, Any]) -> dict:
+    windows = episode_windows(episode, horizon=self.horizon, next_offset=self.next_offset,
+                              min_human_steps=self.min_human_steps, naive=self.naive)
+    steps = episode['steps']
+    pack = {name: np.asarray(value) for name, value in windows._asdict().items()}
+    pack['state'] = model_state(episode, self.stats, self.obs)
+    pack['actions'] = self.stats.normalise('action', steps['action'])
+    pack['instruction'] = text.tokenize(steps['language_instruction'], self.max_instruction_len)
+    if self.obs == 'vision':
+      shapes = {steps['observation'][c].shape[1:] for c in self.cameras}
+      if len(shapes) != 1:
+        raise ValueError(f'Episode {episode["episode_metadata"]["episode_id"]!r}: cameras '
+                         f'{self.cameras} have different image shapes {shapes}; convert with '
+                         '--resize to one size.')
+      pack['images'] = np.stack([steps['observation'][c] for c in self.cameras], axis=1)
+    return pack
+
+
+def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], batch_size: int,
+                 *, obs: str) -> dict:
+  """Windows drawn from episode packs -> one batch (docs/interfaces.md section 3).
+
+  Args:
+    parts: (pack, window indices [n_j]) pairs; sum n_j <= batch_size (the rest is padding with
+      ``valid`` False).
+    batch_size: B.
+    obs: 'vision' or 'state'.
+  """
+  if not parts:
+    raise ValueError('gather_batch: no windows to gather.')
+  first = parts[0][0]
+  horizon = first['action_index'].shape[1]
+
+  def empty(shape, dtype):
+    return np.zeros((batch_size,) + tuple(shape), dtype)
+
+  out = {
+      'state': empty(first['state'].shape[1:], np.float32),
+      'next_state': empty(first['state'].shape[1:], np.float32),
+      'instruction': empty(first['instruction'].shape, np.int32),
+      'actions': empty((horizon,) + first['actions'].shape[1:], np.float32),
+      'action_mask': empty((horizon,), bool),
+      'kind': np.full((batch_size,), int(labeling.SampleKind.UNLABELLED), np.int32),
+      'outcome': empty((), np.float32), 'viability_mask': empty((), bool),
+      'efficiency_mask': empty((), bool), 'next_is_terminal': empty((), bool)}
+  if obs == 'vision':
+    out['images'] = empty(first['images'].shape[1:], np.uint8)
+    out['next_images'] = empty(first['images'].shape[1:], np.uint8)
+  row = 0
+  for pack, idx in parts:
+    rows = slice(row, row + len(idx))
+    anchor, nxt = pack['anchor'][idx], pack['next_index'][idx]
+    mask = pack['action_mask'][idx]
+    if obs == 'vision':
+      np.take(pack['images'], anchor, axis=0, out=out['images'][rows])
+      np.take(pack['images'], nxt, axis=0, out=out['next_images'][rows])
+    out['state'][rows] = pack['state'][anchor]
+    out['next_state'][rows] = pack['state'][nxt]
+    out['instruction'][rows] = pack['instruction']
+    out['actions'][rows] = pack['actions'][pack['action_index'][idx]] * mask[..., None]
+    out['action_mask'][rows] = mask
+    for key in ('kind', 'outcome', 'viability_mask', 'efficiency_mask', 'next_is_terminal'):
+      out[key][rows] = pack[key][idx]
+    row += len(idx)
+  obs_now = {'state': out['state'], 'instruction': out['instruction']}
+  obs_next = {'state': out['next_state'], 'instruction': out['instruction']}
+  if obs == 'vision':
+    obs_now['images'], obs_next['images'] = out['images'], out['next_images']
+  return {'obs': obs_now, 'next_obs': obs_next, 'actions': out['actions'],
+          'action_mask': out['action_mask'], 'kind': out['kind'], 'outcome': out['outcome'],
+          'viability_mask': out['viability_mask'], 'efficiency_mask': out['efficiency_mask'],
+          'next_is_terminal': out['next_is_terminal'], 'valid': np.arange(batch_size) < row}
+
+
+class WindowPool:
+  """Draws windows without replacement from a buffer of up to ``size`` episode packs."""
+
+  def __init__(self, packs: Iterator[dict], size: int, rng: np.random.Generator):
+    self._packs, self._size, self._rng = packs, max(1, size), rng
+    self._buffer: list[list] = []  # [pack, shuffled window order, next position]
+    self.exhausted = False
+
+  def _fill(self):
+    while not self.exhausted and len(self._buffer) < self._size:
+      try:
+        pack = next(self._packs)
+      except StopIteration:
+        self.exhausted = True
+        break
+      order = self._rng.permutation(len(pack['anchor']))
+      if len(order):
+        self._buffer.append([pack, order, 0])
+
+  @property
+  def empty(self) -> bool:
+    self._fill()
+    return not self._buffer
+
+  def take(self, n: int) -> list[tuple[dict, np.ndarray]]:
+    """Up to n windows as (pack, indices) pairs; fewer only when the stream has ended."""
+    parts = []
+    while n > 0:
+      self._fill()
+      if not self._buffer:
+        break
+      remaining = np.array([len(o) - p for _, o, p in self._buffer], np.float64)
+      counts = self._rng.multinomial(n, remaining / remaining.sum())
+      counts = np.minimum(counts, remaining.astype(np.int64))
+      for entry, count in zip(self._buffer, counts):
+        if count:
+          pack, order, pos = entry
+          parts.append((pack, order[pos:pos + count]))
+          entry[2] = pos + count
+          n -= int(count)
+      self._buffer = [e for e in self._buffer if e[2] < len(e[1])]
+    return parts
+
+
+def episode_stream(path: str, pack_fn: EpisodePack, *, cameras, seed: int, num_epochs,
+                   num_workers: int) -> Iterator[dict]:
+  """Shuffled episode packs of one dataset (grain; worker processes when num_workers > 0)."""
+  import grain
+  source = EpisodeSource(path, cameras=cameras)
+  if not len(source):
+    raise ValueError(f'{path} holds no episodes; nothing to read.')
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs).map(pack_fn)
+  # Small buffers: a pack holds a whole episode's images; grain's defaults (500) would hold GBs.
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
+  if num_workers > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a library caller has none.
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                     per_worker_buffer_size=1))
+  return iter(it)
+
+
+class BatchStream:
+  """An iterator of training batches mixed from several datasets (see ``make_batches``)."""
+
+  def __init__(self, streams, ratios, *, batch_size, obs, pool_episodes, seed):
+    self._rng = np.random.default_rng(seed)
+    self._streams = streams
+    self._pools = [WindowPool(s, pool_episodes, np.random.default_rng([seed, i]))
+                   for i, s in enumerate(streams)]
+    self._ratios = np.asarray(ratios, np.float64)
+    self.batch_size, self.obs = batch_size, obs
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    parts, needed = [], self.batch_size
+    while needed > 0:
+      active = np.array([not p.empty for p in self._pools])
+      if not active.any():
+        break
+      p = np.where(active, self._ratios, 0.0)
+      counts = self._rng.multinomial(needed, p / p.sum())
+      for pool, count in zip(self._pools, counts):
+        if count:
+          got = pool.take(int(count))
+          parts.extend(got)
+          needed -= sum(len(idx) for _, idx in got)
+    if not parts:
+      raise StopIteration
+    return gather_batch(parts, self.batch_size, obs=self.obs)
+
+  def close(self):
+    for stream in self._streams:
+      close = getattr(stream, 'close', None)
+      if close is not None:
+        close()
+
+
+class ThreadPrefetch:
+  """Assembles the next ``size`` batches in a background thread while the caller trains.
+
+  JPEG decoding and numpy copies release the GIL, so this overlaps with a jitted update.
+  """
+
+  _END = object()
+
+  def __init__(self, stream: BatchStream, size: int = 2):
+    self._stream = stream
+    self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True, name='habc-batches')
+    self._thread.start()
+
+  def _run(self):
+    try:
+      for batch in self._stream:
+        while not self._stop.is_set():
+          try:
+            self._queue.put(batch, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if self._stop.is_set():
+          return
+      self._queue.put(self._END)
+    except BaseException as e:  # pylint: disable=broad-except
+      self._queue.put(e)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    item = self._queue.get()
+    if item is self._END:
+      self._queue.put(item)
+      raise StopIteration
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+  def close(self):
+    self._stop.set()
+    self._thread.join(timeout=5)
+    self._stream.close()
+
+
+def make_batches(datasets: Sequence[str] | str, *, horizon: int, ratios: Sequence[float] | None = None,
+                 next_offset: int = 1, min_human_steps: int = 10, naive: bool = False,
+                 batch_size: int = 64, cameras: Sequence[str] = ('top', 'wrist_left', 'wrist_right'),
+                 obs: str = 'vision', max_instruction_len: int = 32,
+                 stats: stats_lib.NormStats | None = None, seed: int = 0,
+                 num_epochs: int | None = None, num_workers: int = 0,
+                 pool_episodes: int = 8, prefetch: int = 2) -> BatchStream | ThreadPrefetch:
+  """Training batches from one or several RLDS datasets.
+
+  Args:
+    datasets: dataset directories (e.g. the demonstrations and each round's rollouts).
+    horizon: H, the action-chunk length.
+    ratios: sampling weight of each dataset (default: equal); e.g. (1, 1) draws half of each
+      batch from each, whatever their sizes.
+    next_offset, min_human_steps, naive: credit assignment (``habc.labeling.make_windows``).
+    batch_size: B.
+    cameras: camera names in model order (ignored with obs='state').
+    obs: 'vision' (images + state) or 'state' (state ++ privileged, no images).
+    max_instruction_len: L.
+    stats: normalisation statistics; default: those saved beside the first dataset (computed
+      and saved there on first use).
+    seed: shuffling seed.
+    num_epochs: passes over each dataset (None: endless). At the end, the last batch is padded
+      (``valid`` False).
+    num_workers: grain worker processes decoding episodes (0: in this process).
+    pool_episodes: episodes buffered per dataset to draw windows from (more: better mixing,
+      more memory).
+    prefetch: batches assembled ahead in a background thread (0: none, assembled on ``next``).
+
+  Returns:
+    An iterator (call ``close()`` when done): ``next(it)`` is a dict of numpy arrays
+    (docs/interfaces.md section 3).
+  """
+  datasets = [datasets] if isinstance(datasets, (str, os.PathLike)) else list(datasets)
+  if not datasets:
+    raise ValueError('make_batches: no datasets given.')
+  ratios = [1.0] * len(datasets) if ratios is None else list(ratios)
+  if len(ratios) != len(datasets) or min(ratios) < 0 or sum(ratios) <= 0:
+    raise ValueError(f'ratios {ratios} must be one non-negative weight per dataset '
+                     f'({len(datasets)}), not all zero.')
+  if stats is None:
+    stats = stats_lib.load_or_compute_stats(datasets[0])
+  cameras = tuple(cameras) if obs == 'vision' else ()
+  pack_fn = EpisodePack(horizon=horizon, next_offset=next_offset, min_human_steps=min_human_steps,
+                        naive=naive, cameras=cameras, obs=obs, stats=stats,
+                        max_instruction_len=max_instruction_len)
+  streams = [episode_stream(path, pack_fn, cameras=cameras, seed=seed + 1000 * i,
+                            num_epochs=num_epochs, num_workers=num_workers)
+             for i, (path, r) in enumerate(zip(datasets, ratios)) if r > 0]
+  ratios = [r for r in ratios if r > 0]
+  stream = BatchStream(streams, ratios, batch_size=batch_size, obs=obs,
+                       pool_episodes=pool_episodes, seed=seed)
+  return ThreadPrefetch(stream, prefetch) if prefetch > 0 else stream
