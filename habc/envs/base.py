@@ -75,8 +75,8 @@ def gripper_xml(side: str, pos, collides: bool = True) -> str:
             rgba="0.25 0.27 0.3 1"{c}/>
       <geom name="{side}_wrist" type="cylinder" size="0.018 0.04" pos="0 0 0.085"
             rgba="0.35 0.37 0.4 1" contype="0" conaffinity="0"/>
-      <site name="{side}_grasp" pos="0 0 -0.035" size="0.006" rgba="1 0.6 0 0.6"/>
-      <camera name="wrist_{side}" pos="0 -0.09 0.09" xyaxes="1 0 0 0 0.6 0.8" fovy="75"/>
+      <site name="{side}_grasp" pos="0 0 -0.035" size="0.006" rgba="1 0.6 0 0.6" group="5"/>
+      <camera name="wrist_{side}" pos="0 -0.08 0.025" xyaxes="1 0 0 0 0.68 0.73" fovy="80"/>
       <body name="{side}_finger_a" pos="0 0 0">
         <joint name="{side}_finger_a" type="slide" axis="1 0 0" range="0 {t}" damping="2"/>
         <geom type="box" size="0.006 0.012 0.03" pos="0.006 0 -0.015" rgba="0.8 0.5 0.2 1"
@@ -202,8 +202,8 @@ class TaskEnv(dm_env.Environment, abc.ABC):
   </asset>
   <worldbody>
     <light pos="0 -0.3 1.5" dir="0 0.2 -1" diffuse="0.5 0.5 0.5" castshadow="false"/>
-    <geom name="table" type="box" size="0.6 0.6 0.02" pos="0 0 -0.02" material="table"/>
-    <camera name="top" pos="0 -0.62 0.78" xyaxes="1 0 0 0 0.74 0.67" fovy="55"/>
+    <geom name="table" type="plane" size="0.6 0.6 0.02" material="table"/>
+    <camera name="top" pos="0 -0.5 0.6" xyaxes="1 0 0 0 0.77 0.64" fovy="50"/>
     {grippers}
     {t.get('worldbody', '')}
   </worldbody>
