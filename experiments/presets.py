@@ -40,7 +40,6 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   # credit.next_offset so that "the next state" of a window is the next decision.
   c.rollout.execute_steps = 8
   c.rollout.time_limit = 0  # Control steps per episode; 0: the task's own limit.
-  c.rollout.flow_steps = 0  # Integration steps when sampling; 0: model.flow_steps.
 
   c.operator = ml_collections.ConfigDict()
   c.operator.enabled = True

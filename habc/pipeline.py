@@ -1,0 +1,840 @@
+"""The main job: demonstrations -> SFT -> rounds of (collect, train, evaluate, checkpoint) -> report.
+
+``run(config, workdir, mode='pipeline')`` runs every stage that is not yet complete and returns
+the summary. Each stage records its completion in ``progress.json``; within a stage, progress is
+read back from what is on disk, so a re-run continues where a stop left it:
+
+* demos: one HDF5 file per demonstration (written atomically); existing files are kept; the RLDS
+  conversion runs once all are there.
+* collection: episodes are committed to the round's RLDS dataset in index order (out-of-order
+  finishes are held back until the ones before them are written), so the dataset always holds
+  episodes 0..n-1 and a resume collects n..N-1 with the same seeds. Nothing is recollected.
+* training: checkpoints every ``pipeline.checkpoint_every`` steps hold params, optimiser state,
+  step and RNG; a resume restores the latest and trains up to the stage's target step.
+* evaluation: per-episode results are appended to ``eval/round_XXX.jsonl`` in index order.
+
+Workdir layout::
+
+  config.json               the run's config (a re-run with a different one is refused)
+  progress.json             completed stages
+  demos/hdf5/               ALOHA-style HDF5 demonstrations (the raw teleop format)
+  data/demos/, data/round_001/, ...   RLDS datasets (tfds array_record)
+  checkpoints/              orbax checkpoints (with config and normalisation statistics)
+  eval/                     per-round evaluation results, frames of a success and a failure
+  logs/                     TensorBoard event files and metrics.jsonl
+  report.md, plots/         the report
+
+Round 0 is the SFT checkpoint; online rounds are numbered from 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import ml_collections
+import numpy as np
+
+from habc import evaluation
+from habc import rollout
+
+MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report')
+CONFIG_FILE = 'config.json'
+PROGRESS_FILE = 'progress.json'
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir was made with another config."""
+
+
+class Stop(Exception):
+  """Raised by an ``on_event`` hook to stop the pipeline (tests use it to simulate a crash)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Config identity of a workdir.
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f'{prefix}{k}'
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + '.'))
+    else:
+      out[key] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def config_identity(config) -> dict:
+  """The config as flat JSON values, without the sections that do not change results."""
+  from experiments import presets
+  d = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+  d = json.loads(json.dumps(d, default=list))
+  for section in presets.RUNTIME_SECTIONS:
+    d.pop(section, None)
+  return _flatten(d)
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """Lines 'key: workdir=<a> now=<b>' for every key whose value differs."""
+  lines = []
+  for key in sorted(set(saved) | set(current)):
+    a, b = saved.get(key, '<absent>'), current.get(key, '<absent>')
+    if a != b:
+      lines.append(f'  {key}: workdir={a!r} now={b!r}')
+  return lines
+
+
+def prepare_workdir(config, workdir: str, overwrite: bool = False) -> None:
+  """Creates the workdir, or checks that an existing one was made with the same config.
+
+  Raises:
+    ConfigMismatchError: the workdir's config.json differs (and ``overwrite`` is False).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = config_identity(config)
+  if os.path.exists(path) and overwrite:
+    shutil.rmtree(workdir)
+  elif os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    diff = config_differences(config_identity(saved), current)
+    if diff:
+      raise ConfigMismatchError(
+          f'The workdir {workdir} was made with a different config:\n' + '\n'.join(diff) +
+          '\nUse another --workdir, run with the same config to resume, or pass --overwrite to '
+          'delete it and start again.')
+    return
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(path, config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config)
+
+
+def _write_json(path: str, data) -> None:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(data, f, indent=1, default=lambda x: x.tolist() if hasattr(x, 'tolist') else list(x))
+  os.replace(tmp, path)
+
+
+def _read_json(path: str, default=None):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-round configuration.
+
+
+def round_config(config, round_index: int):
+  """The config that holds in online round ``round_index`` (>= 1): applies scheduled switches."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  start = config.pipeline.get('intervention_reweighting_from_round', -1)
+  if start is not None and start >= 1 and round_index >= start:
+    c.method.intervention_reweighting = True
+  return c
+
+
+def intervention_reweighting_at(config, round_index: int) -> bool:
+  return bool(round_config(config, round_index).method.intervention_reweighting) if round_index \
+      else bool(config.method.intervention_reweighting)
+
+
+# ------------------------------------------------------------------------------------------------
+# The run.
+
+
+@dataclasses.dataclass
+class Paths:
+  root: str
+
+  def __post_init__(self):
+    self.root = os.path.abspath(self.root)
+
+  @property
+  def demo_hdf5(self):
+    return os.path.join(self.root, 'demos', 'hdf5')
+
+  @property
+  def demo_failed(self):
+    return os.path.join(self.root, 'demos', 'failed')
+
+  @property
+  def demo_data(self):
+    return os.path.join(self.root, 'data', 'demos')
+
+  def round_data(self, r: int):
+    return os.path.join(self.root, 'data', f'round_{r:03d}')
+
+  @property
+  def checkpoints(self):
+    return os.path.join(self.root, 'checkpoints')
+
+  @property
+  def eval_dir(self):
+    return os.path.join(self.root, 'eval')
+
+  def eval_results(self, r: int):
+    return os.path.join(self.eval_dir, f'round_{r:03d}.jsonl')
+
+  def eval_frames(self, r: int):
+    return os.path.join(self.eval_dir, f'round_{r:03d}_frames.npz')
+
+  def collect_log(self, r: int):
+    return os.path.join(self.root, 'logs', f'collect_round_{r:03d}.jsonl')
+
+  def gates(self, r: int):
+    return os.path.join(self.root, 'logs', f'gates_round_{r:03d}.npz')
+
+  @property
+  def logs(self):
+    return os.path.join(self.root, 'logs')
+
+  @property
+  def summary(self):
+    return os.path.join(self.root, 'summary.json')
+
+
+class Pipeline:
+  """One run in one workdir. ``run_stage`` methods are idempotent (resumable)."""
+
+  def __init__(self, config, workdir: str, *, on_event: Callable[[str, dict], None] | None = None,
+               backend=None, log: Callable[[str], None] = print):
+    self.config = config
+    self.paths = Paths(workdir)
+    self.on_event = on_event or (lambda event, info: None)
+    self.log = log
+    self._pool = None
+    self._writer = None
+    self._progress = _read_json(os.path.join(self.paths.root, PROGRESS_FILE), {})
+    if backend is None:
+      backend = Backend(config)
+    self.backend = backend
+    backend.bind(self.paths)
+
+  # -- bookkeeping -------------------------------------------------------------------------------
+  def done(self, key: str) -> bool:
+    return bool(self._progress.get(key))
+
+  def mark(self, key: str, value: Any = True) -> None:
+    self._progress[key] = value
+    _write_json(os.path.join(self.paths.root, PROGRESS_FILE), self._progress)
+    self.on_event(f'done:{key}', {'value': value})
+
+  def _event(self, name: str, **info) -> None:
+    self.on_event(name, info)
+
+  @property
+  def metrics(self):
+    if self._writer is None:
+      from habc import metrics_writer
+      self._writer = metrics_writer.MetricsWriter(self.paths.logs)
+    return self._writer
+
+  def pool(self) -> rollout.WorkerPool:
+    if self._pool is None:
+      self._pool = rollout.WorkerPool(self.backend.worker_config(), self.config.runtime.num_workers)
+    return self._pool
+
+  def close(self) -> None:
+    if self._pool is not None:
+      self._pool.close()
+      self._pool = None
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+    self.backend.close()
+
+  def _bar(self, total: int, desc: str, initial: int = 0):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, disable=not self.config.runtime.progress,
+                leave=False, dynamic_ncols=True)
+
+  # -- stages ------------------------------------------------------------------------------------
+  def run(self, mode: str = 'pipeline') -> dict:
+    if mode not in MODES:
+      raise ValueError(f'Unknown mode {mode!r}; choose one of {MODES}.')
+    if mode in ('pipeline', 'demos'):
+      self.demos()
+    if mode in ('pipeline', 'sft'):
+      self.sft()
+    if mode == 'pipeline':
+      self.evaluate(0)
+      for r in range(1, self.config.pipeline.rounds + 1):
+        self.round(r)
+    elif mode in ('collect', 'train', 'eval'):
+      r = self.current_round(mode)
+      if mode == 'collect':
+        self.collect(r)
+      elif mode == 'train':
+        self.train(r)
+      else:
+        self.evaluate(r)
+    if mode in ('pipeline', 'report'):
+      self.report()
+    return self.summary()
+
+  def current_round(self, phase: str) -> int:
+    """The first round whose ``phase`` is not complete (0 means the SFT evaluation for 'eval')."""
+    if phase == 'eval' and not self.done('eval_000'):
+      return 0
+    for r in range(1, self.config.pipeline.rounds + 1):
+      if not self.done(f'{phase}_{r:03d}'):
+        return r
+    raise ValueError(f'Every round of {phase} is complete ({self.config.pipeline.rounds} rounds); '
+                     'raise --config.pipeline.rounds in a new workdir to run more.')
+
+  def round(self, r: int) -> None:
+    self.collect(r)
+    self.train(r)
+    self.evaluate(r)
+    if not self.done(f'round_{r:03d}'):
+      self.log(self.round_line(r))
+      self.mark(f'round_{r:03d}')
+
+  # demonstrations ...............................................................................
+  def demos(self) -> None:
+    if self.done('demos'):
+      return
+    c = self.config
+    os.makedirs(self.paths.demo_hdf5, exist_ok=True)
+    os.makedirs(self.paths.demo_failed, exist_ok=True)
+    target = c.data.num_demos
+    max_attempts = 2 * target + 2
+
+    def existing():
+      ok = sorted(f for f in os.listdir(self.paths.demo_hdf5) if f.endswith('.hdf5'))
+      failed = sorted(f for f in os.listdir(self.paths.demo_failed) if f.endswith('.hdf5'))
+      return ok, failed
+
+    ok, failed = existing()
+    bar = self._bar(target, 'demos', initial=min(len(ok), target))
+    attempt = len(ok) + len(failed)
+    while len(ok) < target:
+      if attempt >= max_attempts:
+        raise RuntimeError(
+            f'The scripted expert of {c.task} succeeded on only {len(ok)} of {attempt} '
+            f'demonstrations; check the task with `python -m habc.envs --task={c.task}`.')
+      count = min(target - len(ok), max_attempts - attempt)
+      requests = []
+      for i in range(attempt, attempt + count):
+        name = f'episode_{i:05d}.hdf5'
+        requests.append(rollout.EpisodeRequest(
+            episode_id=f'demo-{i:05d}', seed=rollout.seed_for(c.seed, 'demo', 0, i), kind='demo',
+            demo_path=os.path.join(self.paths.demo_hdf5, name)))
+
+      def on_result(result):
+        if not result['success']:
+          os.replace(result['path'], os.path.join(self.paths.demo_failed,
+                                                  os.path.basename(result['path'])))
+        else:
+          bar.update(1)
+        self._event('demo', **{k: result[k] for k in ('episode_id', 'success', 'length')})
+
+      rollout.run_episodes(self.pool(), requests, None, on_result)
+      attempt += count
+      ok, failed = existing()
+    bar.close()
+    self.log(f'demos: {len(ok)} successful expert demonstrations ({len(failed)} failed, set '
+             f'aside), converting to RLDS')
+    self.backend.convert_demos(self.paths.demo_hdf5, self.paths.demo_data)
+    self.mark('demos')
+
+  # SFT ...........................................................................................
+  def sft(self) -> None:
+    if self.done('sft'):
+      return
+    self._train_to(self.config.pipeline.sft_steps, stage='sft', round_index=0,
+                   datasets=[(self.paths.demo_data, 1.0)])
+    self.mark('sft')
+
+  # collection .......................................................................................
+  def collect(self, r: int) -> None:
+    key = f'collect_{r:03d}'
+    if self.done(key):
+      return
+    c = round_config(self.config, r)
+    self.backend.load_latest(self.paths.checkpoints)
+    path = self.paths.round_data(r)
+    os.makedirs(self.paths.logs, exist_ok=True)
+    writer = self.backend.open_writer(path)
+    total = c.rollout.episodes_per_round
+    try:
+      start = writer.num_episodes
+      bar = self._bar(total, f'collect round {r}', initial=start)
+      version = self.backend.step
+      requests = [rollout.EpisodeRequest(
+          episode_id=f'round{r:03d}-{i:05d}', seed=rollout.seed_for(c.seed, 'collect', r, i),
+          kind='rollout', policy_version=version, record=True) for i in range(start, total)]
+      held: dict[int, dict] = {}
+      next_index = [start]
+
+      def on_result(result):
+        index = int(result['episode_id'].rsplit('-', 1)[1])
+        held[index] = result
+        while next_index[0] in held:
+          res = held.pop(next_index[0])
+          writer.append(res['episode'])
+          with open(self.paths.collect_log(r), 'a') as log:
+            log.write(json.dumps({k: res[k] for k in ('episode_id', 'seed', 'success', 'length',
+                                                      'intervention_steps')}) + '\n')
+          next_index[0] += 1
+          bar.update(1)
+          self._event('collect', round=r, index=next_index[0] - 1, success=res['success'],
+                      intervention_steps=res['intervention_steps'])
+
+      rollout.run_episodes(self.pool(), requests, self.backend.policy(rng_seed=rollout.seed_for(
+          c.seed, 'policy', r, start)), on_result)
+      bar.close()
+    finally:
+      writer.close()
+    self.mark(key)
+
+  # training .........................................................................................
+  def train(self, r: int) -> None:
+    key = f'train_{r:03d}'
+    if self.done(key):
+      return
+    c = self.config
+    datasets = [(self.paths.demo_data, c.data.demo_fraction)]
+    rounds = [self.paths.round_data(i) for i in range(1, r + 1)]
+    for p in rounds:
+      datasets.append((p, (1.0 - c.data.demo_fraction) / len(rounds)))
+    target = c.pipeline.sft_steps + r * c.pipeline.steps_per_round
+    self._train_to(target, stage=f'round_{r:03d}', round_index=r, datasets=datasets)
+    self.mark(key)
+
+  def _train_to(self, target: int, *, stage: str, round_index: int, datasets) -> None:
+    c = self.config
+    ckpt = self.backend.checkpointer(self.paths.checkpoints, c.pipeline.keep_checkpoints)
+    resumed = self.backend.load_latest(self.paths.checkpoints, allow_fresh=True)
+    step = self.backend.step
+    if step >= target:
+      return
+    ir = intervention_reweighting_at(c, round_index)
+    batches = self.backend.batches(datasets, seed=rollout.seed_for(c.seed, stage, round_index,
+                                                                    step))
+    bar = self._bar(target, f'train {stage}', initial=step)
+    sums: dict[str, float] = {}
+    count = 0
+    try:
+      while step < target:
+        metrics = self.backend.update(next(batches), intervention_reweighting=ir)
+        step = self.backend.step
+        bar.update(1)
+        count += 1
+        for k, v in metrics.items():
+          if np.isfinite(v):
+            sums[k] = sums.get(k, 0.0) + v
+        if step % c.pipeline.log_every == 0 or step == target:
+          self.metrics.scalars(step, metrics, prefix='train')
+        if step % c.pipeline.checkpoint_every == 0 or step == target:
+          self.backend.save(ckpt, meta={'stage': stage, 'round': round_index,
+                                        'resumed_from': resumed})
+        self._event('train_step', stage=stage, step=step)
+    finally:
+      bar.close()
+      if hasattr(batches, 'close'):
+        batches.close()
+    means = {k: v / max(count, 1) for k, v in sums.items()}
+    os.makedirs(self.paths.logs, exist_ok=True)
+    _write_json(os.path.join(self.paths.logs, f'train_{stage}.json'), means)
+    if round_index:
+      gates = self.backend.gate_samples(datasets, seed=rollout.seed_for(c.seed, 'gates',
+                                                                         round_index, 0))
+      if gates is not None:
+        np.savez(self.paths.gates(round_index), **gates)
+
+  # evaluation ...................................................................................
+  def evaluate(self, r: int) -> None:
+    key = f'eval_{r:03d}'
+    if self.done(key):
+      return
+    c = self.config
+    os.makedirs(self.paths.eval_dir, exist_ok=True)
+    os.makedirs(self.paths.logs, exist_ok=True)
+    self.backend.load_latest(self.paths.checkpoints)
+    path = self.paths.eval_results(r)
+    rows = _read_jsonl(path)
+    start = len(rows)
+    total = c.eval.episodes
+    bar = self._bar(total, f'eval round {r}', initial=start)
+    frames = dict(np.load(self.paths.eval_frames(r))) if os.path.exists(
+        self.paths.eval_frames(r)) else {}
+    held: dict[int, dict] = {}
+    next_index = [start]
+    requests = [rollout.EpisodeRequest(
+        episode_id=f'eval{r:03d}-{i:05d}', seed=rollout.seed_for(c.eval.seed_offset, 'eval', 0, i),
+        kind='eval', policy_version=self.backend.step, record=False,
+        video_camera=c.eval.video_camera) for i in range(start, total)]
+    with open(path, 'a') as f:
+      def on_result(result):
+        index = int(result['episode_id'].rsplit('-', 1)[1])
+        held[index] = result
+        while next_index[0] in held:
+          res = held.pop(next_index[0])
+          name = 'success' if res['success'] else 'failure'
+          if name not in frames and res['frames'] is not None:
+            frames[name] = res['frames']
+            np.savez(self.paths.eval_frames(r), **frames)
+          f.write(json.dumps({k: res[k] for k in ('episode_id', 'seed', 'success', 'length')})
+                  + '\n')
+          f.flush()
+          next_index[0] += 1
+          bar.update(1)
+          self._event('eval', round=r, index=next_index[0] - 1)
+
+      rollout.run_episodes(self.pool(), requests, self.backend.policy(rng_seed=rollout.seed_for(
+          c.seed, 'eval-policy', r, start)), on_result)
+    bar.close()
+    rows = _read_jsonl(path)
+    stats = evaluation.summarize([row['success'] for row in rows], [row['length'] for row in rows])
+    stats['round'] = r
+    stats['step'] = self.backend.step
+    _write_json(os.path.join(self.paths.eval_dir, f'round_{r:03d}.json'), stats)
+    self.metrics.scalars(r, {'success_rate': stats['success_rate'], 'ci_low': stats['ci_low'],
+                             'ci_high': stats['ci_high'],
+                             'mean_success_length': stats['mean_success_length'] or np.nan},
+                         prefix='eval')
+    self.metrics.flush()
+    if r == 0:
+      self.log(f'round 0 (SFT): {evaluation.format_summary(stats)}')
+    self.mark(key)
+
+  # summaries ........................................................................................
+  def round_stats(self, r: int) -> dict:
+    """Evaluation, collection and learner figures of round ``r`` (what is available)."""
+    out = {'round': r}
+    ev = _read_json(os.path.join(self.paths.eval_dir, f'round_{r:03d}.json'))
+    if ev:
+      out['eval'] = ev
+    if r >= 1:
+      rows = _read_jsonl(self.paths.collect_log(r), rewrite=False)
+      if rows:
+        out['collect'] = evaluation.summarize(
+            [x['success'] for x in rows], [x['length'] for x in rows],
+            [x['intervention_steps'] for x in rows])
+      train = _read_json(os.path.join(self.paths.logs, f'train_round_{r:03d}.json'))
+      if train:
+        out['train'] = train
+    return out
+
+  def round_line(self, r: int) -> str:
+    s = self.round_stats(r)
+    parts = [f'round {r}:']
+    if 'eval' in s:
+      parts.append(evaluation.format_summary(s['eval']))
+    if 'collect' in s:
+      cs = s['collect']
+      parts.append(f'| collected {cs["episodes"]} ({cs["successes"]} succ, '
+                   f'{cs["episodes_with_intervention"]} with interventions, '
+                   f'{cs["intervention_steps"]} operator steps)')
+    if 'train' in s:
+      t = s['train']
+      parts.append(f'| actor {t.get("actor/loss", np.nan):.4f} critic '
+                   f'{t.get("critic/loss", np.nan):.4f} gate {_mean_gate(t):.3f}')
+    return ' '.join(parts)
+
+  def summary(self) -> dict:
+    rounds = [self.round_stats(r) for r in range(0, self.config.pipeline.rounds + 1)
+              if self.done(f'eval_{r:03d}')]
+    out = {'task': self.config.task, 'method': self.config.name, 'seed': self.config.seed,
+           'preset': self.config.get('preset', ''), 'rounds': rounds, 'progress': self._progress}
+    _write_json(self.paths.summary, out)
+    return out
+
+  def report(self) -> None:
+    from habc import report
+    summary = self.summary()
+    report.write_report(self.paths.root, summary, config=self.config)
+    self.mark('report')
+    self.log(f'report: {os.path.join(self.paths.root, "report.md")}')
+
+
+def _mean_gate(train_means: dict) -> float:
+  """Mean gate over the online sample kinds that were present (NaN if none)."""
+  values = [v for k, v in train_means.items() if k.startswith('gate/') and k.endswith('_mean')
+            and np.isfinite(v)]
+  return float(np.mean(values)) if values else float('nan')
+
+
+def _read_jsonl(path: str, rewrite: bool = True) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        break  # A line cut by a crash: everything after it is recomputed.
+  if not rewrite:
+    return rows
+  # Rewrite without the cut line so appends stay clean.
+  with open(path, 'w') as f:
+    for row in rows:
+      f.write(json.dumps(row) + '\n')
+  return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# The real backend: model, learner, data layer, checkpoints. Tests may pass a fake with the same
+# methods to exercise the pipeline's bookkeeping alone.
+
+
+class _LazyWriter:
+  """An RLDS episode writer whose dataset is created (with the first episode's spec) on demand."""
+
+  def __init__(self, path: str):
+    from habc.data import writer as writer_lib
+    self._lib = writer_lib
+    self.path = path
+    self._writer = None
+    if os.path.exists(os.path.join(path, 'dataset_info.json')):
+      self._writer = writer_lib.EpisodeWriter(path)
+
+  @property
+  def num_episodes(self) -> int:
+    return self._writer.num_episodes if self._writer is not None else 0
+
+  def append(self, episode: dict) -> None:
+    if self._writer is None:
+      from habc.data import schema
+      self._writer = self._lib.EpisodeWriter(self.path, schema.spec_of_episode(episode))
+    self._writer.append(episode)
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+class Backend:
+  """Model, learner, data and checkpoints behind the few calls the pipeline makes."""
+
+  def __init__(self, config):
+    self.config = config
+    self.paths: Paths | None = None
+    self.model = None
+    self.learner = None
+    self.stats = None
+    self._policy_fn = None
+    self._gate_fn = None
+    self._checkpointer = None
+    self._loaded_step = None
+
+  def bind(self, paths: Paths) -> None:
+    self.paths = paths
+
+  # environments ..................................................................................
+  def worker_config(self) -> rollout.WorkerConfig:
+    c = self.config
+    cameras = tuple(c.cameras) if c.obs == 'vision' else ()
+    operator = c.operator.to_dict() if c.operator.enabled else None
+    return rollout.WorkerConfig(task=c.task, image_size=c.image_size, cameras=cameras,
+                                time_limit=c.rollout.time_limit or None,
+                                execute_steps=c.rollout.execute_steps, operator=operator)
+
+  # data ........................................................................................
+  def convert_demos(self, hdf5_dir: str, out_dir: str) -> None:
+    """ALOHA-style HDF5 files -> an RLDS dataset, through the data layer's converter."""
+    from habc.data import stats as stats_lib
+    if os.path.exists(out_dir):
+      shutil.rmtree(out_dir)  # A conversion cut short: redo it from the raw files.
+    _convert_aloha(hdf5_dir, out_dir, task=self.config.task)
+    stats_lib.save_stats(stats_lib.compute_dataset_stats(out_dir), out_dir)
+
+  def open_writer(self, path: str) -> _LazyWriter:
+    return _LazyWriter(path)
+
+  def _load_stats(self):
+    if self.stats is None:
+      from habc.data import stats as stats_lib
+      self.stats = stats_lib.load_stats(self.paths.demo_data)
+    return self.stats
+
+  def batches(self, datasets, seed: int):
+    from habc.data import reader
+    c = self.config
+    paths = [p for p, _ in datasets]
+    ratios = [r for _, r in datasets]
+    return reader.make_batches(
+        paths, ratios=ratios, horizon=c.model.action_horizon, next_offset=c.credit.next_offset,
+        min_human_steps=c.credit.min_human_steps, naive=c.credit.naive,
+        batch_size=c.learner.batch_size, cameras=tuple(c.cameras), obs=c.obs,
+        max_instruction_len=c.model.max_instruction_len, stats=self._load_stats(),
+        seed=int(seed) % (2**31 - 1))
+
+  # learner ........................................................................................
+  def _build(self) -> None:
+    if self.learner is not None:
+      return
+    from habc.learning import learner as learner_lib
+    from habc.networks import build_model
+    stats = self._load_stats()
+    action_dim = int(np.asarray(stats.mean['action']).shape[0])
+    self.model = build_model(self.config, action_dim)
+    stream = self.batches([(self.paths.demo_data, 1.0)], seed=self.config.seed)
+    try:
+      example = next(stream)
+    finally:
+      if hasattr(stream, 'close'):
+        stream.close()
+    self.learner = learner_lib.Learner(self.config, self.model, example, seed=self.config.seed)
+
+  def checkpointer(self, directory: str, keep: int):
+    if self._checkpointer is None:
+      from habc import checkpoints
+      self._checkpointer = checkpoints.Checkpointer(directory, max_to_keep=keep)
+    return self._checkpointer
+
+  def load_latest(self, directory: str, allow_fresh: bool = False):
+    """Builds the learner and restores the newest checkpoint; returns its step (None: fresh)."""
+    self._build()
+    ckpt = self.checkpointer(directory, self.config.pipeline.keep_checkpoints)
+    latest = ckpt.latest_step()
+    if latest is None:
+      if not allow_fresh:
+        raise FileNotFoundError(f'No checkpoint in {directory}: run the SFT stage first.')
+      return None
+    if latest != self._loaded_step or latest != self.step:
+      restored = ckpt.restore(self.learner.state, latest)
+      self.learner.restore(restored.state)
+      self._loaded_step = latest
+    return latest
+
+  @property
+  def step(self) -> int:
+    return self.learner.step if self.learner is not None else 0
+
+  def update(self, batch, intervention_reweighting: bool) -> dict:
+    return self.learner.update(batch, intervention_reweighting=intervention_reweighting)
+
+  def save(self, ckpt, meta: dict) -> None:
+    import jax
+    state = jax.device_get(self.learner.state)
+    ckpt.save(self.step, state, config=self.config, stats=_stats_tree(self._load_stats()),
+              meta=meta)
+    self._loaded_step = self.step
+
+  # policy .....................................................................................
+  def policy(self, rng_seed: int) -> rollout.Policy:
+    """Raw observations -> action chunks in environment units, from the current parameters."""
+    import jax
+    from habc.networks import policy as policy_lib
+    self._build()
+    if self._policy_fn is None:
+      self._policy_fn = policy_lib.make_policy_fn(self.model, self.config)
+    params = self.learner.params
+    stats = self._load_stats()
+    key = [jax.random.PRNGKey(int(rng_seed) % (2**31 - 1))]
+    c = self.config
+
+    def act(observations):
+      key[0], sub = jax.random.split(key[0])
+      obs = policy_observations(observations, c, stats)
+      chunk = np.asarray(self._policy_fn(params, obs, sub), np.float32)
+      return stats.unnormalise('action', chunk)
+
+    return act
+
+  def gate_samples(self, datasets, seed: int, num_batches: int = 4):
+    """Per-sample gate g_t and sample kind over a few batches ({'gate', 'kind'}), or None."""
+    import jax
+    from habc.learning import learner as learner_lib
+    from habc.learning import objectives
+    c = self.config
+    if not objectives.uses_critic(c.method):
+      return None
+    if self._gate_fn is None:
+      model = self.model
+
+      def gate_fn(params, batch):
+        phi = model.apply(params, batch['obs'], method=model.encode)
+        heads, heads_next = learner_lib._critic_pass(  # pylint: disable=protected-access
+            model, c.model.critic_encoder, params, batch['obs'], batch['next_obs'], phi)
+        _, online, _ = objectives.critic_loss_and_online_weight(
+            c.method, heads, heads_next, batch, c.learner.huber_delta)
+        return online
+
+      self._gate_fn = jax.jit(gate_fn)
+    stream = self.batches(datasets, seed)
+    gates, kinds = [], []
+    try:
+      for _ in range(num_batches):
+        batch = next(stream)
+        g = np.asarray(self._gate_fn(self.learner.params, batch))
+        valid = np.asarray(batch['valid'], bool)
+        gates.append(g[valid])
+        kinds.append(np.asarray(batch['kind'])[valid])
+    finally:
+      if hasattr(stream, 'close'):
+        stream.close()
+    return {'gate': np.concatenate(gates), 'kind': np.concatenate(kinds)}
+
+  def close(self) -> None:
+    if self._checkpointer is not None:
+      self._checkpointer.close()
+      self._checkpointer = None
+
+
+def _stats_tree(stats) -> dict:
+  """NormStats -> a nested dict of arrays (what a checkpoint stores)."""
+  return {'mean': {k: np.asarray(v) for k, v in stats.mean.items()},
+          'std': {k: np.asarray(v) for k, v in stats.std.items()}}
+
+
+def policy_observations(observations, config, stats) -> dict:
+  """Raw environment observations -> the policy's observation batch (interfaces.md, section 3).
+
+  Args:
+    observations: N dicts as the environment returns them (cameras uint8 [H, W, 3], 'state'
+      [S], 'privileged' [P]), each with the episode's 'instruction' string added by the worker.
+    config: the experiment config (obs mode, camera order, instruction length).
+    stats: ``habc.data.stats.NormStats``.
+
+  Returns:
+    {'state': f32 [N, S'], 'instruction': int32 [N, L], and with obs='vision' 'images':
+    uint8 [N, C, H, W, 3]}; the same normalisation as the data reader.
+  """
+  from habc.data import text
+  state = stats.normalise('state', np.stack([o['state'] for o in observations]))
+  if config.obs == 'state' and 'privileged' in observations[0]:
+    privileged = stats.normalise('privileged', np.stack([o['privileged'] for o in observations]))
+    state = np.concatenate([state, privileged], -1)
+  out = {'state': state.astype(np.float32),
+         'instruction': np.stack([text.tokenize(o.get('instruction', ''),
+                                                config.model.max_instruction_len)
+                                  for o in observations])}
+  if config.obs == 'vision':
+    out['images'] = np.stack([np.stack([o[c] for c in config.cameras]) for o in observations])
+  return out
+
+
+def _convert_aloha(hdf5_dir: str, out_dir: str, *, task: str) -> None:
+  """The recorder's HDF5 demonstrations -> RLDS (source 'demo')."""
+  from habc import recorder
+  from habc.data import writer as writer_lib
+  files = sorted(f for f in os.listdir(hdf5_dir) if f.endswith('.hdf5'))
+  if not files:
+    raise FileNotFoundError(f'No demonstrations (*.hdf5) in {hdf5_dir}.')
+  episodes = (recorder.read_aloha_episode(os.path.join(hdf5_dir, f), task=task) for f in files)
+  writer_lib.write_episodes(out_dir, episodes)
+
+
+def run(config, workdir: str, *, mode: str = 'pipeline', overwrite: bool = False,
+        on_event=None, backend=None, log: Callable[[str], None] = print) -> dict:
+  """Runs (or resumes) the pipeline in ``workdir``; returns the run's summary dict."""
+  prepare_workdir(config, workdir, overwrite=overwrite)
+  pipeline = Pipeline(config, workdir, on_event=on_event, backend=backend, log=log)
+  try:
+    return pipeline.run(mode)
+  finally:
+    pipeline.close()

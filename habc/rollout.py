@@ -1,0 +1,397 @@
+"""Episodes with the policy in the loop: environment worker processes, batched policy in the main.
+
+Shape of a collection
+---------------------
+Each worker process owns one environment at a time (built per episode from the episode's seed, so
+an episode does not depend on which worker ran it) and, for online rollouts, a simulated operator.
+The main process holds the policy. Every decision point, the main process gathers the observations
+of all workers that wait for an action chunk, runs the policy once on the whole batch (padded to a
+fixed size so it compiles once), and sends each worker its chunk. A worker executes
+``execute_steps`` control steps of its chunk, asking the operator at every step whether it takes
+over (``act(env, policy_action) -> (action, is_intervention)``), and records both the executed
+action and the policy's proposal. A finished episode goes back to the main process as the episode
+dict of docs/interfaces.md section 2, which the caller writes to RLDS.
+
+Worker processes never import TensorFlow (MuJoCo's software rendering crashes next to it): they
+are started with the ``spawn`` method and import only numpy and the environment package; each
+checks ``sys.modules`` after its imports and reports a violation as an error.
+
+Demonstrations run entirely inside a worker (``habc.recorder``: the scripted expert, no policy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+from multiprocessing.connection import wait as wait_connections
+import os
+import sys
+import traceback
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+  """What every worker needs to build its environments (picklable)."""
+
+  task: str
+  image_size: int = 64
+  cameras: tuple[str, ...] = ()
+  time_limit: int | None = None  # Control steps; None: the task's own limit.
+  execute_steps: int = 8  # Control steps run from each action chunk.
+  operator: dict | None = None  # Config of the simulated operator (None: no operator).
+  # 'module:function' building an environment: fn(task, seed=, image_size=, cameras=, time_limit=).
+  # Tests point this at a fake environment.
+  env_factory: str = 'habc.envs:make'
+  # 'module:Class' of the simulated operator: Class(config, seed) with reset() and act().
+  operator_factory: str = 'habc.envs.operator:SimulatedOperator'
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeRequest:
+  """One episode to run."""
+
+  episode_id: str
+  seed: int
+  kind: str = 'rollout'  # 'rollout' (policy + operator, recorded), 'eval' (policy only) or 'demo'.
+  policy_version: int = -1
+  record: bool = True  # Return the full episode dict (otherwise only its summary).
+  video_camera: str = ''  # Camera whose frames are kept for the report ('' for none).
+  video_every: int = 4  # Keep a frame every this many control steps.
+  demo_path: str = ''  # For 'demo': the ALOHA-style HDF5 file to write.
+
+
+def seed_for(base_seed: int, stage: str, round_index: int, index: int) -> int:
+  """A deterministic 31-bit seed for episode ``index`` of a stage; independent of worker order."""
+  stage_code = int.from_bytes(stage.encode()[:8].ljust(8, b'\0'), 'little')
+  seq = np.random.SeedSequence([int(base_seed), stage_code, int(round_index), int(index)])
+  return int(seq.generate_state(1, np.uint32)[0] & 0x7FFFFFFF)
+
+
+def load_symbol(path: str):
+  """'package.module:name' -> the object."""
+  import importlib
+  module, _, name = path.partition(':')
+  if not name:
+    raise ValueError(f'Expected "module:name", got {path!r}.')
+  return getattr(importlib.import_module(module), name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inside a worker process.
+
+
+class _EpisodeRecorder:
+  """Accumulates the steps of one episode (RLDS convention: the last step holds s_T, zero action)."""
+
+  def __init__(self, record: bool):
+    self.record = record
+    self.observations: list[dict] = []
+    self.actions: list[np.ndarray] = []
+    self.policy_actions: list[np.ndarray] = []
+    self.interventions: list[bool] = []
+
+  def add(self, observation: dict, action, policy_action, is_intervention: bool) -> None:
+    if self.record:
+      self.observations.append({k: np.asarray(v) for k, v in observation.items()})
+      self.actions.append(np.asarray(action, np.float32))
+      self.policy_actions.append(np.asarray(policy_action, np.float32))
+    self.interventions.append(bool(is_intervention))
+
+  def finish(self, final_observation: dict, success: bool, metadata: dict,
+             instruction: str) -> dict | None:
+    """The episode dict of docs/interfaces.md section 2 (None when not recording)."""
+    if not self.record:
+      return None
+    self.observations.append({k: np.asarray(v) for k, v in final_observation.items()})
+    num = len(self.observations)
+    zero = np.zeros_like(self.actions[0])
+    observation = {k: np.stack([o[k] for o in self.observations]) for k in self.observations[0]}
+    last = np.zeros(num, bool)
+    last[-1] = True
+    first = np.zeros(num, bool)
+    first[0] = True
+    terminal = last & bool(success)
+    reward = np.where(terminal, 1.0, 0.0).astype(np.float32)
+    steps = {
+        'observation': observation,
+        'action': np.stack(self.actions + [zero]).astype(np.float32),
+        'policy_action': np.stack(self.policy_actions + [zero]).astype(np.float32),
+        'is_intervention': np.asarray(self.interventions + [False], bool),
+        'reward': reward,
+        'discount': np.where(terminal, 0.0, 1.0).astype(np.float32),
+        'is_first': first,
+        'is_last': last,
+        'is_terminal': terminal,
+        'language_instruction': instruction,
+    }
+    return {'steps': steps, 'episode_metadata': dict(metadata, success=bool(success))}
+
+
+class _Episode:
+  """One running episode inside a worker: environment, operator, recorder, frames."""
+
+  def __init__(self, config: WorkerConfig, request: EpisodeRequest):
+    make_env = load_symbol(config.env_factory)
+    self.config, self.request = config, request
+    self.env = make_env(config.task, seed=request.seed, image_size=config.image_size,
+                        cameras=config.cameras, time_limit=config.time_limit)
+    self.operator = None
+    if request.kind == 'rollout' and config.operator is not None and config.operator.get(
+        'enabled', True):
+      operator_cls = load_symbol(config.operator_factory)
+      self.operator = operator_cls(config.operator, request.seed)
+      self.operator.reset()
+    self.recorder = _EpisodeRecorder(request.record)
+    self.frames: list[np.ndarray] = []
+    spec = self.env.action_spec()
+    self._low = getattr(spec, 'minimum', -np.inf)
+    self._high = getattr(spec, 'maximum', np.inf)
+    self.timestep = self.env.reset()
+    self.length = 0
+    self._maybe_frame(force=True)
+
+  def policy_observation(self) -> dict:
+    """The current observation with the episode's instruction (what the policy reads)."""
+    return dict(self.timestep.observation, instruction=str(getattr(self.env, 'instruction', '')))
+
+  def _maybe_frame(self, force: bool = False) -> None:
+    camera = self.request.video_camera
+    if camera and (force or self.length % max(1, self.request.video_every) == 0):
+      obs = self.timestep.observation
+      frame = obs[camera] if camera in obs else self.env.render(camera)
+      self.frames.append(np.asarray(frame, np.uint8))
+
+  def run_chunk(self, chunk: np.ndarray) -> bool:
+    """Executes up to ``execute_steps`` actions of ``chunk`` [H, A]; True when the episode ended."""
+    for policy_action in chunk[:self.config.execute_steps]:
+      if self.timestep.last():
+        break
+      # The policy's proposal, clipped to the action bounds (as it would be executed).
+      policy_action = np.clip(np.asarray(policy_action, np.float32), self._low, self._high)
+      if self.operator is not None:
+        action, is_intervention = self.operator.act(self.env, policy_action)
+      else:
+        action, is_intervention = policy_action, False
+      action = np.asarray(action, np.float32)
+      self.recorder.add(self.timestep.observation, action, policy_action, is_intervention)
+      self.timestep = self.env.step(action)
+      self.length += 1
+      self._maybe_frame()
+    return self.timestep.last()
+
+  def result(self) -> dict:
+    success = bool(self.timestep.last() and self.timestep.discount == 0)
+    if self.request.video_camera and self.length % max(1, self.request.video_every):
+      self._maybe_frame(force=True)
+    metadata = {
+        'episode_id': self.request.episode_id,
+        'task': str(getattr(self.env, 'task_name', self.config.task)),
+        'policy_version': int(self.request.policy_version),
+        'source': 'rollout' if self.request.kind == 'rollout' else self.request.kind,
+        'operator': type(self.operator).__name__ if self.operator is not None else 'none',
+    }
+    episode = self.recorder.finish(self.timestep.observation, success, metadata,
+                                   str(getattr(self.env, 'instruction', '')))
+    flags = np.asarray(self.recorder.interventions, bool)
+    out = {
+        'episode_id': self.request.episode_id,
+        'seed': self.request.seed,
+        'kind': self.request.kind,
+        'success': success,
+        'length': int(self.length),
+        'intervention_steps': int(flags.sum()),
+        'episode': episode,
+        'frames': np.stack(self.frames) if self.frames else None,
+    }
+    self.env.close()
+    return out
+
+
+def _check_no_tensorflow(where: str) -> None:
+  if 'tensorflow' in sys.modules:
+    raise RuntimeError(
+        f'TensorFlow was imported in {where} (pid {os.getpid()}); it crashes MuJoCo software '
+        'rendering. Find the import (python -X importtime) and move it out of this process.')
+
+
+def _worker_main(conn, config: WorkerConfig) -> None:
+  """Loop of a worker process: serves 'start', 'chunk', 'demo' and 'close' messages."""
+  episode = None
+  try:
+    os.environ.setdefault('MUJOCO_GL', 'osmesa')
+    os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
+    load_symbol(config.env_factory)  # Import the environment package up front.
+    _check_no_tensorflow('an environment worker')
+  except Exception:  # pylint: disable=broad-except
+    conn.send(('error', traceback.format_exc()))
+    return
+  while True:
+    try:
+      message, payload = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+      return
+    try:
+      if message == 'close':
+        return
+      if message == 'start':
+        episode = _Episode(config, payload)
+        if episode.timestep.last():
+          conn.send(('done', episode.result()))
+          episode = None
+        else:
+          conn.send(('obs', episode.policy_observation()))
+      elif message == 'chunk':
+        if episode is None:
+          raise RuntimeError('Received an action chunk with no episode running.')
+        if episode.run_chunk(np.asarray(payload, np.float32)):
+          conn.send(('done', episode.result()))
+          episode = None
+        else:
+          conn.send(('obs', episode.policy_observation()))
+      elif message == 'demo':
+        from habc import recorder  # Imported here: the recorder writes HDF5 in this process.
+        conn.send(('done', recorder.record_demo(config, payload)))
+      else:
+        raise ValueError(f'Unknown worker message {message!r}.')
+      _check_no_tensorflow('an environment worker')
+    except Exception:  # pylint: disable=broad-except
+      episode = None
+      conn.send(('error', traceback.format_exc()))
+
+
+# ------------------------------------------------------------------------------------------------
+# In the main process.
+
+
+class WorkerError(RuntimeError):
+  """A worker process failed; the message carries its traceback."""
+
+
+class WorkerPool:
+  """``num_workers`` environment processes (spawned, TensorFlow-free). Use as a context manager."""
+
+  def __init__(self, config: WorkerConfig, num_workers: int):
+    if num_workers < 1:
+      raise ValueError(f'num_workers must be >= 1, got {num_workers}.')
+    self.config = config
+    self.num_workers = num_workers
+    ctx = mp.get_context('spawn')
+    self._conns, self._procs = [], []
+    for i in range(num_workers):
+      parent, child = ctx.Pipe()
+      proc = ctx.Process(target=_worker_main, args=(child, config), daemon=True,
+                         name=f'habc-env-worker-{i}')
+      proc.start()
+      child.close()
+      self._conns.append(parent)
+      self._procs.append(proc)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def close(self) -> None:
+    for conn in self._conns:
+      try:
+        conn.send(('close', None))
+      except (BrokenPipeError, OSError):
+        pass
+    for proc in self._procs:
+      proc.join(timeout=5)
+      if proc.is_alive():
+        proc.terminate()
+        proc.join(timeout=5)
+    for conn in self._conns:
+      conn.close()
+    self._conns, self._procs = [], []
+
+  def send(self, worker: int, message: str, payload: Any) -> None:
+    self._conns[worker].send((message, payload))
+
+  def receive(self, worker: int):
+    """The next reply of ``worker``: ('obs', observation) or ('done', result)."""
+    try:
+      kind, payload = self._conns[worker].recv()
+    except EOFError as e:
+      code = self._procs[worker].exitcode
+      raise WorkerError(f'Environment worker {worker} died (exit code {code}); if the code is '
+                        'negative it was killed by a signal, e.g. -11 for a crash in MuJoCo.') from e
+    if kind == 'error':
+      raise WorkerError(f'Environment worker {worker} failed:\n{payload}')
+    return kind, payload
+
+  def ready(self, workers: Sequence[int], timeout: float | None = None) -> list[int]:
+    """The subset of ``workers`` with a reply waiting."""
+    conns = {self._conns[w]: w for w in workers}
+    return sorted(conns[c] for c in wait_connections(list(conns), timeout=timeout))
+
+
+# A policy maps a list of N raw observations (dicts as the environment returns them) to action
+# chunks in the environment's units, float32 [N, H, A]. ``habc.pipeline`` builds one from the
+# network, the normalisation statistics and the tokenizer.
+Policy = Callable[[Sequence[dict]], np.ndarray]
+
+
+def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: Policy | None,
+                 on_result: Callable[[dict], None], *, pad_to: int | None = None) -> None:
+  """Runs every request on the pool; calls ``on_result(result)`` in the main process as each ends.
+
+  Every decision point, all workers that wait for an action are served by one batched policy
+  call, padded to ``pad_to`` rows (default: the pool size) so the jitted policy compiles once.
+
+  Args:
+    pool: the worker processes.
+    requests: episodes to run ('rollout', 'eval' or 'demo'; demos need no policy).
+    policy: observations -> chunks [N, H, A]; may be None when every request is a demo.
+    on_result: receives each finished episode's result (see ``_Episode.result``).
+    pad_to: the policy's batch size.
+  """
+  pending = list(requests)
+  pending.reverse()  # pop() from the end keeps the given order.
+  pad_to = pad_to or pool.num_workers
+  busy: set[int] = set()
+  waiting: dict[int, dict] = {}  # worker -> observation awaiting a chunk.
+  idle = list(range(pool.num_workers))
+  while pending or busy:
+    while idle and pending:
+      worker, request = idle.pop(0), pending.pop()
+      if request.kind == 'demo':
+        pool.send(worker, 'demo', request)
+      else:
+        if policy is None:
+          raise ValueError(f'Episode {request.episode_id} ({request.kind}) needs a policy.')
+        pool.send(worker, 'start', request)
+      busy.add(worker)
+    # Wait for replies from every running worker that does not already wait for a chunk.
+    running = [w for w in busy if w not in waiting]
+    for worker in pool.ready(running) if running else []:
+      kind, payload = pool.receive(worker)
+      if kind == 'done':
+        busy.discard(worker)
+        idle.append(worker)
+        on_result(payload)
+      else:
+        waiting[worker] = payload
+    # Serve the policy once every running worker is waiting (one batched call per decision).
+    if waiting and all(w in waiting for w in busy):
+      workers = sorted(waiting)
+      observations = [waiting.pop(w) for w in workers]
+      chunks = _call_policy(policy, observations, pad_to)
+      for worker, chunk in zip(workers, chunks):
+        pool.send(worker, 'chunk', chunk)
+
+
+def _call_policy(policy: Policy, observations: list[dict], pad_to: int) -> np.ndarray:
+  """Runs ``policy`` on the observations padded (by repetition) to a multiple of ``pad_to``."""
+  n = len(observations)
+  size = -(-n // pad_to) * pad_to
+  padded = observations + [observations[-1]] * (size - n)
+  chunks = np.asarray(policy(padded), np.float32)
+  if chunks.ndim != 3 or chunks.shape[0] != size:
+    raise ValueError(f'The policy returned shape {chunks.shape}; expected [{size}, H, A].')
+  return chunks[:n]

@@ -1,0 +1,159 @@
+r"""Runs the habc pipeline: demonstrations -> SFT -> rounds of (collect, train, eval) -> report.
+
+  python launch.py --task=fold                                   # HABC, default preset
+  python launch.py --task=fold --experiment=experiments/habc_v.py --seed=1
+  python launch.py --task=fold --preset=smoke --workdir=/tmp/smoke
+  python launch.py --task=fold --config.learner.batch_size=32    # any config value
+  python launch.py --task=fold --mode=report                     # one stage only
+
+Config = the experiment file's ``get_config(preset)``, then ``--task``/``--seed``, then
+``--config.<path>=<value>`` overrides (ml_collections). A re-run with the same workdir and config
+resumes after the last completed stage; a workdir made with another config is refused (the
+differences are printed) unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_EXPERIMENT = os.path.join('experiments', 'habc.py')
+MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report')
+PRESETS = ('smoke', 'default', 'paper')
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('task', None, 'Task name (simulated: see `python -m habc.envs --list`); '
+                    'default: the config\'s task.')
+flags.DEFINE_string('experiment', DEFAULT_EXPERIMENT, 'Experiment config file (experiments/*.py).')
+flags.DEFINE_string('workdir', None, 'Run directory; default ./workdirs/<task>_<experiment>_<seed>.')
+flags.DEFINE_integer('seed', None, 'Run seed; default: the config\'s seed (0).')
+flags.DEFINE_enum('preset', 'default', PRESETS, 'Size of the run: smoke (tests), default (about '
+                  '30 minutes on a 2-core CPU), paper (the paper\'s scale).')
+flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage.')
+flags.DEFINE_bool('overwrite', False, 'Delete a workdir made with a different config and start '
+                  'again.')
+# The experiment file and preset reach ml_collections as --config=<file>:<preset> (inserted by
+# ``config_argv``), so that --config.a.b=v overrides apply on top of the preset.
+config_flags.DEFINE_config_file('config', None, 'Set by --experiment and --preset; use '
+                                '--config.<path>=<value> to override single values.')
+
+
+class UsageError(ValueError):
+  """A start-up error in the command line or the config; nothing has run."""
+
+
+def _flag_value(argv: list[str], name: str):
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      value = arg.split('=', 1)[1]
+    elif arg == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def config_argv(argv: list[str]) -> list[str]:
+  """Inserts ``--config=<experiment>:<preset>`` after the program name (checked to exist)."""
+  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    raise UsageError('Choose the experiment with --experiment=<file> and the size with --preset; '
+                     '--config.<path>=<value> overrides single values.')
+  experiment = _flag_value(argv, 'experiment') or DEFAULT_EXPERIMENT
+  preset = _flag_value(argv, 'preset') or 'default'
+  path = experiment if os.path.isabs(experiment) else os.path.join(os.getcwd(), experiment)
+  if not os.path.exists(path) and os.path.exists(os.path.join(ROOT, experiment)):
+    path = os.path.join(ROOT, experiment)
+  if not os.path.isfile(path):
+    known = sorted(f for f in os.listdir(os.path.join(ROOT, 'experiments'))
+                   if f.endswith('.py') and f not in ('__init__.py', 'base.py', 'presets.py',
+                                                      'sweep.py'))
+    raise UsageError(f'Unknown experiment file {experiment!r} (not found). Experiment files: '
+                     + ', '.join(f'experiments/{k}' for k in known))
+  if preset not in PRESETS:
+    raise UsageError(f'Unknown preset {preset!r}; choose one of {PRESETS}.')
+  return [argv[0], f'--config={path}:{preset}'] + argv[1:]
+
+
+def build_config(config, *, task: str | None, seed: int | None, experiment: str):
+  """Applies --task and --seed; validates the config before any work. Returns the config."""
+  import ml_collections
+  config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
+  if task is not None:
+    config.task = task
+  if seed is not None:
+    config.seed = seed
+  validate_config(config)
+  return config
+
+
+def validate_config(config) -> None:
+  """Start-up checks: the task exists, the method is known, the batch divides the devices."""
+  from habc import envs
+  if config.task not in envs.list_tasks():
+    raise UsageError(f'Unknown task {config.task!r}; simulated tasks: {", ".join(envs.list_tasks())}.')
+  weightings = ('habc', 'habc_v', 'bc', 'recap', 'awr')
+  if config.method.weighting not in weightings:
+    raise UsageError(f'config.method.weighting={config.method.weighting!r} is not one of '
+                     f'{weightings}.')
+  if config.obs not in ('vision', 'state'):
+    raise UsageError(f"config.obs must be 'vision' or 'state', got {config.obs!r}.")
+  import jax
+  devices = jax.device_count()
+  if config.learner.batch_size % devices:
+    raise UsageError(f'config.learner.batch_size={config.learner.batch_size} is not divisible by '
+                     f'the {devices} devices; use a multiple of {devices}.')
+  for name in ('rounds', 'sft_steps', 'steps_per_round', 'checkpoint_every', 'log_every'):
+    if config.pipeline[name] < (0 if name in ('rounds', 'steps_per_round') else 1):
+      raise UsageError(f'config.pipeline.{name}={config.pipeline[name]} is out of range.')
+  if config.runtime.num_workers < 1:
+    raise UsageError('config.runtime.num_workers must be >= 1.')
+
+
+def default_workdir(config, experiment: str) -> str:
+  name = os.path.splitext(os.path.basename(experiment))[0]
+  return os.path.join('workdirs', f'{config.task}_{name}_{config.seed}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    config = FLAGS.config
+    if config is None:
+      raise UsageError('No experiment config was loaded.')
+    config = build_config(config, task=FLAGS.task, seed=FLAGS.seed, experiment=FLAGS.experiment)
+  except UsageError as e:
+    sys.exit(f'launch.py: {e}')
+  workdir = FLAGS.workdir or default_workdir(config, FLAGS.experiment)
+  from habc import pipeline
+  print(f'habc: {config.name} on {config.task}, seed {config.seed}, preset {config.preset}, '
+        f'workdir {workdir}', flush=True)
+  try:
+    summary = pipeline.run(config, workdir, mode=FLAGS.mode, overwrite=FLAGS.overwrite)
+  except pipeline.ConfigMismatchError as e:
+    sys.exit(f'launch.py: {e}')
+  last = summary['rounds'][-1] if summary['rounds'] else None
+  if last and 'eval' in last:
+    from habc import evaluation
+    print(f'habc: done; round {last["round"]}: {evaluation.format_summary(last["eval"])}')
+
+
+def run_cli(argv: list[str] | None = None) -> None:
+  argv = list(sys.argv if argv is None else argv)
+  try:
+    argv = config_argv(argv)
+  except UsageError as e:
+    sys.exit(f'launch.py: {e}')
+  sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv.
+  try:
+    app.run(main, argv=argv)
+  except (ValueError, KeyError, AttributeError) as e:
+    sys.exit(f'launch.py: config error: {e}')
+
+
+if __name__ == '__main__':
+  run_cli()
