@@ -52,8 +52,7 @@ def make(task=None, *, seed: int = 0, image_size: int = 64, cameras=CAMERAS, tim
     if abs(spec[key] - float(c[key])) > 1e-9:
       raise ValueError(f'config.hardware.{key} = {c[key]} differs from task {task!r} ({spec[key]});'
                        ' the same action must mean the same motion on both: set them equal.')
-  station = robot.build_station(c, cameras=tuple(cameras), image_size=image_size,
-                                privileged_dim=spec['privileged_dim'])
+  station = robot.build_station(c, cameras=tuple(cameras), image_size=image_size)
   return HardwareEnv(station, c, task_name=spec['task_name'], instruction=spec['instruction'],
                      time_limit=spec['time_limit'], privileged_dim=spec['privileged_dim'],
                      image_size=image_size, operator=operator)

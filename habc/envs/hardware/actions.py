@@ -10,7 +10,9 @@ rad per step at 1), and an absolute gripper command (-1 open ... +1 closed).
 Safety, in this order, for every action that reaches the robot:
   1. a NaN or inf anywhere -> no motion at all; the caller stops the robot (``is_finite``);
   2. each entry clipped to the action spec ``[-1, 1]``;
-  3. the position target (measured grasp point + delta) clipped into the arm's workspace box;
+  3. the position target (measured grasp point + delta) kept in the arm's workspace box: toward a
+     face the step is at most ``workspace_approach_gain`` of the distance left (the arm brakes
+     as it nears the face; from outside the box it is pulled back in);
   4. the resulting step scaled down to at most ``max_lin_vel / control_hz`` metres (norm), the yaw
      step to ``max_rot_vel / control_hz`` rad, and the yaw target into ``yaw_limits``;
   5. the twist sent to the Cartesian controller has its linear and angular norms capped again at
@@ -40,6 +42,7 @@ class Limits:
   max_gripper_speed: float
   yaw_limits: tuple
   workspace: dict  # side -> (lo [3], hi [3]) numpy arrays.
+  approach_gain: float  # in (0, 1]: fraction of the distance to a workspace face per step.
 
   @classmethod
   def from_config(cls, c) -> 'Limits':
@@ -48,6 +51,7 @@ class Limits:
         max_delta_yaw=float(c.max_delta_yaw), max_lin_vel=float(c.max_lin_vel),
         max_rot_vel=float(c.max_rot_vel), max_gripper_speed=float(c.max_gripper_speed),
         yaw_limits=(float(c.yaw_limits[0]), float(c.yaw_limits[1])),
+        approach_gain=float(c.workspace_approach_gain),
         workspace={s: (np.asarray(c.workspace[s][0], float), np.asarray(c.workspace[s][1], float))
                    for s in SIDES})
 
@@ -104,8 +108,11 @@ def safe_arm_command(delta: np.ndarray, state: ArmState, yaw: float, lo: np.ndar
   d = np.clip(np.asarray(delta, float), -1.0, 1.0)
   clipped = bool(np.any(d != np.asarray(delta, float)))
   want = d[:3] * limits.max_delta_pos
-  target = np.clip(state.pos + want, lo, hi)
-  step = target - state.pos
+  # Toward a face of the box, at most ``approach_gain`` of the distance left per step: the arm
+  # slows down as it nears the face (the velocity controller lags about one step, and a full-speed
+  # arrival would overshoot). From outside the box this pulls the arm back in.
+  g = limits.approach_gain
+  step = np.clip(want, (lo - state.pos) * g, (hi - state.pos) * g)
   norm = float(np.linalg.norm(step))
   if norm > limits.max_step:
     step = step * (limits.max_step / norm)

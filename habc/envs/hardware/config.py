@@ -35,6 +35,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.workspace = ml_collections.ConfigDict()
   c.workspace.left = ((-0.45, -0.45, 0.03), (0.15, 0.3, 0.45))
   c.workspace.right = ((-0.15, -0.45, 0.03), (0.45, 0.3, 0.45))
+  # Toward a face of the box the arm covers at most this fraction of the distance left per step,
+  # so it brakes before the face instead of overshooting it (the velocity loop lags ~1 step).
+  c.workspace_approach_gain = 0.3
   # Arm bases in the world frame: (x, y, z, roll, pitch, yaw).
   c.base_pose = ml_collections.ConfigDict()
   c.base_pose.left = (-0.75, -0.1, 0.0, 0.0, 0.0, 0.0)
@@ -72,6 +75,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not all(a <= h <= b for a, h, b in zip(lo, c.home[side], hi)):
       raise ValueError(f'config.hardware.home.{side} = {c.home[side]} lies outside '
                        f'config.hardware.workspace.{side} = {c.workspace[side]}.')
+  if not 0 < c.workspace_approach_gain <= 1:
+    raise ValueError(f'config.hardware.workspace_approach_gain = {c.workspace_approach_gain} must '
+                     'be in (0, 1].')
   for field in ('control_hz', 'physics_timestep', 'max_delta_pos', 'max_delta_yaw',
                 'max_lin_vel', 'max_rot_vel', 'max_gripper_speed'):
     if not c[field] > 0:

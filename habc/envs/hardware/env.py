@@ -187,12 +187,11 @@ class HardwareEnv(dm_env.Environment):
     obs = {}
     for c in self.cameras:
       obs[c] = np.asarray(raw[c] if c in raw else raw[f'{c}_rgb_img'], np.uint8)
-    # The agentflow preprocessors add both on every normal step; a safety stop reads the sensors
-    # straight from the composer environment, so they are made here in the same way.
+    # The agentflow preprocessor adds ``state`` on every normal step; a safety stop reads the
+    # sensors straight from the composer environment, so it is made here in the same way.
     obs['state'] = np.asarray(raw['state'] if 'state' in raw
                               else station_lib.state_vector(raw, self._down), np.float32)
-    obs['privileged'] = np.asarray(raw.get('privileged', np.zeros(self._privileged_dim)),
-                                   np.float32)
+    obs['privileged'] = np.zeros(self._privileged_dim, np.float32)
     return obs
 
   def _clear_last(self) -> None:

@@ -3,8 +3,8 @@
 ``build_station(config, cameras, image_size) -> Station`` returns a ``SubTaskEnvironment`` whose
 agent-facing action is moma's own: per arm a Cartesian twist (6, world orientation, about the
 tool centre point) and a gripper speed (1), routed to the effectors by an agentflow
-``CompositeActionSpace``; its observations are moma's sensor readings plus ``state`` and
-``privileged`` added by agentflow preprocessors in the project's layout.
+``CompositeActionSpace``; its observations are moma's sensor readings plus ``state`` (added by an
+agentflow preprocessor, in the project's layout) and the cameras renamed to the project's names.
 
 Hardware interface (what a real station replaces, see docs/hardware.md):
   * ``_sim_arm``: the arm and gripper models and the *joint-velocity* and *gripper* effectors. The
@@ -201,14 +201,13 @@ def _home_joints(arena, robot, home, down_quat) -> np.ndarray:
   return np.asarray(q, float)
 
 
-def build_station(c, cameras=(), image_size: int = 64, privileged_dim: int = 0) -> Station:
+def build_station(c, cameras=(), image_size: int = 64) -> Station:
   """Builds the station from the ``hardware`` config section ``c``.
 
   Args:
     c: the ``hardware`` section (``habc.envs.hardware.config``).
     cameras: camera names among ``habc.envs.base.CAMERAS`` to render; ``()`` for state only.
     image_size: side of the square camera images (pixels).
-    privileged_dim: size P of the ``privileged`` observation (zeros: no object tracking here).
   """
   unknown = set(cameras) - set(CAMERAS)
   if unknown:
@@ -279,12 +278,9 @@ def build_station(c, cameras=(), image_size: int = 64, privileged_dim: int = 0) 
   builder.set_action_space(af.CompositeActionSpace(spaces))
 
   # Observation preprocessing into the project's layout (the raw readings stay alongside: the
-  # safety rules need the full tool orientation).
+  # safety rules need the full tool orientation). ``privileged`` is the environment's (zeros).
   builder.add_preprocessor(observation_transforms.AddObservation(
       'state', lambda ts: state_vector(ts.observation, down_quat)))
-  zeros = np.zeros(int(privileged_dim), np.float32)
-  builder.add_preprocessor(observation_transforms.AddObservation(
-      'privileged', lambda ts: zeros.copy()))
   if cameras:
     builder.add_preprocessor(observation_transforms.RenameObservations(
         {f'{name}_rgb_img': name for name in cameras}))
