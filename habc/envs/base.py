@@ -243,6 +243,7 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     self.data.ctrl[self._actuator[side]] = opening
     self._cmd[side] = _ArmCommand(pos.copy(), float(yaw), float(grip))
     self.data.mocap_pos[self._mocap[side]] = pos - self._grasp_offset()
+    mujoco.mj_forward(self.model, self.data)
 
   @staticmethod
   def _grasp_offset() -> np.ndarray:

@@ -1,0 +1,150 @@
+"""TaskEnv base class: specs, control loop, endings, workspace, cameras, registry."""
+
+import numpy as np
+import pytest
+
+from habc import envs
+from habc.envs import base
+
+
+class _Box(base.TaskEnv):
+  """A cheap task: one block on the table; success is a flag the test sets."""
+
+  task_name = 'box'
+  instruction = 'touch the box'
+  default_time_limit = 6
+  success_hold = 2
+  timestep = 0.005
+
+  def _task_xml(self):
+    return {'worldbody': '<body name="box" pos="0 0.1 0.03"><freejoint/>'
+                         '<geom type="box" size="0.03 0.03 0.03" rgba="0.9 0.1 0.1 1"/></body>'}
+
+  def _initialize_episode(self, rng):
+    self.done = False
+    box = self.model.jnt_qposadr[self.model.body('box').jntadr[0]]
+    self.data.qpos[box:box + 2] = rng.uniform(-0.1, 0.1, 2)
+
+  def _privileged(self):
+    return self.data.body('box').xpos.copy()
+
+  def success(self):
+    return bool(getattr(self, 'done', False))
+
+  def make_expert(self, seed):
+    return None
+
+
+def test_specs_match_observations():
+  env = _Box(seed=0, image_size=32)
+  ts = env.reset()
+  spec = env.observation_spec()
+  assert set(spec) == {'top', 'wrist_left', 'wrist_right', 'state', 'privileged'}
+  for k, s in spec.items():
+    s.validate(ts.observation[k])
+  a = env.action_spec()
+  assert a.shape == (base.ACTION_DIM,) and a.dtype == np.float32
+  assert np.all(a.minimum == -1) and np.all(a.maximum == 1)
+  assert ts.first()
+  ts = env.step(np.zeros(base.ACTION_DIM))
+  for k, s in spec.items():
+    s.validate(ts.observation[k])
+
+
+def test_no_cameras_renders_nothing():
+  env = _Box(seed=0, cameras=())
+  ts = env.reset()
+  assert set(ts.observation) == {'state', 'privileged'}
+  env.step(np.zeros(base.ACTION_DIM))
+  assert env._renderers == {}
+
+
+def test_unknown_camera_is_an_error():
+  with pytest.raises(ValueError, match='unknown cameras'):
+    _Box(seed=0, cameras=('side',))
+
+
+def test_frames_not_blank():
+  env = _Box(seed=0, image_size=48)
+  ts = env.reset()
+  for c in base.CAMERAS:
+    f = ts.observation[c]
+    assert f.std() > 5, c
+  red = (ts.observation['top'][..., 0] > 150) & (ts.observation['top'][..., 1] < 80)
+  assert red.sum() > 3  # The red box is in the top view.
+
+
+def test_time_limit_is_a_failure_not_a_terminal():
+  env = _Box(seed=0, cameras=())
+  ts = env.reset()
+  n = 0
+  while not ts.last():
+    ts = env.step(np.zeros(base.ACTION_DIM))
+    n += 1
+  assert n == env.time_limit == 6
+  assert ts.discount == 1.0 and ts.reward == 0.0
+  assert env.reset().first()
+
+
+def test_success_needs_the_hold_and_ends_with_discount_zero():
+  env = _Box(seed=0, cameras=(), time_limit=50)
+  env.reset()
+  env.step(np.zeros(base.ACTION_DIM))
+  env.done = True
+  ts = env.step(np.zeros(base.ACTION_DIM))
+  assert ts.mid()  # Held for one step only.
+  ts = env.step(np.zeros(base.ACTION_DIM))
+  assert ts.last() and ts.discount == 0.0 and ts.reward == 1.0
+
+
+def test_actions_move_the_gripper_and_stay_in_the_workspace():
+  env = _Box(seed=0, cameras=(), time_limit=200)
+  env.reset()
+  start = env.ee_pos('left')
+  a = np.zeros(base.ACTION_DIM)
+  a[0] = 1.0  # Left arm +x at full speed.
+  env.step(a)
+  moved = env.ee_pos('left') - start
+  assert moved[0] == pytest.approx(env.max_delta_pos, abs=0.006)
+  a[:3] = [-5.0, -5.0, -5.0]  # Clipped to the action limits.
+  for _ in range(40):
+    env.step(a)
+  lo = np.asarray(env.workspace[0])
+  assert np.allclose(env.command('left').pos, lo)
+  assert np.all(env.ee_pos('left') > lo - 0.01)
+
+
+def test_gripper_command_opens_and_closes():
+  env = _Box(seed=0, cameras=())
+  env.reset()
+  a = np.zeros(base.ACTION_DIM)
+  a[4], a[9] = 1.0, -1.0
+  ts = env.step(a)
+  state = ts.observation['state'].reshape(2, base.ARM_STATE_DIM)
+  assert state[0, 5] < 0.1 and state[1, 5] > 0.9
+
+
+def test_seeds_are_reproducible():
+  def run(seed):
+    env = _Box(seed=seed, cameras=())
+    out = [env.reset().observation['privileged']]
+    for _ in range(3):
+      out.append(env.step(np.full(base.ACTION_DIM, 0.3)).observation['privileged'])
+    out.append(env.reset().observation['privileged'])  # Second episode of the same stream.
+    return np.stack(out)
+  np.testing.assert_array_equal(run(3), run(3))
+  assert not np.allclose(run(3)[0], run(4)[0])
+
+
+def test_registry():
+  assert envs.list_tasks()[:1] == ['fold']
+  assert {'fold', 'pouch', 'insert'} <= set(envs.list_tasks())
+  with pytest.raises(ValueError, match='Unknown task'):
+    envs.make('nope', seed=0)
+
+
+def test_registered_task_with_missing_module_fails_only_when_used(monkeypatch):
+  monkeypatch.setitem(envs._REGISTRY, 'ghost', 'habc.envs.no_such_module:Ghost')
+  assert 'ghost' in envs.list_tasks()
+  with pytest.raises(ValueError, match='cannot be imported'):
+    envs.make('ghost', seed=0)
