@@ -27,7 +27,7 @@ import numpy as np
 
 from habc.envs import base
 from habc.envs.pouch import (ArmGoal, Graspable, TeleopExpert, WeldGrasps, approach, axis_yaw,
-                             body_axis, release, reachable_yaw, wrap)
+                             body_axis, grasp_yaw, release, reachable_yaw, wrap)
 
 # ----- geometry (metres) -----------------------------------------------------------------------
 SOCKET_HALF = (0.03, 0.035, 0.025)  # Socket block half sizes (x, y along the hole, z).
@@ -282,8 +282,7 @@ class InsertExpert(TeleopExpert):
       return ArmGoal(cmd.pos + d, yaw, g, 'hold' if precise else 'carry', precise=precise)
     if held is not None:
       return release(env, 'left', g, up=0.01)
-    ax = axis_yaw(env.socket_axis())
-    yaw = reachable_yaw(cmd.yaw, wrap(ax - env.ee_yaw('left'), np.pi), np.pi)
+    yaw = grasp_yaw(axis_yaw(env.socket_axis()), cmd.yaw)
     return approach(env, 'left', env.socket_pos(), yaw, g, hover=0.06)
 
   def _right(self, env: InsertEnv) -> ArmGoal:
@@ -293,8 +292,7 @@ class InsertExpert(TeleopExpert):
     if held is not None:
       return release(env, 'right', g, up=0.01)
     c = env.peg_pos()
-    yaw = reachable_yaw(cmd.yaw, wrap(axis_yaw(env.peg_axis()) - env.ee_yaw('right'), np.pi),
-                        np.pi)
+    yaw = grasp_yaw(axis_yaw(env.peg_axis()), cmd.yaw)
     ee = env.ee_pos('right')
     if np.linalg.norm(c - env.mouth()) < 0.12 and np.linalg.norm((ee - c)[:2]) > 0.02:
       # A peg let go near the socket: come in from above, clear of the socket.

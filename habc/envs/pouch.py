@@ -82,6 +82,14 @@ def reachable_yaw(cmd_yaw: float, err: float, period: float) -> float:
   return float(np.clip(best if best is not None else cmd_yaw + err, -np.pi / 2, np.pi / 2))
 
 
+def grasp_yaw(part_yaw: float, cmd_yaw: float, period: float = np.pi) -> float:
+  """Gripper yaw in ``[-pi/2, pi/2]`` that matches ``part_yaw`` modulo ``period``, nearest to
+  ``cmd_yaw`` (so that a part lying near the limit does not make the target flip sides)."""
+  cands = [float(np.clip(part_yaw + k * period, -np.pi / 2, np.pi / 2)) for k in range(-3, 4)]
+  cands = [c for c in cands if abs(wrap(c - part_yaw, period)) < 0.1]
+  return min(cands, key=lambda c: abs(c - cmd_yaw))
+
+
 def body_axis(data: mujoco.MjData, body: int, axis: int) -> np.ndarray:
   """World direction [3] of a body's local axis (0 = x, 1 = y, 2 = z)."""
   return data.xmat[body].reshape(3, 3)[:, axis].copy()
@@ -600,8 +608,7 @@ class PouchExpert(TeleopExpert):
       if over_slot and (speed > 0.02 or self._phase['right'] == 'release'
                         and self.phase_steps('right') < 4):
         return ArmGoal(cmd.pos + [0, 0, 0.01], cmd.yaw, -g, 'release')  # Let it fall in.
-      yaw = reachable_yaw(cmd.yaw, wrap(axis_yaw(env.marker_axis()) - env.ee_yaw('right'),
-                                        np.pi), np.pi)
+      yaw = grasp_yaw(axis_yaw(env.marker_axis()), cmd.yaw)
       return approach(env, 'right', m + [0, 0, 0.004], yaw, g, hover=0.05)
     if env.zip_closed():
       if held is not None:

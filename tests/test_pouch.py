@@ -1,0 +1,172 @@
+"""The ``pouch`` task: specs, determinism, the success predicate, the expert, rendering."""
+
+import mujoco
+import numpy as np
+import pytest
+
+from habc import envs
+from habc.envs import base
+from habc.envs import pouch as P
+
+
+def _env(seed=0, **kw):
+  kw.setdefault('cameras', ())
+  return envs.make('pouch', seed=seed, **kw)
+
+
+def _run_expert(env, seed, max_steps=None):
+  expert = env.make_expert(seed)
+  expert.reset()
+  ts = env.reset()
+  while not ts.last():
+    ts = env.step(expert.act(env))
+  return ts
+
+
+def test_reset_and_step_match_specs():
+  env = _env(cameras=base.CAMERAS, image_size=32)
+  spec = env.observation_spec()
+  ts = env.reset()
+  assert ts.first()
+  assert set(ts.observation) == set(base.CAMERAS) | {'state', 'privileged'}
+  for k, s in spec.items():
+    s.validate(ts.observation[k])
+  a = env.action_spec()
+  assert a.shape == (base.ACTION_DIM,) and a.dtype == np.float32
+  ts = env.step(np.zeros(a.shape, np.float32))
+  assert ts.mid() and ts.reward == 0.0
+  for k, s in spec.items():
+    s.validate(ts.observation[k])
+  assert env.instruction and env.task_name == 'pouch'
+
+
+def test_same_seed_same_episode_and_seeds_differ():
+  rng = np.random.default_rng(0)
+  actions = rng.uniform(-1, 1, (15, base.ACTION_DIM)).astype(np.float32)
+  runs = []
+  for seed in (3, 3, 4):
+    env = _env(seed)
+    obs = [env.reset().observation['privileged']]
+    for a in actions:
+      obs.append(env.step(a).observation['privileged'])
+    runs.append(np.stack(obs))
+  np.testing.assert_array_equal(runs[0], runs[1])
+  assert not np.allclose(runs[0][0], runs[2][0])
+
+
+def _closed_with_marker_inside(env):
+  env.reset()
+  xy = env.pouch_pos()[:2]
+  env.set_pouch(xy, zip_fraction=1.0)
+  env.set_marker([xy[0], xy[1], P.WALL + P.MARKER_RADIUS + 0.001], yaw=0.02)
+  return xy
+
+
+def test_success_predicate_on_constructed_states():
+  env = _env()
+  xy = _closed_with_marker_inside(env)
+  assert env.marker_inside() and env.zip_closed() and env.success()
+  # Near misses: the zipper not quite closed; the marker poking out of the slot; the marker lying
+  # beside the pouch.
+  env.set_pouch(xy, zip_fraction=0.9)
+  assert env.marker_inside() and not env.success()
+  env.set_pouch(xy, zip_fraction=1.0)
+  env.set_marker([xy[0], xy[1], P.HEIGHT - P.WALL], yaw=0.0, axis_tilt=0.3)
+  assert not env.marker_inside() and not env.success()
+  env.set_marker([xy[0] + P.HALF_X + 0.03, xy[1], P.MARKER_RADIUS], yaw=0.0)
+  assert not env.success()
+
+
+def test_success_ends_the_episode_as_a_terminal():
+  env = _env()
+  _closed_with_marker_inside(env)
+  for s in base.SIDES:  # Hands away from the pouch, open.
+    env.set_gripper(s, env.home[s])
+  ts = None
+  for _ in range(env.success_hold):
+    ts = env.step(np.zeros(base.ACTION_DIM, np.float32))
+  assert ts.last() and ts.discount == 0.0 and ts.reward == 1.0
+
+
+def test_time_limit_is_a_truncation():
+  env = _env(time_limit=3)
+  env.reset()
+  ts = [env.step(np.zeros(base.ACTION_DIM, np.float32)) for _ in range(3)][-1]
+  assert ts.last() and ts.discount == 1.0
+
+
+def test_zipper_drags_an_unheld_pouch_but_closes_a_held_one():
+  """Both arms are needed: pulling the tab alone slides the pouch instead of closing it."""
+  moved, closed = {}, {}
+  for hold in (False, True):
+    env = _env()
+    _closed_with_marker_inside(env)
+    xy = env.pouch_pos()[:2]
+    env.set_pouch(xy, zip_fraction=0.0)
+    env.set_gripper('right', env.tab_pos(), grip=-1.0)
+    env.set_gripper('left', env.handle_pos() if hold else env.home['left'], grip=-1.0)
+    mujoco.mj_forward(env.model, env.data)
+    env.step(env.action_for({'left': (env.command('left').pos, 0.0, 1.0),
+                             'right': (env.command('right').pos, 0.0, 1.0)}))
+    assert env.held('right') == 'zipper'
+    assert (env.held('left') == 'handle') == hold
+    start = env.pouch_pos()
+    for _ in range(10):
+      cmd = env.command('right')
+      env.step(env.action_for({'left': (env.command('left').pos, 0.0, 1.0),
+                               'right': (cmd.pos + [0, -0.02, 0], 0.0, 1.0)}))
+    moved[hold] = np.linalg.norm(env.pouch_pos() - start)
+    closed[hold] = env.zip_fraction()
+  assert moved[False] > 0.1 and closed[False] < 0.3
+  assert moved[True] < 0.01 and closed[True] > 0.9
+
+
+def test_expert_succeeds_on_a_few_seeds():
+  lengths = []
+  for seed in range(3):
+    env = _env(seed)
+    ts = _run_expert(env, seed)
+    assert ts.last() and ts.discount == 0.0, f'expert failed on seed {seed}'
+    lengths.append(env.step_count)
+  assert len(set(lengths)) > 1  # Human-like variation: episodes differ in length.
+
+
+def test_expert_takes_over_mid_episode():
+  env = _env(7)
+  env.reset()
+  rng = np.random.default_rng(7)
+  for _ in range(25):  # A wandering policy first.
+    env.step(rng.uniform(-1, 1, base.ACTION_DIM).astype(np.float32))
+  expert = env.make_expert(7)
+  ts = None
+  for _ in range(env.time_limit):
+    ts = env.step(expert.act(env))
+    if ts.last():
+      break
+  assert ts.last() and ts.discount == 0.0
+
+
+def test_failure_signals():
+  env = _env()
+  env.reset()
+  sig = env.failure_signals()
+  assert {'progress', 'lost', 'time_left'} <= set(sig)
+  assert 0.0 <= sig['progress'] < 0.5 and not sig['lost']
+  env.set_marker([0.6, 0.0, 0.3])  # Off the table.
+  assert env.failure_signals()['lost']
+  _closed_with_marker_inside(env)
+  assert env.failure_signals()['progress'] > 0.85
+
+
+def test_rendered_frames_are_not_blank():
+  env = _env(cameras=base.CAMERAS)
+  obs = env.reset().observation
+  for cam in base.CAMERAS:
+    img = obs[cam]
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    assert img.std() > 10, f'{cam} looks blank'
+  assert not np.array_equal(obs['top'], obs['wrist_left'])
+
+
+if __name__ == '__main__':
+  pytest.main([__file__, '-q'])
