@@ -190,15 +190,26 @@ def _arena(c):
   return arena
 
 
-def _home_joints(arena, robot, home, down_quat) -> np.ndarray:
+# (side, base pose, home, down quaternion) -> home joints: the IK (~1 s per arm) runs once per
+# process for a given geometry.
+_HOME_JOINTS_CACHE = {}
+
+
+def _home_joints(arena, robot, home, down_quat, base_pose) -> np.ndarray:
   """Arm joint angles [7] that put the tool point at ``home`` [3], pointing down (IK, once)."""
-  solver = ik_solver.IkSolver(arena.mjcf_model, robot.arm.joints, robot.gripper.tool_center_point)
-  q = solver.solve(ref_pose=geometry.Pose(np.asarray(home, float), np.asarray(down_quat, float)),
-                   random_state=np.random.RandomState(0), stop_on_first_successful_attempt=True)
-  if q is None:
-    raise ValueError(f'config.hardware.home.{robot.name} = {tuple(home)} is out of reach of the '
-                     f'arm based at config.hardware.base_pose.{robot.name}; move one of them.')
-  return np.asarray(q, float)
+  key = (robot.name, tuple(np.round(base_pose, 9)), tuple(np.round(home, 9)),
+         tuple(np.round(down_quat, 9)))
+  if key not in _HOME_JOINTS_CACHE:
+    solver = ik_solver.IkSolver(arena.mjcf_model, robot.arm.joints,
+                                robot.gripper.tool_center_point)
+    q = solver.solve(ref_pose=geometry.Pose(np.asarray(home, float), np.asarray(down_quat, float)),
+                     random_state=np.random.RandomState(0), stop_on_first_successful_attempt=True)
+    if q is None:
+      raise ValueError(f'config.hardware.home.{robot.name} = {tuple(home)} is out of reach of '
+                       f'the arm based at config.hardware.base_pose.{robot.name}; move one of '
+                       'them.')
+    _HOME_JOINTS_CACHE[key] = np.asarray(q, float)
+  return _HOME_JOINTS_CACHE[key].copy()
 
 
 def build_station(c, cameras=(), image_size: int = 64) -> Station:
@@ -232,7 +243,10 @@ def build_station(c, cameras=(), image_size: int = 64) -> Station:
         control_params=cartesian.ControlParams(
             control_timestep_seconds=1.0 / c.control_hz, max_lin_vel=c.max_lin_vel,
             max_rot_vel=c.max_rot_vel, nullspace_gain=c.nullspace_gain),
-        collision_params=collisions)
+        collision_params=collisions,
+        # The model is compiled once (no per-episode recompilation, see _Builder), so the QP can
+        # use the physics' own MjModel instead of compiling another copy.
+        compile_mjcf=False)
     robot = moma_robot.StandardRobot(
         arm=arm, arm_base_site_name='pedestal_attachment', gripper=gripper,
         robot_sensors=sensors, arm_effector=twist_effector, gripper_effector=gripper_effector,
@@ -254,7 +268,7 @@ def build_station(c, cameras=(), image_size: int = 64) -> Station:
   for side in SIDES:
     robot, joint_effector, gripper_effector = parts[side]
     arms[side] = Arm(side, robot, joint_effector, gripper_effector,
-                     _home_joints(arena, robot, c.home[side], down_quat))
+                     _home_joints(arena, robot, c.home[side], down_quat, c.base_pose[side]))
   initializer = entity_initializer.TaskEntitiesInitializer([
       entity_initializer.JointsInitializer(arms[s].robot.position_arm_joints,
                                            _ConstantJoints(arms[s].home_joints))
