@@ -97,7 +97,7 @@ class SimulatedOperator:
       self._since_progress = 0
     else:
       self._since_progress += 1
-    if self._step < c.min_policy_steps or env.success():
+    if self._step <= c.min_policy_steps or env.success():
       return None
     if sig.get('lost', False):
       return 'lost'
@@ -122,7 +122,7 @@ class SimulatedOperator:
     self._step += 1
     if self.in_control:
       self._operator_steps += 1
-      if self._handback and self._operator_steps > c.handback_steps and not env.success():
+      if self._handback and self._operator_steps >= c.handback_steps and not env.success():
         self.in_control = False
         self._best, self._since_progress = -np.inf, 0
         self.events.append((self._step, 'handback', self.reason))
