@@ -89,7 +89,10 @@ class Station:
     return dict(base.step(np.zeros_like(base.action_spec().generate_value())).observation)
 
   def close(self) -> None:
+    """Closes the task (moma: sensors and effectors), then the composer environment (physics and
+    its rendering contexts, so that none is left to be freed at interpreter exit)."""
     self.env.close()
+    self.env.base_env.close()
 
 
 def obs_keys(side: str) -> dict:
