@@ -31,6 +31,10 @@ def parse_args(argv):
   p.add_argument('--json', action='store_true', help='print one JSON object')
   p.add_argument('--video', default=None, help='write the first episode to this .mp4 or .gif')
   p.add_argument('--video_size', type=int, default=192, help='pixels per camera in the video')
+  p.add_argument('--snapshots', default=None,
+                 help='write DIR/<task>_initial.png and DIR/<task>_success.png (top camera) of the '
+                      'first successful episode, at --snapshot_size, and exit')
+  p.add_argument('--snapshot_size', type=int, default=480)
   p.add_argument('--list', action='store_true', help='print the simulated task names and exit')
   return p.parse_args(argv)
 
@@ -82,10 +86,32 @@ def evaluate(task, episodes, seed=0, image_size=64, video_size=None):
   return summary, first_frames
 
 
+def snapshots(task, directory, size=480, seed=0, tries=10):
+  """Writes the top view of the initial and the success state of the first solved episode."""
+  from PIL import Image
+  for s in range(seed, seed + tries):
+    env = envs.make(task, seed=s, cameras=())
+    expert = env.make_expert(s)
+    ts = env.reset()
+    first = env.render('top', size)
+    while not ts.last():
+      ts = env.step(expert.act(env))
+    if ts.discount == 0:
+      os.makedirs(directory, exist_ok=True)
+      paths = [os.path.join(directory, f'{task}_{n}.png') for n in ('initial', 'success')]
+      Image.fromarray(first).save(paths[0])
+      Image.fromarray(env.render('top', size)).save(paths[1])
+      return paths
+  raise RuntimeError(f'snapshots: the {task} expert solved none of seeds {seed}..{seed + tries - 1}.')
+
+
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if args.list:
     print('\n'.join(envs.list_tasks()))
+    return 0
+  if args.snapshots:
+    print('\n'.join(snapshots(args.task, args.snapshots, args.snapshot_size, args.seed)))
     return 0
   if args.episodes < 1:
     raise SystemExit('--episodes must be at least 1.')

@@ -197,13 +197,13 @@ class TaskEnv(dm_env.Environment, abc.ABC):
   <asset>
     <texture name="grid" type="2d" builtin="checker" rgb1="0.55 0.45 0.35" rgb2="0.5 0.4 0.3"
              width="64" height="64"/>
-    <material name="table" texture="grid" texrepeat="4 4"/>
+    <material name="table" texture="grid" texrepeat="6 6"/>
     {t.get('assets', '')}
   </asset>
   <worldbody>
     <light pos="0 -0.3 1.5" dir="0 0.2 -1" diffuse="0.5 0.5 0.5" castshadow="false"/>
-    <geom name="table" type="plane" size="0.6 0.6 0.02" material="table"/>
-    <camera name="top" pos="0 -0.5 0.6" xyaxes="1 0 0 0 0.77 0.64" fovy="50"/>
+    <geom name="table" type="plane" size="1 1 0.02" material="table"/>
+    <camera name="top" pos="0 -0.52 0.62" xyaxes="1 0 0 0 0.77 0.64" fovy="60"/>
     {grippers}
     {t.get('worldbody', '')}
   </worldbody>
