@@ -314,6 +314,13 @@ def test_operator_takeover_is_honoured_at_the_next_step(env):
   assert hardware.is_invalid(ts) and 'operator' in env.invalid_reason
   ts = env.reset()
   assert not op.active  # A new episode starts under policy control.
+  # A plain callable works as an operator too (same protocol); here one that always takes over.
+  take_all = hardware.HardwareEnv(env.station, env.config, task_name='station', instruction='',
+                                  time_limit=5, privileged_dim=0,
+                                  operator=lambda e, a: (e.hold_action(), True))
+  take_all.reset()
+  take_all.step(up)
+  assert take_all.last_is_intervention and take_all.last_action[2] == 0
 
 
 def test_time_limit_and_reported_outcome(env):

@@ -35,6 +35,16 @@ class InvalidTimeStep(dm_env.TimeStep):
   invalid = True
 
 
+class _CallableOperator:
+  """Adapts ``fn(env, policy_action) -> (action, is_intervention)`` to the operator protocol."""
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def act(self, env, policy_action):
+    return self.fn(env, policy_action)
+
+
 def is_invalid(timestep) -> bool:
   """True for the timestep that ended an episode by a safety stop."""
   return bool(getattr(timestep, 'invalid', False))
@@ -49,7 +59,8 @@ class HardwareEnv(dm_env.Environment):
     task_name, instruction, time_limit: as the simulated task of the same name.
     privileged_dim: P, the simulated task's privileged size (the station fills zeros).
     image_size: camera image side (pixels).
-    operator: optional ``act(env, policy_action) -> (action, is_intervention)``.
+    operator: optional object with ``act(env, policy_action) -> (action, is_intervention)``
+      (e.g. ``TeleopOperator``), or a plain callable with that signature.
   """
 
   def __init__(self, station, config, *, task_name: str, instruction: str, time_limit: int,
@@ -62,6 +73,11 @@ class HardwareEnv(dm_env.Environment):
     self.control_hz = float(config.control_hz)
     self.cameras = tuple(station.cameras)
     self.image_size = int(image_size)
+    if operator is not None and not hasattr(operator, 'act'):
+      if not callable(operator):
+        raise TypeError(f'HardwareEnv: operator {operator!r} has no act(env, policy_action) and '
+                        'is not callable.')
+      operator = _CallableOperator(operator)
     self.operator = operator
     self.limits = actions.Limits.from_config(config)
     self._down = np.asarray(config.down_quat, float)

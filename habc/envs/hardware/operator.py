@@ -27,7 +27,8 @@ class TeleopOperator:
   environment (``env.last_policy_action``).
   """
 
-  def __init__(self):
+  def __init__(self, config=None, seed=None):
+    del config, seed  # Accepted for the rollout's operator factory, ``Class(config, seed)``.
     self._lock = threading.Lock()
     self._active = False
     self._latest = None
