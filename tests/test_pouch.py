@@ -152,6 +152,9 @@ def test_failure_signals():
   sig = env.failure_signals()
   assert {'progress', 'lost', 'time_left'} <= set(sig)
   assert 0.0 <= sig['progress'] < 0.5 and not sig['lost']
+  assert not sig['dropped']
+  env.set_pouch(env.pouch_pos()[:2], zip_fraction=0.6)  # Zipping up an empty pouch.
+  assert env.failure_signals()['dropped']
   env.set_marker([0.6, 0.0, 0.3])  # Off the table.
   assert env.failure_signals()['lost']
   _closed_with_marker_inside(env)

@@ -248,7 +248,7 @@ class InsertExpert(TeleopExpert):
   def reset(self) -> None:
     super().reset()
     r = self._rng
-    self.meet = np.array([r.uniform(-0.1, -0.04), r.uniform(-0.02, 0.08), r.uniform(0.12, 0.18)])
+    self.meet = np.array([r.uniform(-0.1, -0.04), r.uniform(-0.04, 0.06), r.uniform(0.1, 0.15)])
 
   def goals(self, env: InsertEnv) -> dict:
     return {'left': self._left(env), 'right': self._right(env)}
@@ -312,15 +312,22 @@ class InsertExpert(TeleopExpert):
     lateral = rel - along * o
     lat = float(np.linalg.norm(lateral))
     pre = mouth + o * (PEG_HALF_LEN + self.standoff)
-    # The leading end is past the mouth, within the hole's reach.
-    inside = PEG_HALF_LEN - HOLE_DEPTH - 0.01 < along < PEG_HALF_LEN + 0.002 and lat < 0.02
+    tilt = float(np.arccos(np.clip(abs(np.dot(u, a)), 0.0, 1.0)))
+    # The leading end is past the mouth, within the hole's reach, roughly along the axis.
+    inside = (PEG_HALF_LEN - HOLE_DEPTH - 0.01 < along < PEG_HALF_LEN + 0.002 and lat < 0.02
+              and tilt < 0.15)
+    near = np.linalg.norm(c - mouth) < PEG_HALF_LEN + 0.03
+    if (near and not inside and along < PEG_HALF_LEN + self.standoff - 0.01
+        and (tilt > 0.15 or lat > 0.01)):
+      # Crossed or jammed against the socket: pull back out of the way along the mouth's normal.
+      return ArmGoal(cmd.pos + o * 0.03 + [0, 0, 0.01], yaw, g, 'back_off')
     if not self.socket_ready(env) and not inside:
-      if np.linalg.norm((pre - c)[:2]) > 0.05:
-        target = pre + [0, 0, 0.05]
+      wait = pre + o * 0.05  # Out of the socket's way while it is still moving.
+      if np.linalg.norm((wait - c)[:2]) > 0.05:
         if c[2] < 0.06:
           return ArmGoal(cmd.pos + [0, 0, 0.12 - c[2]], yaw, g, 'lift')
-        return ArmGoal(cmd.pos + target - c, yaw, g, 'carry')
-      return ArmGoal(cmd.pos + pre - c, yaw, g, 'wait', precise=True)
+        return ArmGoal(cmd.pos + wait + [0, 0, 0.05] - c, yaw, g, 'carry')
+      return ArmGoal(cmd.pos + wait - c, yaw, g, 'wait', precise=True)
     if inside:
       if lat > 0.006 and along > PEG_HALF_LEN - 0.01:
         return ArmGoal(cmd.pos + pre - c, yaw, g, 'back_out', precise=True)  # Jammed: retry.

@@ -430,6 +430,7 @@ class PouchEnv(base.TaskEnv):
 
   def __init__(self, *args, **kwargs):
     self.grasps = WeldGrasps(self.parts, self.grasp_radius)
+    self._was_held = {}
     super().__init__(*args, **kwargs)
 
   def _task_xml(self) -> dict:
@@ -527,6 +528,7 @@ class PouchEnv(base.TaskEnv):
 
   def _initialize_episode(self, rng: np.random.Generator) -> None:
     self.grasps.release_all(self)
+    self._was_held = {s: None for s in base.SIDES}
     for s in base.SIDES:
       self.set_gripper(s, np.asarray(self.home[s]) + rng.uniform(-0.03, 0.03, 3))
     self.set_pouch(rng.uniform([-0.07, -0.02], [0.01, 0.08]), 0.0)
@@ -534,6 +536,7 @@ class PouchEnv(base.TaskEnv):
                     rng.uniform(-np.pi, np.pi))
 
   def _after_control(self, action: np.ndarray) -> None:
+    self._was_held = dict(self.grasps.held)
     self.grasps.update(self)
     self._update_teeth()
 
@@ -557,15 +560,20 @@ class PouchEnv(base.TaskEnv):
                  + 0.3 * np.clip(1.0 - d / 0.4, 0.0, 1.0))
 
   def failure_signals(self) -> dict:
-    """Adds ``dropped`` (marker released away from the slot and lying outside the pouch) and
-    ``lost`` (marker or pouch out of reach, or the marker off the table)."""
+    """Adds ``dropped`` and ``lost`` (see ``TaskEnv.failure_signals``).
+
+    ``dropped``: the marker was let go this control step away from the slot, or the zipper is
+    more than half closed with the marker outside the pouch. ``lost``: the marker or the pouch
+    out of reach, or the marker off the table.
+    """
     p, lo, hi = self.marker_pos(), np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
     off = bool(np.any(p[:2] < lo[:2]) or np.any(p[:2] > hi[:2]) or p[2] < -0.005)
-    pouch = self.pouch_pos()
-    off = off or bool(np.any(np.abs(pouch[:2]) > 0.3))
-    free = all(self.held(s) != 'marker' for s in base.SIDES)
-    near_slot = np.linalg.norm((p - self.slot_center())[:2]) < 0.06
-    dropped = free and not self.marker_inside() and not near_slot and self.zip_fraction() > 0.3
+    off = off or bool(np.any(np.abs(self.pouch_pos()[:2]) > 0.35))
+    let_go = any(self._was_held.get(s) == 'marker' and self.held(s) != 'marker'
+                 for s in base.SIDES)
+    away = np.linalg.norm((p - self.slot_center())[:2]) > 0.02
+    inside = self.marker_inside()
+    dropped = (let_go and away and not inside) or (self.zip_fraction() > 0.5 and not inside)
     return {'progress': self.progress(), 'lost': off, 'dropped': bool(dropped),
             'time_left': self.time_left_fraction()}
 
