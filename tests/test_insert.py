@@ -6,6 +6,7 @@ import pytest
 
 from habc import envs
 from habc.envs import base
+from habc.envs.operator import SimulatedOperator
 from habc.envs import insert as I
 
 
@@ -129,6 +130,19 @@ def test_expert_takes_over_mid_episode():
     if ts.last():
       break
   assert ts.last() and ts.discount == 0.0
+
+
+def test_operator_takes_over_a_stalled_policy_and_finishes():
+  env = _env(2)
+  op = SimulatedOperator(seed=0, takeover_prob=1.0, stall_steps=10)
+  ts = env.reset()
+  flags = []
+  while not ts.last():
+    action, flag = op.act(env, np.zeros(base.ACTION_DIM, np.float32))  # A policy that idles.
+    flags.append(flag)
+    ts = env.step(action)
+  assert op.reason == 'stall' and not flags[0] and flags[-1]
+  assert ts.discount == 0.0
 
 
 def test_failure_signals():

@@ -216,8 +216,8 @@ class InsertEnv(base.TaskEnv):
                  + 0.2 * lifted + 0.2 * near + 0.4 * depth)
 
   def failure_signals(self) -> dict:
-    """Adds ``dropped`` (a part let go in the air this step, away from the goal) and ``lost``
-    (a part out of reach or off the table)."""
+    """Adds ``dropped`` (a part let go in the air this step, away from the goal); ``lost`` (what
+    the simulated operator watches) is dropped, or a part out of reach or off the table."""
     lo, hi = np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
     lost = False
     for p in (self.socket_pos(), self.peg_pos()):
@@ -225,7 +225,7 @@ class InsertEnv(base.TaskEnv):
     dropped = any(self._was_held.get(s) is not None and self.held(s) is None
                   for s in base.SIDES) and not self.success()
     dropped = dropped and max(self.socket_pos()[2], self.peg_pos()[2]) > 0.04
-    return {'progress': self.progress(), 'lost': lost, 'dropped': bool(dropped),
+    return {'progress': self.progress(), 'lost': lost or bool(dropped), 'dropped': bool(dropped),
             'time_left': self.time_left_fraction()}
 
   def make_expert(self, seed: int) -> 'InsertExpert':

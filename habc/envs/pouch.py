@@ -563,8 +563,9 @@ class PouchEnv(base.TaskEnv):
     """Adds ``dropped`` and ``lost`` (see ``TaskEnv.failure_signals``).
 
     ``dropped``: the marker was let go this control step away from the slot, or the zipper is
-    more than half closed with the marker outside the pouch. ``lost``: the marker or the pouch
-    out of reach, or the marker off the table.
+    more than half closed with the marker outside the pouch. ``lost`` (what the simulated
+    operator watches): dropped, or the marker or the pouch out of reach, or the marker off the
+    table.
     """
     p, lo, hi = self.marker_pos(), np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
     off = bool(np.any(p[:2] < lo[:2]) or np.any(p[:2] > hi[:2]) or p[2] < -0.005)
@@ -574,7 +575,7 @@ class PouchEnv(base.TaskEnv):
     away = np.linalg.norm((p - self.slot_center())[:2]) > 0.02
     inside = self.marker_inside()
     dropped = (let_go and away and not inside) or (self.zip_fraction() > 0.5 and not inside)
-    return {'progress': self.progress(), 'lost': off, 'dropped': bool(dropped),
+    return {'progress': self.progress(), 'lost': off or bool(dropped), 'dropped': bool(dropped),
             'time_left': self.time_left_fraction()}
 
   def make_expert(self, seed: int) -> 'PouchExpert':
