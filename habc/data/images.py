@@ -13,6 +13,10 @@ try:  # OpenCV is ~2x faster than Pillow for these sizes; Pillow is the fallback
   import cv2
 except ImportError:  # pragma: no cover
   cv2 = None
+try:  # libjpeg-turbo decoding straight into a buffer: ~2x faster than OpenCV at 64x64.
+  import simplejpeg
+except ImportError:  # Optional: OpenCV does the same, slower.
+  simplejpeg = None
 from PIL import Image
 
 FORMATS = ('png', 'jpeg')
@@ -46,19 +50,41 @@ def decode_image(data: bytes) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
 
 
-def decode_images(encoded) -> np.ndarray:
-  """A sequence of N encoded images of one size -> uint8 [N, H, W, 3]."""
-  out = None
+def decode_images(encoded, out: np.ndarray | None = None) -> np.ndarray:
+  """N encoded images of one size -> uint8 [N, H, W, 3].
+
+  Args:
+    encoded: a sequence of N encoded images.
+    out: optional uint8 [N, H, W, 3] to decode into (each out[i] must be contiguous, e.g. a
+      camera slice ``stacked[:, c]`` of a [T, C, H, W, 3] array).
+  """
   for i, data in enumerate(encoded):
+    data = bytes(data) if not isinstance(data, (bytes, memoryview)) else data
+    if simplejpeg is not None and data[:2] == b'\xff\xd8':
+      if out is None:
+        first = simplejpeg.decode_jpeg(data, colorspace='RGB')
+        out = np.empty((len(encoded),) + first.shape, np.uint8)
+        out[0] = first
+        if i == 0:
+          continue
+      try:
+        image = simplejpeg.decode_jpeg(data, colorspace='RGB', buffer=out[i])
+      except ValueError as e:
+        raise ValueError(f'Image {i}: {e} (expected shape {out.shape[1:]}).') from e
+      if image.shape != out.shape[1:]:
+        raise ValueError(f'Image {i} has shape {image.shape}, expected {out.shape[1:]}.')
+      continue
     if cv2 is not None:
       image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
       if image is None:
         raise ValueError(f'Could not decode image {i} (corrupt or empty bytes).')
       if out is None:
         out = np.empty((len(encoded),) + image.shape, np.uint8)
+      if image.shape != out.shape[1:]:
+        raise ValueError(f'Image {i} has shape {image.shape}, expected {out.shape[1:]}.')
       cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=out[i])  # 6x faster than a ::-1 copy.
     else:
-      image = decode_image(bytes(data))
+      image = decode_image(data)
       if out is None:
         out = np.empty((len(encoded),) + image.shape, np.uint8)
       out[i] = image

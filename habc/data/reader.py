@@ -40,10 +40,11 @@ class EpisodeSource:
   """Random access to the episodes of one dataset directory (a snapshot of its committed shards).
 
   Picklable (grain worker processes reopen the files). ``source[i]`` is the in-memory episode of
-  docs/interfaces.md section 2, with images decoded for ``cameras`` only (None: all cameras).
+  docs/interfaces.md section 2, with images decoded for ``cameras`` only (None: all cameras);
+  with ``decode=False`` the images stay encoded (object arrays of bytes [T]).
   """
 
-  def __init__(self, path: str, cameras: Sequence[str] | None = None):
+  def __init__(self, path: str, cameras: Sequence[str] | None = None, decode: bool = True):
     self.path = os.path.abspath(path)
     info_path = os.path.join(self.path, 'dataset_info.json')
     if not os.path.exists(info_path):
@@ -64,8 +65,8 @@ class EpisodeSource:
     if missing:
       raise ValueError(f'{self.path}: cameras {sorted(missing)} are not in the dataset (it has '
                        f'{self.spec.camera_names}).')
-    self._source = None
-    self._parser = None
+    self.decode = decode
+    self._source = None  # (array_record data source, tf.Example numpy parser), opened lazily.
 
   def _features(self):
     import tensorflow_datasets as tfds
@@ -74,17 +75,18 @@ class EpisodeSource:
   def __getstate__(self):
     state = dict(self.__dict__)
     state['_source'] = None
-    state['_parser'] = None
     return state
 
   def _open(self):
-    if self._source is None:
+    opened = self._source
+    if opened is None:  # Reader threads may race here: both objects are built, then published.
       from array_record.python import array_record_data_source
       from tensorflow_datasets.core import example_parser
-      self._source = (array_record_data_source.ArrayRecordDataSource(self.files)
-                      if self.files else [])
-      self._parser = example_parser.ExampleParserNp(self._features().get_serialized_info())
-    return self._source
+      parser = example_parser.ExampleParserNp(self._features().get_serialized_info())
+      source = (array_record_data_source.ArrayRecordDataSource(self.files)
+                if self.files else [])
+      opened = self._source = (source, parser)
+    return opened
 
   def __len__(self) -> int:
     return self._num_episodes
@@ -93,11 +95,12 @@ class EpisodeSource:
     """The serialized episode (a tf.Example as tfds stores it)."""
     if not 0 <= index < len(self):
       raise IndexError(f'Episode {index} out of range: {self.path} holds {len(self)} episodes.')
-    return self._open()[index]
+    return self._open()[0][index]
 
   def __getitem__(self, index: int) -> dict:
-    self._open()
-    return parse_episode(self._parser.parse_example(self.raw(int(index))), self.cameras)
+    parser = self._open()[1]
+    return parse_episode(parser.parse_example(self.raw(int(index))), self.cameras,
+                         decode=self.decode)
 
 
 def _text(value) -> str:
@@ -105,10 +108,12 @@ def _text(value) -> str:
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
-def parse_episode(parsed: Mapping[str, Any], cameras: Sequence[str]) -> dict:
-  """tfds-parsed flat arrays -> the in-memory episode dict (images decoded for ``cameras``)."""
+def parse_episode(parsed: Mapping[str, Any], cameras: Sequence[str], decode: bool = True) -> dict:
+  """tfds-parsed flat arrays -> the in-memory episode dict (images of ``cameras`` decoded, or left
+  encoded with ``decode=False``)."""
   steps = parsed['steps']
-  obs = {cam: images_lib.decode_images(steps['observation'][cam]) for cam in cameras}
+  obs = {cam: images_lib.decode_images(steps['observation'][cam]) if decode
+         else steps['observation'][cam] for cam in cameras}
   for key in ('state', 'privileged'):
     if key in steps['observation']:
       obs[key] = np.asarray(steps['observation'][key], np.float32)
@@ -172,13 +177,31 @@ class EpisodePack:
     pack['actions'] = self.stats.normalise('action', steps['action'])
     pack['instruction'] = text.tokenize(steps['language_instruction'], self.max_instruction_len)
     if self.obs == 'vision':
-      shapes = {steps['observation'][c].shape[1:] for c in self.cameras}
-      if len(shapes) != 1:
-        raise ValueError(f'Episode {episode["episode_metadata"]["episode_id"]!r}: cameras '
-                         f'{self.cameras} have different image shapes {shapes}; convert with '
-                         '--resize to one size.')
-      pack['images'] = np.stack([steps['observation'][c] for c in self.cameras], axis=1)
+      pack['images'] = stack_cameras(steps['observation'], self.cameras,
+                                     episode['episode_metadata']['episode_id'])
     return pack
+
+
+def stack_cameras(observation: Mapping[str, np.ndarray], cameras: Sequence[str],
+                  episode_id: str = '') -> np.ndarray:
+  """Cameras (decoded uint8 [T, H, W, 3], or encoded bytes [T]) -> uint8 [T, C, H, W, 3]."""
+  frames = [observation[c] for c in cameras]
+  num_steps = len(frames[0])
+  if all(f.dtype == np.uint8 and f.ndim == 4 for f in frames):
+    shapes = {f.shape[1:] for f in frames}
+    if len(shapes) != 1:
+      raise ValueError(f'Episode {episode_id!r}: cameras {tuple(cameras)} have different image '
+                       f'shapes {shapes}; convert with --resize to one size.')
+    return np.stack(frames, axis=1)
+  first = images_lib.decode_images(frames[0][:1])
+  out = np.empty((num_steps, len(cameras)) + first.shape[1:], np.uint8)
+  for c, encoded in enumerate(frames):  # Decoded straight into place: no extra copy.
+    try:
+      images_lib.decode_images(encoded, out=out[:, c])
+    except ValueError as e:
+      raise ValueError(f'Episode {episode_id!r}: cameras {tuple(cameras)} have different image '
+                       f'shapes; convert with --resize to one size ({e}).') from e
+  return out
 
 
 def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], batch_size: int,
@@ -208,17 +231,17 @@ def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], b
       'kind': np.full((batch_size,), int(labeling.SampleKind.UNLABELLED), np.int32),
       'outcome': empty((), np.float32), 'viability_mask': empty((), bool),
       'efficiency_mask': empty((), bool), 'next_is_terminal': empty((), bool)}
-  if obs == 'vision':
-    out['images'] = empty(first['images'].shape[1:], np.uint8)
-    out['next_images'] = empty(first['images'].shape[1:], np.uint8)
+  if obs == 'vision':  # Not zero-filled (large); padding rows are zeroed below.
+    out['images'] = np.empty((batch_size,) + first['images'].shape[1:], np.uint8)
+    out['next_images'] = np.empty_like(out['images'])
   row = 0
   for pack, idx in parts:
     rows = slice(row, row + len(idx))
     anchor, nxt = pack['anchor'][idx], pack['next_index'][idx]
     mask = pack['action_mask'][idx]
     if obs == 'vision':
-      np.take(pack['images'], anchor, axis=0, out=out['images'][rows])
-      np.take(pack['images'], nxt, axis=0, out=out['next_images'][rows])
+      out['images'][rows] = pack['images'][anchor]
+      out['next_images'][rows] = pack['images'][nxt]
     out['state'][rows] = pack['state'][anchor]
     out['next_state'][rows] = pack['state'][nxt]
     out['instruction'][rows] = pack['instruction']
@@ -227,6 +250,9 @@ def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], b
     for key in ('kind', 'outcome', 'viability_mask', 'efficiency_mask', 'next_is_terminal'):
       out[key][rows] = pack[key][idx]
     row += len(idx)
+  if obs == 'vision':
+    out['images'][row:] = 0
+    out['next_images'][row:] = 0
   obs_now = {'state': out['state'], 'instruction': out['instruction']}
   obs_next = {'state': out['next_state'], 'instruction': out['instruction']}
   if obs == 'vision':
@@ -282,15 +308,17 @@ class WindowPool:
 
 
 def episode_stream(path: str, pack_fn: EpisodePack, *, cameras, seed: int, num_epochs,
-                   num_workers: int) -> Iterator[dict]:
+                   num_workers: int, read_threads: int = 2) -> Iterator[dict]:
   """Shuffled episode packs of one dataset (grain; worker processes when num_workers > 0)."""
   import grain
-  source = EpisodeSource(path, cameras=cameras)
+  source = EpisodeSource(path, cameras=cameras, decode=False)  # EpisodePack decodes in place.
   if not len(source):
     raise ValueError(f'{path} holds no episodes; nothing to read.')
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs).map(pack_fn)
   # Small buffers: a pack holds a whole episode's images; grain's defaults (500) would hold GBs.
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
+  # Threads decode episodes concurrently (JPEG decoding releases the GIL).
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                            prefetch_buffer_size=read_threads))
   if num_workers > 0:
     from absl import flags
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a library caller has none.
@@ -392,7 +420,8 @@ def make_batches(datasets: Sequence[str] | str, *, horizon: int, ratios: Sequenc
                  obs: str = 'vision', max_instruction_len: int = 32,
                  stats: stats_lib.NormStats | None = None, seed: int = 0,
                  num_epochs: int | None = None, num_workers: int = 0,
-                 pool_episodes: int = 8, prefetch: int = 2) -> BatchStream | ThreadPrefetch:
+                 pool_episodes: int = 8, prefetch: int = 2,
+                 read_threads: int = 2) -> BatchStream | ThreadPrefetch:
   """Training batches from one or several RLDS datasets.
 
   Args:
@@ -414,6 +443,7 @@ def make_batches(datasets: Sequence[str] | str, *, horizon: int, ratios: Sequenc
     pool_episodes: episodes buffered per dataset to draw windows from (more: better mixing,
       more memory).
     prefetch: batches assembled ahead in a background thread (0: none, assembled on ``next``).
+    read_threads: threads decoding episodes (per process).
 
   Returns:
     An iterator (call ``close()`` when done): ``next(it)`` is a dict of numpy arrays
@@ -433,7 +463,8 @@ def make_batches(datasets: Sequence[str] | str, *, horizon: int, ratios: Sequenc
                         naive=naive, cameras=cameras, obs=obs, stats=stats,
                         max_instruction_len=max_instruction_len)
   streams = [episode_stream(path, pack_fn, cameras=cameras, seed=seed + 1000 * i,
-                            num_epochs=num_epochs, num_workers=num_workers)
+                            num_epochs=num_epochs, num_workers=num_workers,
+                            read_threads=read_threads)
              for i, (path, r) in enumerate(zip(datasets, ratios)) if r > 0]
   ratios = [r for r in ratios if r > 0]
   stream = BatchStream(streams, ratios, batch_size=batch_size, obs=obs,
