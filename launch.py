@@ -75,7 +75,33 @@ def config_argv(argv: list[str]) -> list[str]:
                      + ', '.join(f'experiments/{k}' for k in known))
   if preset not in PRESETS:
     raise UsageError(f'Unknown preset {preset!r}; choose one of {PRESETS}.')
+  check_overrides(path, preset, argv)
   return [argv[0], f'--config={path}:{preset}'] + argv[1:]
+
+
+def check_overrides(path: str, preset: str, argv: list[str]) -> None:
+  """Every --config.<path> override must name an existing config value."""
+  import importlib.util
+  overrides = [a[len('--config.'):].split('=', 1)[0] for a in argv[1:]
+               if a.startswith('--config.')]
+  if not overrides:
+    return
+  if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+  spec = importlib.util.spec_from_file_location('habc_experiment_check', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(preset)
+  for override in overrides:
+    node = config
+    parts = override.split('.')
+    for i, part in enumerate(parts):
+      if not hasattr(node, 'keys') or part not in node:
+        where = '.'.join(parts[:i]) or '<top level>'
+        options = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else '(a plain value)'
+        raise UsageError(f'--config.{override}: the config has no {part!r} under {where} '
+                         f'(experiment {os.path.relpath(path, ROOT)}); known keys there: {options}.')
+      node = node[part]
 
 
 def build_config(config, *, task: str | None, seed: int | None, experiment: str):
@@ -118,9 +144,21 @@ def default_workdir(config, experiment: str) -> str:
   return os.path.join('workdirs', f'{config.task}_{name}_{config.seed}')
 
 
+def enable_compilation_cache() -> None:
+  """Persistent XLA cache (JAX_COMPILATION_CACHE_DIR, default ~/.cache/habc/jax): a resumed or
+  repeated run skips most compilation."""
+  import jax
+  path = os.environ.get('JAX_COMPILATION_CACHE_DIR',
+                        os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax'))
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint operation at INFO.
   try:
     config = FLAGS.config
     if config is None:
@@ -129,6 +167,7 @@ def main(argv):
   except UsageError as e:
     sys.exit(f'launch.py: {e}')
   workdir = FLAGS.workdir or default_workdir(config, FLAGS.experiment)
+  enable_compilation_cache()
   from habc import pipeline
   print(f'habc: {config.name} on {config.task}, seed {config.seed}, preset {config.preset}, '
         f'workdir {workdir}', flush=True)

@@ -40,6 +40,9 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   # credit.next_offset so that "the next state" of a window is the next decision.
   c.rollout.execute_steps = 8
   c.rollout.time_limit = 0  # Control steps per episode; 0: the task's own limit.
+  # Where environments and the operator come from ('module:callable'); tests swap in fakes.
+  c.rollout.env_factory = 'habc.envs:make'
+  c.rollout.operator_factory = 'habc.envs.operator:SimulatedOperator'
 
   c.operator = ml_collections.ConfigDict()
   c.operator.enabled = True
@@ -99,7 +102,6 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
     c.data.num_demos = 4
     c.rollout.episodes_per_round = 4
     c.rollout.execute_steps = 4
-    c.rollout.time_limit = 40
     c.eval.episodes = 4
     c.eval.video_camera = ''
     c.eval.strip_frames = 4

@@ -640,7 +640,9 @@ class Backend:
     operator = c.operator.to_dict() if c.operator.enabled else None
     return rollout.WorkerConfig(task=c.task, image_size=c.image_size, cameras=cameras,
                                 time_limit=c.rollout.time_limit or None,
-                                execute_steps=c.rollout.execute_steps, operator=operator)
+                                execute_steps=c.rollout.execute_steps, operator=operator,
+                                env_factory=c.rollout.env_factory,
+                                operator_factory=c.rollout.operator_factory)
 
   # data ........................................................................................
   def convert_demos(self, hdf5_dir: str, out_dir: str) -> None:

@@ -1,0 +1,56 @@
+"""Wilson intervals against known values, episode summaries, frame strips."""
+
+import numpy as np
+import pytest
+
+from habc import evaluation
+
+
+@pytest.mark.parametrize('k, n, low, high', [
+    (0, 10, 0.0, 0.2775),  # Standard tables (e.g. Newcombe 1998, Table I).
+    (5, 10, 0.2366, 0.7634),
+    (10, 10, 0.7225, 1.0),
+    (36, 100, 0.2727, 0.4576),
+    (1, 50, 0.0035, 0.1050),
+])
+def test_wilson_known_values(k, n, low, high):
+  lo, hi = evaluation.wilson_interval(k, n)
+  assert lo == pytest.approx(low, abs=1e-4)
+  assert hi == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_matches_scipy():
+  from scipy import stats
+  for k, n in [(3, 7), (46, 50), (12, 30), (0, 1)]:
+    ref = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method='wilson')
+    lo, hi = evaluation.wilson_interval(k, n)
+    assert lo == pytest.approx(ref.low, abs=1e-9)
+    assert hi == pytest.approx(ref.high, abs=1e-9)
+
+
+def test_wilson_rejects_bad_counts():
+  with pytest.raises(ValueError, match='successes'):
+    evaluation.wilson_interval(5, 3)
+  assert evaluation.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_summary_lengths_on_successes_only():
+  s = evaluation.summarize([True, False, True, False], [10, 99, 20, 99], [0, 5, 3, 0])
+  assert s['success_rate'] == 0.5 and s['successes'] == 2
+  assert s['mean_success_length'] == 15.0
+  assert s['episodes_with_intervention'] == 2 and s['intervention_steps'] == 8
+  assert 'success 50.0%' in evaluation.format_summary(s)
+  none = evaluation.summarize([False], [5])
+  assert none['mean_success_length'] is None
+  assert 'no successes' in evaluation.format_summary(none)
+
+
+def test_frame_strip_and_png(tmp_path):
+  frames = np.stack([np.full((4, 5, 3), i * 40, np.uint8) for i in range(3)])
+  strip = evaluation.frame_strip(frames, gap=2)
+  assert strip.shape == (4, 3 * 5 + 2 * 2, 3)
+  assert (strip[:, 5:7] == 255).all() and (strip[:, 7:12] == 40).all()
+  np.testing.assert_array_equal(evaluation.pick_frames(10, 4), [0, 3, 6, 9])
+  evaluation.save_png(strip, str(tmp_path / 's.png'), scale=2)
+  from PIL import Image
+  assert Image.open(tmp_path / 's.png').size == (2 * strip.shape[1], 8)
