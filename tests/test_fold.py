@@ -132,6 +132,9 @@ def test_failure_signals():
   sig = env.failure_signals()
   assert sig['progress'] == pytest.approx(0.0, abs=0.05)
   assert sig['lost'] is False and sig['time_left'] == 1.0
+  env.set_gripper('left', env.corner(fold.NEAR['left']) + [0, 0, 0.02])
+  assert env.arm_progress('left') > 0.2  # Reaching the corner is progress.
+  env.set_gripper('left', np.asarray(env.home['left']))
   _park_grippers(env)
   env.set_vertices(_folded(env))
   assert env.failure_signals()['progress'] > 0.95

@@ -65,10 +65,6 @@ class FoldEnv(base.TaskEnv):
         'active="false" solref="0.01 1"/>' for s in base.SIDES for c in CORNERS)
     return {'worldbody': worldbody, 'equality': equality}
 
-  def __init__(self, *args, **kwargs):
-    self._grasp_eq = None
-    super().__init__(*args, **kwargs)
-
   def _ids(self) -> None:
     super()._ids()
     m = self.model
@@ -146,8 +142,6 @@ class FoldEnv(base.TaskEnv):
   def _privileged(self) -> np.ndarray:
     """[17]: the four corners (near left, near right, far left, far right) xyz [12], the cloth
     centroid [3], and per side whether it holds a corner [2]."""
-    if self._grasp_eq is None:
-      return np.zeros(17, np.float32)
     v = self.vertices()
     corners = v[list(CORNERS)].reshape(-1)
     held = [float(self._held[s] is not None) for s in base.SIDES]
@@ -168,16 +162,33 @@ class FoldEnv(base.TaskEnv):
     speed = np.abs(self.data.qvel[self._vertex_qvel[:, None] + np.arange(3)]).max()
     return bool(speed < self.rest_speed)
 
+  def arm_progress(self, side: str) -> float:
+    """Completion in [0, 1] of one arm's half of the fold, from privileged state.
+
+    Reaching its near corner counts up to 0.25, carrying it toward the far corner up to 1 (a
+    corner lying released on its far corner is done).
+    """
+    d0 = (N - 1) * SPACING
+    near, far = self.corner(NEAR[side]), self.corner(FAR[side])
+    carried = float(np.clip(1 - np.linalg.norm((near - far)[:2]) / d0, 0, 1))
+    if self._held[side] == NEAR[side]:
+      return 0.25 + 0.75 * carried
+    if carried > 1 - self.corner_tol / d0 and near[2] < self.flat_height:
+      return 1.0
+    reach = float(np.clip(1 - np.linalg.norm(self.ee_pos(side) - near) / 0.3, 0, 1))
+    return 0.25 * reach
+
   def failure_signals(self) -> dict:
+    """``progress``: mean of ``arm_progress``; ``lost``: cloth out of the workspace, or a near
+    corner lying released midway (dropped on the way over)."""
     d0 = (N - 1) * SPACING
     err = self.corner_errors()
-    progress = float(np.mean(np.clip(1 - err / d0, 0, 1)))
     lo, hi = np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
     v = self.vertices()
     out_of_reach = bool(np.any(v[:, :2] < lo[:2]) or np.any(v[:, :2] > hi[:2]))
-    # A near corner lying released in the middle of the fold: dropped on the way.
     dropped = any(self._held[s] is None and 0.3 < 1 - e / d0 < 0.85
                   and self.corner(NEAR[s])[2] < 0.03 for s, e in zip(base.SIDES, err))
+    progress = float(np.mean([self.arm_progress(s) for s in base.SIDES]))
     return {'progress': progress, 'lost': out_of_reach or dropped,
             'time_left': self.time_left_fraction()}
 
@@ -237,11 +248,14 @@ class FoldExpert(base.Expert):
       x = float((near - c)[:2] @ u[:2])
       theta = np.arctan2(max(near[2] - 0.004, 0.0) / self.lift, -x / radius)
       if theta < np.pi - 0.2 and dist > 0.03:
-        th = min(theta + 0.6, np.pi)
+        if not self._partner_ready(env, s):  # Bimanual: wait at a low lift for the other arm.
+          th = min(theta + 0.6, 0.5)
+        else:
+          th = min(theta + 0.6, np.pi)
         xy = c[:2] - u[:2] * radius * 0.97 * np.cos(th)
         return np.array([xy[0], xy[1], 0.012 + self.lift * np.sin(th)]), 0.0, g
-      if dist > 0.012 or p[2] > 0.025:
-        z = 0.012 if dist < 0.02 else max(p[2], 0.03)
+      if dist > 0.012 or p[2] > 0.014:
+        z = 0.006 if dist < 0.02 else max(p[2], 0.03)  # Press the corner down before letting go.
         return np.array([far[0], far[1], z]), 0.0, g
       return p, 0.0, -g  # Placed: open.
     placed = np.linalg.norm(near[:2] - far[:2]) < 0.6 * env.corner_tol and near[2] < 0.03
@@ -255,6 +269,12 @@ class FoldExpert(base.Expert):
     if p[2] - near[2] > 0.01:
       return np.array([aim[0], aim[1], near[2]]), 0.0, -g
     return p, 0.0, g  # At the corner: close.
+
+  @staticmethod
+  def _partner_ready(env: FoldEnv, s: str) -> bool:
+    """Whether the other arm holds its near corner or has placed it."""
+    o = base.SIDES[1 - base.SIDES.index(s)]
+    return env.held_corner(o) == NEAR[o] or env.arm_progress(o) >= 1.0
 
   def act(self, env: FoldEnv) -> np.ndarray:
     r = self._rng
