@@ -148,3 +148,22 @@ def test_registered_task_with_missing_module_fails_only_when_used(monkeypatch):
   assert 'ghost' in envs.list_tasks()
   with pytest.raises(ValueError, match='cannot be imported'):
     envs.make('ghost', seed=0)
+
+
+def test_video_writer_mp4_gif_and_errors(tmp_path):
+  from habc.envs import video
+  frames = np.random.default_rng(0).integers(0, 255, (6, 33, 40, 3), dtype=np.uint8)
+  import av
+  path = video.write_video(str(tmp_path / 'a.mp4'), frames, fps=10)
+  with av.open(path) as c:
+    decoded = [f.to_ndarray(format='rgb24') for f in c.decode(video=0)]
+  assert len(decoded) == 6 and decoded[0].shape == (34, 40, 3)  # Padded to even sides.
+  from PIL import Image
+  frames[1:] = 0
+  frames[3] = 255
+  with Image.open(video.write_video(str(tmp_path / 'a.gif'), frames)) as im:
+    assert im.size == (40, 33) and im.n_frames >= 3
+  with pytest.raises(ValueError, match='unsupported suffix'):
+    video.write_video(str(tmp_path / 'a.avi'), frames)
+  with pytest.raises(ValueError, match='uint8'):
+    video.write_video(str(tmp_path / 'a.gif'), frames.astype(np.float32))

@@ -1,5 +1,7 @@
 """The fold task: specs, determinism, the success predicate, grasping, frames, the expert."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -162,3 +164,20 @@ def test_expert_success_rate_on_many_seeds():
       ts = env.step(expert.act(env))
     ok.append(ts.discount == 0.0)
   assert np.mean(ok) >= 0.9
+
+
+def test_viewer_command_list_and_json(tmp_path, capsys):
+  from habc.envs import __main__ as viewer
+  assert viewer.main(['--list']) == 0
+  assert capsys.readouterr().out.split() == envs.list_tasks()
+  gif = tmp_path / 'first.gif'
+  assert viewer.main(['--task=fold', '--episodes=1', '--json', f'--video={gif}',
+                      '--video_size=48']) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert {'task', 'success_rate', 'mean_length', 'steps_per_s_render',
+          'steps_per_s_norender'} <= set(out)
+  assert out['task'] == 'fold' and out['success_rate'] == 1.0
+  assert out['steps_per_s_render'] > 0 and out['steps_per_s_norender'] > 0
+  from PIL import Image
+  with Image.open(gif) as im:
+    assert im.n_frames > 10 and im.size == (3 * 48, 48)
