@@ -1,6 +1,6 @@
 """Speed of the batch reader: ``python -m habc.bench data`` (or ``python -m habc.bench.data``).
 
-Writes a synthetic RLDS dataset (3 cameras at 64x64, JPEG-95 as the writer stores them), then
+Writes a synthetic RLDS dataset (3 cameras at 64x64, stored as JPEG like the writer's default), then
 times the reader (``habc.data.reader.make_batches``) at the default batch size: transitions
 (windows) per second, in this process and with grain worker processes. Prints them next to the
 learner's consumption rate (``habc.bench.learner.learner_transitions_per_s``, or --learner_rate)
@@ -19,15 +19,17 @@ import numpy as np
 DESIGN_LEARNER_RATE = 64 / 0.110  # shared/DESIGN.md: ~110 ms per update at batch 64 here.
 
 
-def make_dataset(path, *, episodes, steps, cameras, image_size, seed=0):
+def make_dataset(path, *, episodes, steps, cameras, image_size, image_format='jpeg', seed=0):
   """A synthetic dataset of ``episodes`` rollouts (every other one with an intervention)."""
-  from habc.data import synthetic, writer
+  from habc.data import schema, synthetic, writer
   rng = np.random.default_rng(seed)
   eps = (synthetic.synthetic_episode(
       rng, num_steps=steps, cameras=cameras, image_size=image_size, state_dim=16, action_dim=14,
       privileged_dim=8, success=bool(i % 3), interventions=[(steps // 3, steps // 2)] if i % 2
       else [], episode_id=f'bench{i}') for i in range(episodes))
-  return writer.write_episodes(path, eps)
+  spec = schema.make_spec(cameras, image_size, state_dim=16, action_dim=14, privileged_dim=8,
+                          image_format=image_format)
+  return writer.write_episodes(path, eps, spec)
 
 
 def reader_rate(path, *, batch_size, cameras, horizon, next_offset, num_workers, prefetch,
@@ -73,6 +75,7 @@ def main(argv=None):
   p.add_argument('--workers', default='0,2', help='grain worker counts to time')
   p.add_argument('--learner_rate', type=float, default=0.0,
                  help='learner transitions/s (default: habc.bench.learner)')
+  p.add_argument('--image_format', default='jpeg', choices=('jpeg', 'png'))
   p.add_argument('--data', default='', help='time this dataset instead of a synthetic one')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   cameras = tuple(c for c in args.cameras.split(',') if c)
@@ -83,10 +86,10 @@ def main(argv=None):
     path = os.path.join(tmp, 'rlds')
     start = time.perf_counter()
     make_dataset(path, episodes=args.episodes, steps=args.steps, cameras=cameras,
-                 image_size=args.image_size)
+                 image_size=args.image_size, image_format=args.image_format)
     wrote = time.perf_counter() - start
     print(f'wrote {args.episodes} episodes x {args.steps} steps ({len(cameras)} cameras '
-          f'{args.image_size}x{args.image_size}) in {wrote:.1f}s '
+          f'{args.image_size}x{args.image_size} {args.image_format}) in {wrote:.1f}s '
           f'({args.episodes * args.steps / wrote:.0f} steps/s)')
   try:
     rows = []

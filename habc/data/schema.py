@@ -51,7 +51,8 @@ class EpisodeSpec:
 
   cameras: ((name, (H, W)), ...) in storage order; empty for state-only data.
   state_dim: S. action_dim: A. privileged_dim: P, 0 when the dataset has no privileged state.
-  image_format: 'jpeg' (quality 95, default: see docs/data.md) or 'png' (lossless).
+  image_format: 'jpeg' (quality 95, no chroma subsampling; default: see docs/data.md) or
+    'png' (lossless, ~2x slower to decode).
   """
 
   cameras: tuple[tuple[str, tuple[int, int]], ...]

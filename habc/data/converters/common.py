@@ -40,7 +40,7 @@ class Options:
   success: the outcome of episodes whose file records none (None: such a file is an error).
   cameras: ((recorded name, stored name), ...) to choose and rename cameras; None keeps all.
   source, operator, policy_version: episode metadata (teleop recordings are demonstrations).
-  image_format: 'jpeg' or 'png' storage.
+  image_format: 'jpeg' (default, quality 95) or 'png' (lossless) storage.
   """
 
   task: str = ''
