@@ -47,6 +47,9 @@ from habc import rollout
 MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report')
 CONFIG_FILE = 'config.json'
 PROGRESS_FILE = 'progress.json'
+# Storage of camera images in every dataset of a run (demos and rollouts alike): the data layer's
+# default, decoded fastest by the reader.
+IMAGE_FORMAT = 'jpeg'
 
 
 class ConfigMismatchError(ValueError):
@@ -608,7 +611,8 @@ class _LazyWriter:
   def append(self, episode: dict) -> None:
     if self._writer is None:
       from habc.data import schema
-      self._writer = self._lib.EpisodeWriter(self.path, schema.spec_of_episode(episode))
+      self._writer = self._lib.EpisodeWriter(
+          self.path, schema.spec_of_episode(episode, image_format=IMAGE_FORMAT))
     self._writer.append(episode)
 
   def close(self) -> None:
@@ -637,7 +641,9 @@ class Backend:
   def worker_config(self) -> rollout.WorkerConfig:
     c = self.config
     cameras = tuple(c.cameras) if c.obs == 'vision' else ()
-    operator = c.operator.to_dict() if c.operator.enabled else None
+    operator = None
+    if c.operator.enabled:
+      operator = {k: v for k, v in c.operator.to_dict().items() if k != 'enabled'}
     return rollout.WorkerConfig(task=c.task, image_size=c.image_size, cameras=cameras,
                                 time_limit=c.rollout.time_limit or None,
                                 execute_steps=c.rollout.execute_steps, operator=operator,
@@ -821,14 +827,10 @@ def policy_observations(observations, config, stats) -> dict:
 
 
 def _convert_aloha(hdf5_dir: str, out_dir: str, *, task: str) -> None:
-  """The recorder's HDF5 demonstrations -> RLDS (source 'demo')."""
-  from habc import recorder
-  from habc.data import writer as writer_lib
-  files = sorted(f for f in os.listdir(hdf5_dir) if f.endswith('.hdf5'))
-  if not files:
-    raise FileNotFoundError(f'No demonstrations (*.hdf5) in {hdf5_dir}.')
-  episodes = (recorder.read_aloha_episode(os.path.join(hdf5_dir, f), task=task) for f in files)
-  writer_lib.write_episodes(out_dir, episodes)
+  """The recorder's HDF5 demonstrations -> RLDS (source 'demo'), by the data layer's converter."""
+  from habc.data import converters
+  converters.convert('aloha_hdf5', hdf5_dir, out_dir, progress=False, task=task, source='demo',
+                     operator='scripted_expert', image_format=IMAGE_FORMAT)
 
 
 def run(config, workdir: str, *, mode: str = 'pipeline', overwrite: bool = False,

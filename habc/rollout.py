@@ -139,8 +139,7 @@ class _Episode:
     self.env = make_env(config.task, seed=request.seed, image_size=config.image_size,
                         cameras=config.cameras, time_limit=config.time_limit)
     self.operator = None
-    if request.kind == 'rollout' and config.operator is not None and config.operator.get(
-        'enabled', True):
+    if request.kind == 'rollout' and config.operator is not None:
       operator_cls = load_symbol(config.operator_factory)
       self.operator = operator_cls(config.operator, request.seed)
       self.operator.reset()
