@@ -88,10 +88,9 @@ def _critic_pass(model, critic_encoder, params, obs, next_obs, phi):
   return now, jax.lax.stop_gradient(nxt)
 
 
-def make_update_step(config, model):
-  """The pure update ``(state, batch, rng) -> (state, metrics)`` for this config (not jitted)."""
+def make_loss_fn(config, model):
+  """``loss_fn(params, batch, rng, step) -> (total loss, metrics)``: critic + weighted actor."""
   method = config.method
-  tx = None  # Built lazily from the parameters' structure (labels depend on it).
   use_critic = objectives.uses_critic(method)
 
   def loss_fn(params, batch, rng, step):
@@ -124,6 +123,14 @@ def make_update_step(config, model):
     metrics['critic/loss'] = critic_loss
     return total, metrics
 
+  return loss_fn
+
+
+def make_update_step(config, model):
+  """The pure update ``(state, batch, rng) -> (state, metrics)`` for this config (not jitted)."""
+  loss_fn = make_loss_fn(config, model)
+  tx = None  # Built lazily from the parameters' structure (labels depend on it).
+
   def update_step(state: TrainState, batch, rng):
     nonlocal tx
     if tx is None:
@@ -132,7 +139,7 @@ def make_update_step(config, model):
     grads, metrics = grad_fn(state.params, batch, rng, state.step)
     updates, opt_state = tx.update(grads['params'], state.opt_state, state.params['params'])
     params = {'params': optax.apply_updates(state.params['params'], updates)}
-    metrics['learner/grad_norm'] = optax.global_norm(grads['params'])
+    metrics['learner/grad_norm'] = optax.tree.norm(grads['params'])
     new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1,
                            rng=state.rng)
     return new_state, metrics
