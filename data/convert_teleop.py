@@ -41,7 +41,8 @@ def main(argv):
         progress=FLAGS.progress, task=FLAGS.task, instruction=FLAGS.instruction,
         resize=FLAGS.resize, success=FLAGS.success, cameras=FLAGS.cameras, source=FLAGS.source,
         operator=FLAGS.operator, image_format=FLAGS.image_format)
-  except (converters.ConversionError, ValueError, FileNotFoundError) as e:
+  except (converters.ConversionError, ValueError, FileNotFoundError,
+          RuntimeError) as e:  # RuntimeError: DatasetLockedError (another writer).
     from habc.data import writer
     print(f'error: {e}', file=sys.stderr)
     print(f'{FLAGS.output} holds {writer.num_episodes(FLAGS.output)} episodes (unchanged by the '

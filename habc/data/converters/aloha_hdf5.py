@@ -5,7 +5,7 @@ Layout read (and written by ``write_aloha_hdf5``, for rigs and the scripted-expe
   /observations/qpos              f32 [T, S]      -> observation/state
   /observations/qvel              f32 [T, S']     optional; appended to the state
   /observations/privileged        f32 [T, P]      optional (habc extension: simulator object state)
-  /observations/images/<camera>   uint8 [T, H, W, 3], or JPEG bytes per step when the dataset
+  /observations/images/<camera>   uint8 [T, H, W, 3] (no group: state only), or JPEG bytes when the dataset
                                   has the attribute ``compress`` (variable-length bytes, or
                                   uint8 [T, L] rows zero-padded as ALOHA's recorder writes them)
   /action                         f32 [T, A]      the action sent at each frame
@@ -76,7 +76,8 @@ def read_episode(file: str, episode: str) -> dict:
     def need(path):
       if path not in handle:
         raise common.ConversionError(file, episode, path, 'missing key (an ALOHA episode needs '
-                                     '/observations/qpos, /observations/images/<camera>, /action).')
+                                     '/observations/qpos and /action, and images under '
+                                     '/observations/images/<camera>).')
       return handle[path]
 
     try:
@@ -89,7 +90,8 @@ def read_episode(file: str, episode: str) -> dict:
                                        'disagrees across steps.')
         state = np.concatenate([state, qvel], axis=-1)
       images = {}
-      group = need('/observations/images')
+      # No image group: a state-only recording.
+      group = handle['/observations/images'] if '/observations/images' in handle else {}
       for cam in group.keys():
         data = group[cam]
         if data.attrs.get('compress', False):

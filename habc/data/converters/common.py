@@ -168,9 +168,8 @@ def build_episode(raw: Mapping[str, Any], options: Options, *, file: str, episod
   return schema.make_episode(
       observation, action.astype(np.float32), instruction=str(instruction),
       episode_id=episode, task=str(task or 'unknown'), success=bool(success),
-      source=options.source, policy_version=options.policy_version,
-      operator=options.operator if flags is None or np.any(flags) or options.source == 'demo'
-      else '', policy_action=per_step.get('policy_action'),
+      source=options.source, policy_version=options.policy_version, operator=options.operator,
+      policy_action=per_step.get('policy_action'),
       is_intervention=None if flags is None else flags.astype(bool))
 
 
