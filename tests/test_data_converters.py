@@ -258,6 +258,11 @@ def test_bad_aloha_and_lerobot_files(tmp_path):
   _lerobot_folder(str(tmp_path / 'lr'), rng, lengths=(5,), drop_frame=True)
   with pytest.raises(ConversionError, match="field 'images/front': 4 steps but `action` has 5"):
     converters.convert('lerobot', str(tmp_path / 'lr'), str(tmp_path / 'o4'), progress=False)
+  parquet = tmp_path / 'lr' / 'data' / 'chunk-000' / 'episode_000000.parquet'
+  parquet.write_bytes(b'not parquet')
+  with pytest.raises(ConversionError, match="episode_000000.parquet: episode 'episode_000000', "
+                     "field '<file>': unreadable parquet"):
+    converters.convert('lerobot', str(tmp_path / 'lr'), str(tmp_path / 'o4'), progress=False)
   _lerobot_folder(str(tmp_path / 'v3'), rng, lengths=(5,), version='v3.0')
   with pytest.raises(ConversionError, match="'v3.0' is not supported"):
     converters.convert('lerobot', str(tmp_path / 'v3'), str(tmp_path / 'o5'), progress=False)
