@@ -297,6 +297,8 @@ class TeleopExpert(base.Expert):
       g = goals[s]
       j = i * base.ARM_ACTION_DIM
       cmd = env.command(s)
+      if g.phase == 'close' and self._phase[s] == 'close' and self._steps[s] >= 5:
+        self._regrasp_left[s] = 2  # Closed on nothing: open, back off, try again.
       if self._regrasp_left[s] > 0:
         self._regrasp_left[s] -= 1
         g = ArmGoal(cmd.pos + np.array([0, 0, 0.01]), cmd.yaw, -st.grip, 'regrasp')
@@ -420,7 +422,7 @@ def marker_xml() -> str:
     <body name="marker" pos="0.2 0 {r}">
       <freejoint name="marker"/>
       <geom name="marker" type="capsule" fromto="0 {-h} 0 0 {h} 0" size="{r}" mass="0.02"
-            rgba="0.85 0.1 0.1 1" friction="0.8 0.01 0.001" {_MARKER}/>
+            rgba="0.85 0.1 0.1 1" condim="6" friction="0.8 0.02 0.01" {_MARKER}/>
       <geom name="marker_cap" type="cylinder" fromto="0 {h - 0.02} 0 0 {h + 0.004} 0"
             size="{r + 0.001}" rgba="0.1 0.1 0.1 1" contype="0" conaffinity="0" mass="0"/>
       <site name="marker_center" pos="0 0 0" size="0.004" rgba="0 0 0 0"/>
