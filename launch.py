@@ -151,7 +151,8 @@ def enable_compilation_cache() -> None:
   path = os.environ.get('JAX_COMPILATION_CACHE_DIR',
                         os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax'))
   jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  # Also the many small programs of eager parameter initialisation (each ~0.1 s to compile).
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 
 
 def main(argv):
@@ -173,7 +174,7 @@ def main(argv):
         f'workdir {workdir}', flush=True)
   try:
     summary = pipeline.run(config, workdir, mode=FLAGS.mode, overwrite=FLAGS.overwrite)
-  except pipeline.ConfigMismatchError as e:
+  except (pipeline.ConfigMismatchError, pipeline.StageOrderError) as e:
     sys.exit(f'launch.py: {e}')
   last = summary['rounds'][-1] if summary['rounds'] else None
   if last and 'eval' in last:

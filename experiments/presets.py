@@ -101,7 +101,8 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
     c.learner.batch_size = 8
     c.data.num_demos = 4
     c.rollout.episodes_per_round = 4
-    c.rollout.execute_steps = 4
+    c.rollout.execute_steps = 8
+    c.rollout.time_limit = 90
     c.eval.episodes = 4
     c.eval.video_camera = ''
     c.eval.strip_frames = 4

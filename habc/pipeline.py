@@ -56,6 +56,10 @@ class ConfigMismatchError(ValueError):
   """The workdir was made with another config."""
 
 
+class StageOrderError(RuntimeError):
+  """A single stage was asked for before the stages it needs."""
+
+
 class Stop(Exception):
   """Raised by an ``on_event`` hook to stop the pipeline (tests use it to simulate a crash)."""
 
@@ -265,6 +269,7 @@ class Pipeline:
   def run(self, mode: str = 'pipeline') -> dict:
     if mode not in MODES:
       raise ValueError(f'Unknown mode {mode!r}; choose one of {MODES}.')
+    self._check_prerequisites(mode)
     if mode in ('pipeline', 'demos'):
       self.demos()
     if mode in ('pipeline', 'sft'):
@@ -284,6 +289,21 @@ class Pipeline:
     if mode in ('pipeline', 'report'):
       self.report()
     return self.summary()
+
+  def _check_prerequisites(self, mode: str) -> None:
+    """A single-stage mode needs the stages before it; says which to run when one is missing."""
+    needs = {'sft': ['demos'], 'collect': ['demos', 'sft'], 'train': ['demos', 'sft'],
+             'eval': ['demos', 'sft']}.get(mode, [])
+    missing = [stage for stage in needs if not self.done(stage)]
+    if missing:
+      raise StageOrderError(
+          f'--mode={mode} needs the {", ".join(missing)} stage(s) of {self.paths.root} first: run '
+          f'--mode={missing[0]} (or --mode=pipeline, which runs every stage in order).')
+    if mode == 'train':
+      r = self.current_round('train')
+      if not self.done(f'collect_{r:03d}'):
+        raise StageOrderError(f'--mode=train: round {r} has no collected rollouts yet; run '
+                              '--mode=collect first.')
 
   def current_round(self, phase: str) -> int:
     """The first round whose ``phase`` is not complete (0 means the SFT evaluation for 'eval')."""
