@@ -160,6 +160,21 @@ def test_operator_takes_over_a_stalled_policy_and_finishes():
   assert ts.discount == 0.0
 
 
+def test_expert_reopens_a_zipper_closed_too_early():
+  env = _env(4)
+  env.reset()
+  env.set_pouch(env.pouch_pos()[:2], zip_fraction=0.7)  # Zipped before the marker went in.
+  expert = env.make_expert(4)
+  ts, fractions = None, []
+  for _ in range(env.time_limit):
+    ts = env.step(expert.act(env))
+    fractions.append(env.zip_fraction())
+    if ts.last():
+      break
+  assert min(fractions) < 0.05  # It was opened again ...
+  assert ts.last() and ts.discount == 0.0  # ... and then the task was done.
+
+
 def test_failure_signals():
   env = _env()
   env.reset()

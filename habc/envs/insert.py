@@ -7,8 +7,9 @@ socket's mouth roughly toward the right arm). The hole leaves ``HOLE_HALF - PEG_
 clearance on each side of the peg.
 
 What an expert does: the left gripper picks the socket and lifts it to a meeting point in the air,
-turned so its mouth faces the right arm (the hole's axis at ``GOAL_YAW``); the right gripper picks the peg (fingers across it), turns it
-along the hole's axis, lines it up in front of the mouth and pushes it in to depth.
+turned so its mouth faces the right arm (the hole's axis at ``GOAL_YAW``); the right gripper picks
+the peg (fingers across it), turns it along the hole's axis, lines it up in front of the mouth and
+pushes it in to depth.
 
 Grasping: as in ``habc.envs.pouch`` (equality ``weld`` from the palm to the part, switched on by a
 closing gripper within ``grasp_radius`` of the part, off by opening). The grippers collide.
@@ -170,7 +171,8 @@ class InsertEnv(base.TaskEnv):
     return {'depth': float(depth), 'lateral': float(lateral), 'tilt': tilt}
 
   def set_part(self, name: str, pos, yaw: float = 0.0, quat=None) -> None:
-    """Places part ``name`` ('socket' or 'peg') at ``pos`` [3] with ``yaw`` (or ``quat``), at rest."""
+    """Places part ``name`` ('socket' or 'peg') at ``pos`` [3], turned by ``yaw`` (or to
+    ``quat`` [4]), at rest."""
     a = self._qpos[name]
     self.data.qpos[a:a + 3] = pos
     self.data.qpos[a + 3:a + 7] = base.yaw_quat(yaw) if quat is None else quat

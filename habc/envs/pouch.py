@@ -349,7 +349,8 @@ def approach(env: base.TaskEnv, side: str, point, yaw: float, grip: float, hover
         return ArmGoal(np.array([cmd.pos[0], cmd.pos[1], z]), yaw, -grip, 'lift')
     return ArmGoal(np.array([point[0], point[1], z]) + offset * [1, 1, 0], yaw, -grip, 'reach')
   if ee[2] - point[2] > tol:
-    return ArmGoal(point + offset * [1, 1, 0] - [0, 0, tol / 2], yaw, -grip, 'descend', precise=True)
+    target = point + offset * [1, 1, 0] - [0, 0, tol / 2]
+    return ArmGoal(target, yaw, -grip, 'descend', precise=True)
   return ArmGoal(cmd.pos, yaw, grip, 'close', precise=True)
 
 
@@ -373,12 +374,13 @@ def pouch_xml() -> str:
   side = (HALF_X - SLOT_HALF_WIDTH) / 2
   end = (HALF_Y - SLOT_HALF_LEN) / 2
   wall_h = (HEIGHT - WALL) / 2
+  wz = WALL + wall_h
   g = [
       _box('pouch_floor', (0, 0, WALL / 2), (HALF_X, HALF_Y, WALL / 2), '0.05 0.08 0.2 1'),
-      _box('pouch_wall_left', (-HALF_X + WALL / 2, 0, WALL + wall_h), (WALL / 2, HALF_Y, wall_h), c),
-      _box('pouch_wall_right', (HALF_X - WALL / 2, 0, WALL + wall_h), (WALL / 2, HALF_Y, wall_h), c),
-      _box('pouch_wall_near', (0, -HALF_Y + WALL / 2, WALL + wall_h), (HALF_X, WALL / 2, wall_h), c),
-      _box('pouch_wall_far', (0, HALF_Y - WALL / 2, WALL + wall_h), (HALF_X, WALL / 2, wall_h), c),
+      _box('pouch_wall_left', (-HALF_X + WALL / 2, 0, wz), (WALL / 2, HALF_Y, wall_h), c),
+      _box('pouch_wall_right', (HALF_X - WALL / 2, 0, wz), (WALL / 2, HALF_Y, wall_h), c),
+      _box('pouch_wall_near', (0, -HALF_Y + WALL / 2, wz), (HALF_X, WALL / 2, wall_h), c),
+      _box('pouch_wall_far', (0, HALF_Y - WALL / 2, wz), (HALF_X, WALL / 2, wall_h), c),
       _box('pouch_top_left', (-SLOT_HALF_WIDTH - side, 0, top), (side, HALF_Y, WALL / 2), c),
       _box('pouch_top_right', (SLOT_HALF_WIDTH + side, 0, top), (side, HALF_Y, WALL / 2), c),
       _box('pouch_top_near', (0, -SLOT_HALF_LEN - end, top), (SLOT_HALF_WIDTH, end, WALL / 2), c),
@@ -637,35 +639,63 @@ class PouchExpert(TeleopExpert):
 
   def _right(self, env: PouchEnv) -> ArmGoal:
     g, held = self.style.grip, env.held('right')
-    cmd, ee = env.command('right'), env.ee_pos('right')
+    cmd = env.command('right')
     if not env.marker_inside():
+      m = env.marker_pos()
+      over_slot = np.linalg.norm((m - env.slot_center())[:2]) < 0.03 and m[2] > 0.02
+      speed = np.linalg.norm(env.data.qvel[env._marker_qvel:env._marker_qvel + 3])
+      if held is None and over_slot and (speed > 0.02 or self._phase['right'] == 'release'
+                                         and self.phase_steps('right') < 4):
+        return ArmGoal(cmd.pos + [0, 0, 0.01], cmd.yaw, -g, 'release')  # Let it fall in.
+      if env.zip_fraction() > 0.05:
+        return self._unzip(env)  # Zipped (partly) too early: open it again first.
       if held == 'marker':
         return self.maybe_regrasp(env, 'right', self._carry(env))
       if held is not None:
         return release(env, 'right', g, up=0.01)
-      m = env.marker_pos()
-      over_slot = np.linalg.norm((m - env.slot_center())[:2]) < 0.03 and m[2] > 0.02
-      speed = np.linalg.norm(env.data.qvel[env._marker_qvel:env._marker_qvel + 3])
-      if over_slot and (speed > 0.02 or self._phase['right'] == 'release'
-                        and self.phase_steps('right') < 4):
-        return ArmGoal(cmd.pos + [0, 0, 0.01], cmd.yaw, -g, 'release')  # Let it fall in.
       yaw = grasp_yaw(axis_yaw(env.marker_axis()), cmd.yaw)
       return approach(env, 'right', m + [0, 0, 0.004], yaw, g, hover=0.05)
     if env.zip_closed():
       if held is not None:
         return release(env, 'right', g)
       return ArmGoal(np.array([cmd.pos[0], cmd.pos[1], 0.16]), cmd.yaw, -g, 'retreat')
+    return self._zip(env, closing=True)
+
+  def _zip(self, env: PouchEnv, closing: bool) -> ArmGoal:
+    """Right arm: grasp the zipper tab and slide it to the closed (or the open) end; the pull
+    waits while the left hand is not holding the pouch."""
+    g, held = self.style.grip, env.held('right')
+    cmd, ee = env.command('right'), env.ee_pos('right')
     if held == 'zipper':
       if env.held('left') != 'handle':
         return ArmGoal(self.anchored('right', 'wait', cmd.pos), cmd.yaw, g, 'wait', precise=True)
       tab = env.tab_pos()
-      end = env.pouch_pos() + np.array([0.0, -ZIP_START - 0.01, HEIGHT + TAB_HEIGHT])
-      return ArmGoal(cmd.pos + (end - tab) * [0.3, 1.0, 0.3], 0.0, g, 'pull', precise=True)
+      y = -ZIP_START - 0.01 if closing else ZIP_START + 0.01
+      end = env.pouch_pos() + np.array([0.0, y, HEIGHT + TAB_HEIGHT])
+      phase = 'pull' if closing else 'unzip'
+      return ArmGoal(cmd.pos + (end - tab) * [0.3, 1.0, 0.3], 0.0, g, phase, precise=True)
     if held is not None:
       return release(env, 'right', g, up=0.01)
     if ee[2] < HEIGHT + 0.04 and np.linalg.norm((ee - env.tab_pos())[:2]) > 0.03:
       return ArmGoal(np.array([cmd.pos[0], cmd.pos[1], 0.13]), cmd.yaw, -g, 'lift')
     return approach(env, 'right', env.tab_pos(), 0.0, g, hover=0.04)
+
+  def _unzip(self, env: PouchEnv) -> ArmGoal:
+    """The zipper is partly closed with the marker outside: set a held marker down beside the
+    pouch, then slide the zipper back open."""
+    g, held, cmd = self.style.grip, env.held('right'), env.command('right')
+    if held != 'marker':
+      if env.zip_fraction() < 0.02 and held == 'zipper':
+        return release(env, 'right', g, up=0.01)
+      return self._zip(env, closing=False)
+    m = env.marker_pos()
+    spot = env.pouch_pos() + np.array([HALF_X + 0.08, 0.0, MARKER_RADIUS + 0.015])
+    d = spot - m
+    if np.linalg.norm(d[:2]) > 0.03:
+      return ArmGoal(cmd.pos + d * [1, 1, 0] + [0, 0, 0.1 - m[2]], cmd.yaw, g, 'set_aside')
+    if d[2] < -0.01:
+      return ArmGoal(cmd.pos + d, cmd.yaw, g, 'set_down', precise=True)
+    return release(env, 'right', g, up=0.01)
 
   def _carry(self, env: PouchEnv) -> ArmGoal:
     """Marker held: bring it over the slot, aligned, and open when it is ready to drop."""
