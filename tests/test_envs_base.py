@@ -167,3 +167,12 @@ def test_video_writer_mp4_gif_and_errors(tmp_path):
     video.write_video(str(tmp_path / 'a.avi'), frames)
   with pytest.raises(ValueError, match='uint8'):
     video.write_video(str(tmp_path / 'a.gif'), frames.astype(np.float32))
+
+
+def test_env_benchmark_prints_a_row_per_task(capsys):
+  from habc.bench import envs as bench
+  assert bench.main(['prog', '--tasks', 'fold,ghost', '--steps', '2', '--physics_steps', '20']) == 0
+  out = capsys.readouterr().out.splitlines()
+  row = next(line for line in out if line.startswith('fold'))
+  assert len(row.split()) == 5 and all(float(x) > 0 for x in row.split()[1:])
+  assert any(line.startswith('ghost') and 'unavailable' in line for line in out)

@@ -51,12 +51,13 @@ def physics_rate(task, steps, warm_control_steps=15, seed=0):
 
 
 def main(argv=None):
+  """argv: [program, args...] as ``python -m habc.bench`` passes it (default: sys.argv)."""
   p = argparse.ArgumentParser(prog='python -m habc.bench envs', description=__doc__.split('\n')[0])
   p.add_argument('--tasks', default=','.join(envs.list_tasks()))
   p.add_argument('--steps', type=int, default=40, help='control steps timed per measurement')
   p.add_argument('--physics_steps', type=int, default=1000)
   p.add_argument('--image_size', type=int, default=64)
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  args = p.parse_args((sys.argv if argv is None else argv)[1:])
   print(f'{"task":8s} {"render steps/s":>15s} {"no-render steps/s":>18s} '
         f'{"physics steps/s":>16s} {"substeps":>9s}')
   for task in args.tasks.split(','):
