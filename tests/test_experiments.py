@@ -1,0 +1,108 @@
+"""Every experiment file loads for every preset, differs from HABC only where it should, and
+(slow) runs one learner update."""
+
+import importlib
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments import presets
+
+METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
+           'awr_single_scalar')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(method, preset='default'):
+  return importlib.import_module(f'experiments.{method}').get_config(preset)
+
+
+def flat(config):
+  out = {}
+
+  def walk(d, prefix):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        walk(v, f'{prefix}{k}.')
+      else:
+        out[prefix + k] = v
+  walk(config.to_dict(), '')
+  return out
+
+
+def test_every_method_has_a_file():
+  files = {f[:-3] for f in os.listdir(os.path.join(ROOT, 'experiments')) if f.endswith('.py')}
+  assert set(METHODS) <= files
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('preset', presets.PRESETS)
+def test_loads_for_every_preset(method, preset):
+  c = load(method, preset)
+  assert isinstance(c, ml_collections.ConfigDict)
+  assert c.name == method and c.preset == preset
+  assert c.method.weighting in ('habc', 'habc_v', 'bc', 'recap', 'awr')
+  for section in ('model', 'credit', 'method', 'learner', 'data', 'rollout', 'operator', 'eval',
+                  'pipeline', 'runtime'):
+    assert section in c
+
+
+def test_methods_differ_only_in_method_values():
+  reference = flat(load('habc'))
+  allowed = {'name', 'method.weighting', 'method.use_autonomous', 'method.intervention_reweighting',
+             'credit.naive', 'data.demo_fraction', 'pipeline.rounds',
+             'pipeline.intervention_reweighting_from_round'}
+  for method in METHODS:
+    diff = {k for k, v in flat(load(method)).items() if reference.get(k) != v}
+    assert diff <= allowed, f'{method} also changes {sorted(diff - allowed)}'
+
+
+def test_method_choices():
+  assert load('sft').pipeline.rounds == 0 and load('sft').method.weighting == 'bc'
+  dagger = load('imit_dagger')
+  assert dagger.method.weighting == 'bc' and not dagger.method.use_autonomous
+  assert dagger.data.demo_fraction == 0.5
+  assert load('imit_recap').method.weighting == 'recap'
+  assert load('habc_v').method.weighting == 'habc_v'
+  assert load('habc_naive_credit').credit.naive and not load('habc').credit.naive
+  assert load('awr_single_scalar').method.weighting == 'awr'
+  ir = load('habc_ir')
+  assert ir.pipeline.rounds == load('habc').pipeline.rounds + 1
+  assert ir.pipeline.intervention_reweighting_from_round == ir.pipeline.rounds
+
+
+def test_paper_preset_scale():
+  c = load('habc', 'paper')
+  assert (c.data.num_demos, c.rollout.episodes_per_round, c.pipeline.steps_per_round,
+          c.learner.batch_size, c.eval.episodes) == (200, 100, 6000, 256, 50)
+  with pytest.raises(ValueError, match='Unknown preset'):
+    load('habc', 'huge')
+
+
+def test_loads_through_config_flags():
+  """The launcher's path: ml_collections loads '<file>:<preset>'."""
+  from ml_collections.config_flags import config_flags
+  parser = config_flags.ConfigFileFlagParser(name='config')
+  c = parser.parse(os.path.join(ROOT, 'experiments', 'habc_v.py') + ':smoke')
+  assert c.name == 'habc_v' and c.preset == 'smoke'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', METHODS)
+def test_one_update(method):
+  from habc.learning import learner as learner_lib
+  from habc.learning import synthetic
+  from habc.networks import build_model
+  c = load(method, 'smoke')
+  batch = synthetic.synthetic_batch(c.learner.batch_size, action_dim=10, state_dim=20,
+                                    horizon=c.model.action_horizon, vision=False)
+  model = build_model(c, 10)
+  learner = learner_lib.Learner(c, model, batch, seed=0)
+  metrics = learner.update(batch, intervention_reweighting=bool(
+      c.pipeline.intervention_reweighting_from_round > 0))
+  assert learner.step == 1
+  assert np.isfinite(metrics['actor/loss'])
+  jax.block_until_ready(learner.state)
