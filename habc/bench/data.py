@@ -50,19 +50,20 @@ def reader_rate(path, *, batch_size, cameras, horizon, next_offset, num_workers,
     stream.close()
 
 
-def learner_rate(override):
-  """(transitions/s, where the number comes from)."""
+def learner_rate(override, batch_size):
+  """(transitions/s, where the number comes from), measured now on this machine."""
   if override:
     return override, '--learner_rate'
   try:
     from habc.bench import learner as learner_bench
-    from experiments import base
-    return float(learner_bench.learner_transitions_per_s(base.get_config())), 'habc.bench.learner'
-  except (ImportError, AttributeError) as e:
+  except ImportError as e:
     return DESIGN_LEARNER_RATE, f'DESIGN.md figure (habc.bench.learner unavailable: {e})'
+  rate = learner_bench.learner_transitions_per_s(obs='vision', batch_size=batch_size)
+  return float(rate), 'habc.bench.learner (HABC update, obs=vision, measured now)'
 
 
 def main(argv=None):
+  """argv: [program, args...] as ``python -m habc.bench`` passes it (default: sys.argv)."""
   p = argparse.ArgumentParser(prog='python -m habc.bench data', description=__doc__.split('\n')[0])
   p.add_argument('--batch_size', type=int, default=64)
   p.add_argument('--image_size', type=int, default=64)
@@ -77,7 +78,7 @@ def main(argv=None):
                  help='learner transitions/s (default: habc.bench.learner)')
   p.add_argument('--image_format', default='jpeg', choices=('jpeg', 'png'))
   p.add_argument('--data', default='', help='time this dataset instead of a synthetic one')
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  args = p.parse_args((sys.argv if argv is None else argv)[1:])
   cameras = tuple(c for c in args.cameras.split(',') if c)
   tmp = None
   path = args.data
@@ -99,13 +100,14 @@ def main(argv=None):
                            horizon=args.horizon, next_offset=args.next_offset,
                            num_workers=workers, prefetch=prefetch, batches=args.batches)
         rows.append((f'reader workers={workers} prefetch={prefetch}', rate))
-    learner, source = learner_rate(args.learner_rate)
+    learner, source = learner_rate(args.learner_rate, args.batch_size)
     best = max(rate for _, rate in rows)
     print(f'\n{"":34s} {"transitions/s":>14s} {"x learner":>10s}')
     for name, rate in rows:
       print(f'{name:34s} {rate:14.0f} {rate / learner:10.1f}')
     print(f'{"learner":34s} {learner:14.0f} {1.0:10.1f}')
-    print(f'\nbatch {args.batch_size}, cameras {",".join(cameras)} at {args.image_size}x'
+    print(f'\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; batch '
+          f'{args.batch_size}, cameras {",".join(cameras)} at {args.image_size}x'
           f'{args.image_size}, horizon {args.horizon}; learner rate from {source}.')
     print(f'best reader / learner = {best / learner:.1f}x (target >= 5x): '
           f'{"OK" if best >= 5 * learner else "BELOW TARGET"}')

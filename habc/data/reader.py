@@ -25,6 +25,11 @@ import threading
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+# Imported here, not lazily in reader threads: two grain threads importing tfds at once deadlock
+# on its lazy-import locks (seen in worker processes). Neither import loads TensorFlow.
+from array_record.python import array_record_data_source
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import example_parser
 
 from habc import labeling
 from habc.data import images as images_lib
@@ -66,26 +71,32 @@ class EpisodeSource:
       raise ValueError(f'{self.path}: cameras {sorted(missing)} are not in the dataset (it has '
                        f'{self.spec.camera_names}).')
     self.decode = decode
+    self._lock = threading.Lock()
     self._source = None  # (array_record data source, tf.Example numpy parser), opened lazily.
 
   def _features(self):
-    import tensorflow_datasets as tfds
     return tfds.features.FeatureConnector.from_config(self.path)
 
   def __getstate__(self):
     state = dict(self.__dict__)
     state['_source'] = None
+    del state['_lock']
     return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
 
   def _open(self):
     opened = self._source
-    if opened is None:  # Reader threads may race here: both objects are built, then published.
-      from array_record.python import array_record_data_source
-      from tensorflow_datasets.core import example_parser
-      parser = example_parser.ExampleParserNp(self._features().get_serialized_info())
-      source = (array_record_data_source.ArrayRecordDataSource(self.files)
-                if self.files else [])
-      opened = self._source = (source, parser)
+    if opened is None:
+      with self._lock:  # Reader threads race here on first use.
+        if self._source is None:
+          parser = example_parser.ExampleParserNp(self._features().get_serialized_info())
+          source = (array_record_data_source.ArrayRecordDataSource(self.files)
+                    if self.files else [])
+          self._source = (source, parser)
+        opened = self._source
     return opened
 
   def __len__(self) -> int:
