@@ -75,6 +75,10 @@ def config_argv(argv: list[str]) -> list[str]:
                      + ', '.join(f'experiments/{k}' for k in known))
   if preset not in PRESETS:
     raise UsageError(f'Unknown preset {preset!r}; choose one of {PRESETS}.')
+  with open(path) as f:
+    if 'def get_config' not in f.read():
+      raise UsageError(f'{experiment} is not an experiment config (it has no get_config()). '
+                       'Several methods and seeds: python experiments/sweep.py --task=...')
   check_overrides(path, preset, argv)
   return [argv[0], f'--config={path}:{preset}'] + argv[1:]
 

@@ -106,3 +106,43 @@ def test_one_update(method):
   assert learner.step == 1
   assert np.isfinite(metrics['actor/loss'])
   jax.block_until_ready(learner.state)
+
+
+def _run_summary(method, seed, successes, episodes=10, length=50.0):
+  return {'task': 'fold', 'method': method, 'seed': seed, 'preset': 'default', 'seconds': 1.0,
+          'rounds': [{'round': r, 'episodes': episodes, 'successes': k,
+                      'success_rate': k / episodes, 'mean_success_length': length}
+                     for r, k in enumerate(successes)]}
+
+
+def test_sweep_table_pools_seeds_with_wilson(tmp_path):
+  from experiments import sweep
+  from habc import evaluation
+  for s in [_run_summary('habc', 0, [3, 5]), _run_summary('habc', 1, [4, 8], length=40.0),
+            _run_summary('sft', 0, [3])]:
+    with open(tmp_path / f'fold_{s["method"]}_{s["seed"]}.json', 'w') as f:
+      import json
+      json.dump(s, f)
+  path = sweep.write_table(str(tmp_path), 'fold')
+  text = open(path).read()
+  habc_row = next(line for line in text.splitlines() if line.startswith('| habc'))
+  lo, hi = evaluation.wilson_interval(13, 20)
+  assert f'65.0% [{100 * lo:.0f}, {100 * hi:.0f}]' in habc_row and '| 0,1 |' in habc_row
+  assert habc_row.endswith('| 45.0 |')
+  sft_row = next(line for line in text.splitlines() if line.startswith('| sft'))
+  assert '30.0%' in sft_row and sft_row.count('| - |') == 1
+
+
+def test_sweep_small_summary_keeps_what_the_table_needs():
+  from experiments import sweep
+  summary = {'task': 'fold', 'method': 'habc', 'seed': 0, 'preset': 'smoke', 'rounds': [
+      {'round': 0, 'eval': {'episodes': 4, 'successes': 1, 'success_rate': 0.25, 'ci_low': 0.05,
+                            'ci_high': 0.7, 'mean_success_length': 30.0}},
+      {'round': 1, 'eval': {'episodes': 4, 'successes': 2, 'success_rate': 0.5, 'ci_low': 0.15,
+                            'ci_high': 0.85, 'mean_success_length': 25.0},
+       'collect': {'successes': 3, 'episodes_with_intervention': 2},
+       'train': {'gate/success_mean': 0.8}}]}
+  small = sweep.small_summary(summary, 12.0)
+  assert small['rounds'][1]['gate_success_mean'] == 0.8
+  assert small['rounds'][1]['episodes_with_intervention'] == 2
+  assert small['seconds'] == 12.0
