@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.num_layers = 2
   c.model.num_heads = 4
   c.model.mlp_dim = 256
-  c.model.cnn_features = (16, 32, 32)
+  c.model.patch_size = 16  # 64x64 images -> a 4x4 grid of patch tokens per camera.
   c.model.max_instruction_len = 32
   c.model.action_horizon = 16  # H: steps per action chunk.
   c.model.flow_steps = 5  # Euler integration steps when sampling a chunk.

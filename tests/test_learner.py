@@ -28,7 +28,7 @@ def small_config(weighting='habc', obs='state'):
   c.model.mlp_dim = 64
   c.model.num_layers = 1
   c.model.num_heads = 2
-  c.model.cnn_features = (8, 8, 8)
+  c.model.patch_size = 8
   c.model.critic_hidden = (32, 32)
   c.model.action_horizon = 4
   c.method.weighting = weighting

@@ -10,24 +10,33 @@ import jax.numpy as jnp
 VOCAB_SIZE = 257  # UTF-8 bytes shifted by one; id 0 is padding (habc.data.text.tokenize).
 
 
-class ImageTokens(nn.Module):
-  """A small strided CNN shared over cameras; each camera becomes a grid of tokens.
+def patchify(images, patch: int):
+  """uint8 [N, H, W, 3] -> float [N, (H/p) * (W/p), p * p * 3] in [-1, 1]."""
+  n, height, width, ch = images.shape
+  if height % patch or width % patch:
+    raise ValueError(f'Image size {height}x{width} is not a multiple of the patch size {patch}.')
+  x = images.astype(jnp.float32) / 127.5 - 1.0
+  x = x.reshape(n, height // patch, patch, width // patch, patch, ch).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, (height // patch) * (width // patch), patch * patch * ch)
 
-  Input uint8 [B, C, H, W, 3]; output float [B, C * h * w, dim] with a learned camera embedding.
+
+class ImageTokens(nn.Module):
+  """Patch embedding shared over cameras (matmuls only: convolution gradients are slow on CPU).
+
+  Input uint8 [B, C, H, W, 3]; output float [B, C * (H/p) * (W/p), dim], with learned camera and
+  patch-position embeddings.
   """
 
-  features: Sequence[int]
+  patch: int
   dim: int
 
   @nn.compact
   def __call__(self, images):
     batch, cams, height, width, _ = images.shape
-    x = images.reshape(batch * cams, height, width, 3).astype(jnp.float32) / 127.5 - 1.0
-    for i, feat in enumerate(self.features):
-      x = nn.Conv(feat, (3, 3), strides=(2, 2), name=f'conv{i}')(x)
-      x = nn.gelu(x)
-    grid = x.shape[1] * x.shape[2]
-    x = nn.Dense(self.dim, name='proj')(x.reshape(batch, cams, grid, x.shape[-1]))
+    x = patchify(images.reshape(batch * cams, height, width, 3), self.patch)
+    x = nn.Dense(self.dim, name='proj')(nn.gelu(nn.Dense(self.dim, name='patch_embed')(x)))
+    grid = x.shape[1]
+    x = x.reshape(batch, cams, grid, self.dim)
     camera = self.param('camera_embed', nn.initializers.normal(0.02), (cams, 1, self.dim))
     position = self.param('position_embed', nn.initializers.normal(0.02), (1, grid, self.dim))
     return (x + camera + position).reshape(batch, cams * grid, self.dim)
@@ -85,7 +94,7 @@ class VisionLanguageEncoder(nn.Module):
   num_layers: int
   num_heads: int
   mlp_dim: int
-  cnn_features: Sequence[int]
+  patch_size: int
 
   @nn.compact
   def __call__(self, obs):
@@ -93,7 +102,7 @@ class VisionLanguageEncoder(nn.Module):
     state = nn.Dense(self.dim, name='state_proj')(obs['state'])[:, None, :]
     tokens = [state, TextToken(self.dim, name='text')(obs['instruction'])]
     if 'images' in obs:
-      tokens.append(ImageTokens(self.cnn_features, self.dim, name='images')(obs['images']))
+      tokens.append(ImageTokens(self.patch_size, self.dim, name='images')(obs['images']))
     readout = self.param('readout', nn.initializers.normal(0.02), (1, 1, self.dim))
     x = jnp.concatenate([jnp.broadcast_to(readout, (batch, 1, self.dim))] + tokens, axis=1)
     for i in range(self.num_layers):
@@ -115,10 +124,10 @@ class StateEncoder(nn.Module):
 
 
 class SmallCriticEncoder(nn.Module):
-  """The critic's own cheap encoder: a tiny CNN with global pooling + state + instruction."""
+  """The critic's own cheap encoder: images average-pooled to a coarse grid, state, instruction."""
 
   dim: int
-  cnn_features: Sequence[int] = (8, 16)
+  pooled_size: int = 8
 
   @nn.compact
   def __call__(self, obs):
@@ -126,8 +135,8 @@ class SmallCriticEncoder(nn.Module):
     if 'images' in obs:
       images = obs['images']
       batch, cams, height, width, _ = images.shape
-      x = images.reshape(batch * cams, height, width, 3).astype(jnp.float32) / 127.5 - 1.0
-      for i, feat in enumerate(self.cnn_features):
-        x = nn.gelu(nn.Conv(feat, (4, 4), strides=(4, 4), name=f'conv{i}')(x))
-      parts.append(x.mean(axis=(1, 2)).reshape(batch, cams * x.shape[-1]))
+      f = height // self.pooled_size
+      x = images.astype(jnp.float32).reshape(batch, cams, self.pooled_size, f,
+                                             width // f, f, 3).mean(axis=(3, 5))
+      parts.append(x.reshape(batch, -1) / 127.5 - 1.0)
     return MLP((self.dim,), self.dim, name='mlp')(jnp.concatenate(parts, axis=-1))

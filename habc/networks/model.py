@@ -94,7 +94,7 @@ class HABCModel(nn.Module):
   num_layers: int
   num_heads: int
   mlp_dim: int
-  cnn_features: Sequence[int]
+  patch_size: int
   critic_encoder: str
   critic_hidden: Sequence[int]
   value_bins: int
@@ -103,7 +103,7 @@ class HABCModel(nn.Module):
   def setup(self):
     if self.obs_mode == 'vision':
       self.encoder = encoders.VisionLanguageEncoder(
-          self.dim, self.num_layers, self.num_heads, self.mlp_dim, self.cnn_features)
+          self.dim, self.num_layers, self.num_heads, self.mlp_dim, self.patch_size)
     else:
       self.encoder = encoders.StateEncoder(self.dim, (self.mlp_dim, self.mlp_dim))
     self.action_expert = FlowActionExpert(self.dim, 2, self.num_heads, self.mlp_dim)
@@ -157,6 +157,6 @@ def build_model(config: Any, action_dim: int) -> HABCModel:
   return HABCModel(
       obs_mode=config.obs, action_dim=action_dim, horizon=m.action_horizon, dim=m.embed_dim,
       num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-      cnn_features=tuple(m.cnn_features), critic_encoder=m.critic_encoder,
+      patch_size=m.patch_size, critic_encoder=m.critic_encoder,
       critic_hidden=tuple(m.critic_hidden), value_bins=config.method.recap_bins,
       efficiency_scale=m.efficiency_scale)
