@@ -391,7 +391,9 @@ class Pipeline:
     writer = self.backend.open_writer(path)
     total = c.rollout.episodes_per_round
     try:
-      start = writer.num_episodes
+      # Episodes 0..start-1 are done: committed, or invalid (safety stop, not written) and logged.
+      logged = _read_jsonl(self.paths.collect_log(r))
+      start = max(writer.num_episodes, len(logged))
       bar = self._bar(total, f'collect round {r}', initial=start)
       version = self.backend.step
       requests = [rollout.EpisodeRequest(
@@ -405,10 +407,12 @@ class Pipeline:
         held[index] = result
         while next_index[0] in held:
           res = held.pop(next_index[0])
-          writer.append(res['episode'])
+          if res['episode'] is not None:
+            writer.append(res['episode'])
           with open(self.paths.collect_log(r), 'a') as log:
-            log.write(json.dumps({k: res[k] for k in ('episode_id', 'seed', 'success', 'length',
-                                                      'intervention_steps')}) + '\n')
+            log.write(json.dumps({k: res.get(k) for k in (
+                'episode_id', 'seed', 'success', 'invalid', 'length', 'intervention_steps')})
+                      + '\n')
           next_index[0] += 1
           bar.update(1)
           self._event('collect', round=r, index=next_index[0] - 1, success=res['success'],
@@ -540,7 +544,8 @@ class Pipeline:
     if ev:
       out['eval'] = ev
     if r >= 1:
-      rows = _read_jsonl(self.paths.collect_log(r), rewrite=False)
+      rows = [x for x in _read_jsonl(self.paths.collect_log(r), rewrite=False)
+              if not x.get('invalid')]
       if rows:
         out['collect'] = evaluation.summarize(
             [x['success'] for x in rows], [x['length'] for x in rows],

@@ -174,15 +174,24 @@ class _Episode:
         action, is_intervention = self.operator.act(self.env, policy_action)
       else:
         action, is_intervention = policy_action, False
-      action = np.asarray(action, np.float32)
-      self.recorder.add(self.timestep.observation, action, policy_action, is_intervention)
-      self.timestep = self.env.step(action)
+      observation = self.timestep.observation
+      self.timestep = self.env.step(np.asarray(action, np.float32))
+      # What the environment reports it executed (after its clipping and safety rules), and, for
+      # environments that run their own operator (the hardware station), who was in control.
+      executed = getattr(self.env, 'last_action', None)
+      action = np.asarray(action if executed is None else executed, np.float32)
+      if self.operator is None and hasattr(self.env, 'last_is_intervention'):
+        is_intervention = bool(self.env.last_is_intervention)
+      self.recorder.add(observation, action, policy_action, is_intervention)
       self.length += 1
       self._maybe_frame()
     return self.timestep.last()
 
   def result(self) -> dict:
-    success = bool(self.timestep.last() and self.timestep.discount == 0)
+    # An episode ended by a safety stop (hardware) has no outcome: it is reported, not recorded.
+    invalid = bool(getattr(self.timestep, 'invalid', False) or
+                   getattr(self.env, 'episode_invalid', False))
+    success = bool(self.timestep.last() and self.timestep.discount == 0) and not invalid
     if self.request.video_camera and self.length % max(1, self.request.video_every):
       self._maybe_frame(force=True)
     metadata = {
@@ -192,14 +201,15 @@ class _Episode:
         'source': 'rollout' if self.request.kind == 'rollout' else self.request.kind,
         'operator': type(self.operator).__name__ if self.operator is not None else 'none',
     }
-    episode = self.recorder.finish(self.timestep.observation, success, metadata,
-                                   str(getattr(self.env, 'instruction', '')))
+    episode = None if invalid else self.recorder.finish(
+        self.timestep.observation, success, metadata, str(getattr(self.env, 'instruction', '')))
     flags = np.asarray(self.recorder.interventions, bool)
     out = {
         'episode_id': self.request.episode_id,
         'seed': self.request.seed,
         'kind': self.request.kind,
         'success': success,
+        'invalid': invalid,
         'length': int(self.length),
         'intervention_steps': int(flags.sum()),
         'episode': episode,

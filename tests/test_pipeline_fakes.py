@@ -109,3 +109,22 @@ class FakeEnv:
 
 def make_fake_env(task, *, seed, image_size=8, cameras=(), time_limit=None):
   return FakeEnv(seed, image_size=image_size, cameras=cameras, time_limit=time_limit)
+
+
+class StationLikeEnv(FakeEnv):
+  """Like a hardware station: reports the executed action (halved by a 'safety rule') and ends
+  the episode with a safety stop (LAST, discount 1, ``invalid``) at step ``stop_at``."""
+
+  stop_at = 5
+
+  def step(self, action):
+    self.last_action = 0.5 * np.asarray(action, np.float32)
+    timestep = super().step(self.last_action)
+    if self.t >= self.stop_at:
+      self.episode_invalid = True
+      return timestep._replace(step_type=self._dm_env.StepType.LAST, discount=1.0)
+    return timestep
+
+
+def make_station_like_env(task, *, seed, image_size=8, cameras=(), time_limit=None):
+  return StationLikeEnv(seed, image_size=image_size, cameras=cameras, time_limit=time_limit)

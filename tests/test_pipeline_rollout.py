@@ -121,3 +121,22 @@ def test_seeds_are_deterministic_and_distinct():
   assert len(set(a)) == 50
   assert rollout.seed_for(0, 'collect', 1, 0) != rollout.seed_for(0, 'eval', 1, 0)
   assert rollout.seed_for(0, 'collect', 1, 0) != rollout.seed_for(1, 'collect', 1, 0)
+
+
+def test_executed_action_and_invalid_episode_from_the_environment():
+  config = _config(env_factory='tests.test_pipeline_fakes:make_station_like_env')
+  results = []
+  with rollout.WorkerPool(config, 1) as pool:
+    rollout.run_episodes(pool, [rollout.EpisodeRequest('e', 0, kind='rollout')], _policy(0.8),
+                         results.append)
+  (r,) = results
+  # A safety stop has no outcome: reported as invalid, never recorded as a failure.
+  assert r['invalid'] and not r['success'] and r['episode'] is None and r['length'] == 5
+  config = _config(env_factory='tests.test_pipeline_fakes:make_station_like_env', time_limit=3)
+  results = []
+  with rollout.WorkerPool(config, 1) as pool:
+    rollout.run_episodes(pool, [rollout.EpisodeRequest('e', 0, kind='rollout')], _policy(0.8),
+                         results.append)
+  steps = results[0]['episode']['steps']
+  np.testing.assert_allclose(steps['action'][:-1, 0], 0.4)  # What the environment executed.
+  np.testing.assert_allclose(steps['policy_action'][:-1, 0], 0.8)
