@@ -418,12 +418,26 @@ class Pipeline:
           self._event('collect', round=r, index=next_index[0] - 1, success=res['success'],
                       intervention_steps=res['intervention_steps'])
 
+      control_hz = []
+      self.backend.policy_seconds.clear()
       rollout.run_episodes(self.pool(), requests, self.backend.policy(rng_seed=rollout.seed_for(
-          c.seed, 'policy', r, start)), on_result)
+          c.seed, 'policy', r, start)), lambda res: (control_hz.append(res.get('control_hz', 0.0)),
+                                                     on_result(res)))
       bar.close()
     finally:
       writer.close()
+    self._write_resources(r, control_hz)
     self.mark(key)
+
+  def _write_resources(self, r: int, control_hz: list[float]) -> None:
+    """Policy latency per chunk (against the time a chunk takes to execute) and memory."""
+    times = list(getattr(self.backend, 'policy_seconds', []))[1:]  # The first call compiles.
+    hz = max(control_hz) if control_hz else 0.0
+    out = {'policy_ms_mean': 1000 * float(np.mean(times)) if times else None,
+           'policy_ms_p95': 1000 * float(np.percentile(times, 95)) if times else None,
+           'chunk_budget_ms': 1000 * self.config.rollout.execute_steps / hz if hz else None}
+    out.update(_memory_mb())
+    _write_json(os.path.join(self.paths.logs, f'resources_round_{r:03d}.json'), out)
 
   # training .........................................................................................
   def train(self, r: int) -> None:
@@ -553,6 +567,9 @@ class Pipeline:
       train = _read_json(os.path.join(self.paths.logs, f'train_round_{r:03d}.json'))
       if train:
         out['train'] = train
+      resources = _read_json(os.path.join(self.paths.logs, f'resources_round_{r:03d}.json'))
+      if resources:
+        out['resources'] = resources
     return out
 
   def round_line(self, r: int) -> str:
@@ -569,6 +586,13 @@ class Pipeline:
       t = s['train']
       parts.append(f'| actor {t.get("actor/loss", np.nan):.4f} critic '
                    f'{t.get("critic/loss", np.nan):.4f} gate {_mean_gate(t):.3f}')
+    if 'resources' in s:
+      res = s['resources']
+      if res.get('policy_ms_mean') is not None:
+        budget = (f' of {res["chunk_budget_ms"]:.0f} ms' if res.get('chunk_budget_ms') else '')
+        parts.append(f'| policy {res["policy_ms_mean"]:.1f} ms/chunk{budget}')
+      if res.get('rss_total_mb') is not None:
+        parts.append(f'| RSS {res["rss_total_mb"] / 1024:.2f} GB')
     return ' '.join(parts)
 
   def summary(self) -> dict:
@@ -585,6 +609,23 @@ class Pipeline:
     report.write_report(self.paths.root, summary, config=self.config)
     self.mark('report')
     self.log(f'report: {os.path.join(self.paths.root, "report.md")}')
+
+
+def _memory_mb() -> dict:
+  """Resident memory of this process and of it with its children (worker processes), in MB."""
+  try:
+    import psutil
+  except ImportError:
+    return {}
+  me = psutil.Process()
+  main = me.memory_info().rss
+  total = main
+  for child in me.children(recursive=True):
+    try:
+      total += child.memory_info().rss
+    except psutil.Error:
+      pass
+  return {'rss_main_mb': main / 2**20, 'rss_total_mb': total / 2**20}
 
 
 def _mean_gate(train_means: dict) -> float:
@@ -658,6 +699,7 @@ class Backend:
     self._gate_fn = None
     self._checkpointer = None
     self._loaded_step = None
+    self.policy_seconds: list[float] = []  # Wall time of each batched policy call.
 
   def bind(self, paths: Paths) -> None:
     self.paths = paths
@@ -771,9 +813,11 @@ class Backend:
     c = self.config
 
     def act(observations):
+      start = time.perf_counter()
       key[0], sub = jax.random.split(key[0])
       obs = policy_observations(observations, c, stats)
       chunk = np.asarray(self._policy_fn(params, obs, sub), np.float32)
+      self.policy_seconds.append(time.perf_counter() - start)
       return stats.unnormalise('action', chunk)
 
     return act

@@ -121,6 +121,15 @@ def write_report(workdir: str, summary: dict, config=None) -> str:
         f'{_fmt(tr.get("actor/loss"))} | {_fmt(tr.get("critic/loss"))} | '
         f'{_fmt(np.mean(gates) if gates else None)} |')
   lines.append('')
+  resources = [(r['round'], r['resources']) for r in rounds if 'resources' in r]
+  if resources:
+    lines += ['| round | policy ms/chunk (mean, p95) | chunk execution time (ms) | RSS main (MB) '
+              '| RSS with workers (MB) |', '|---|---|---|---|---|']
+    for rnd, res in resources:
+      lines.append(f'| {rnd} | {_fmt1(res.get("policy_ms_mean"))}, {_fmt1(res.get("policy_ms_p95"))}'
+                   f' | {_fmt1(res.get("chunk_budget_ms"))} | {_fmt1(res.get("rss_main_mb"))} | '
+                   f'{_fmt1(res.get("rss_total_mb"))} |')
+    lines.append('')
 
   if any('eval' in r for r in rounds):
     plot_success(rounds, os.path.join(plots, 'success.png'), title)
@@ -165,3 +174,7 @@ def _fmt(value) -> str:
   except (TypeError, ValueError):
     return '-'
   return f'{v:.4f}' if np.isfinite(v) else '-'
+
+
+def _fmt1(value) -> str:
+  return '-' if value is None else f'{float(value):.1f}'

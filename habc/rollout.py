@@ -211,6 +211,7 @@ class _Episode:
         'success': success,
         'invalid': invalid,
         'length': int(self.length),
+        'control_hz': float(getattr(self.env, 'control_hz', 0.0) or 0.0),
         'intervention_steps': int(flags.sum()),
         'episode': episode,
         'frames': np.stack(self.frames) if self.frames else None,
