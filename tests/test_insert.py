@@ -159,6 +159,17 @@ def test_expert_success_rate_on_40_seeds():
   assert wins >= 38, f'insert expert solved {wins}/40 seeds'
 
 
+def test_hole_size_is_a_checked_knob():
+  class Tight(I.InsertEnv):
+    hole_half = 0.010
+
+  env = Tight(seed=0, cameras=())
+  right = env.model.geom('socket_right')
+  assert np.isclose(env.model.geom_pos[right.id][0] - env.model.geom_size[right.id][0], 0.010)
+  with pytest.raises(ValueError, match='hole_half'):
+    I.socket_xml(I.PEG_HALF)
+
+
 def test_failure_signals():
   env = _env()
   env.reset()

@@ -189,6 +189,17 @@ def test_expert_success_rate_on_40_seeds():
   assert wins >= 38, f'pouch expert solved {wins}/40 seeds'
 
 
+def test_slot_width_is_a_checked_knob():
+  class Narrow(P.PouchEnv):
+    slot_half_width = 0.012
+
+  env = Narrow(seed=0, cameras=())
+  top = env.model.geom('pouch_top_left')
+  assert np.isclose(-env.model.geom_pos[top.id][0] - env.model.geom_size[top.id][0], 0.012)
+  with pytest.raises(ValueError, match='slot_half_width'):
+    P.pouch_xml(P.MARKER_RADIUS - 0.001)
+
+
 def test_failure_signals():
   env = _env()
   env.reset()

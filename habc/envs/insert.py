@@ -48,10 +48,13 @@ def _box(name: str, pos, size, rgba: str) -> str:
           f'size="{size[0]:.4f} {size[1]:.4f} {size[2]:.4f}" rgba="{rgba}" {_SOLID}/>')
 
 
-def socket_xml() -> str:
+def socket_xml(hole_half: float = HOLE_HALF) -> str:
   """MJCF of the socket: four walls around the hole and a back wall (socket frame: centre)."""
   sx, sy, sz = SOCKET_HALF
-  h = HOLE_HALF
+  h = hole_half
+  if not PEG_HALF < h < min(sx, sz) - 0.004:
+    raise ValueError(f'socket_xml: hole_half={h} must lie between the peg half side {PEG_HALF} '
+                     f'and {min(sx, sz) - 0.004} (the block half size minus 4 mm of wall).')
   c, inner = '0.2 0.6 0.3 1', '0.08 0.2 0.1 1'
   back = -sy + HOLE_DEPTH
   wall = (sx - h) / 2
@@ -104,6 +107,12 @@ class InsertEnv(base.TaskEnv):
   lift_height = 0.07
   min_depth = 0.03
   max_tilt = np.deg2rad(10.0)
+  # Difficulty and initial conditions (metres, radians), as data: a subclass may change them.
+  hole_half = HOLE_HALF
+  socket_region = ((-0.26, -0.12), (-0.12, 0.1))  # [[xmin, ymin], [xmax, ymax]] of its centre.
+  socket_yaw_range = (GOAL_YAW - 0.85, GOAL_YAW + 0.7)  # Yaw of the hole's axis.
+  peg_region = ((0.12, -0.12), (0.26, 0.1))
+  peg_yaw_range = (-np.pi, np.pi)
   option_xml = 'integrator="implicitfast" solver="Newton" iterations="50"'
 
   parts = (Graspable('socket', 'socket', 'socket_center'),
@@ -115,7 +124,7 @@ class InsertEnv(base.TaskEnv):
     super().__init__(*args, **kwargs)
 
   def _task_xml(self) -> dict:
-    return {'worldbody': socket_xml() + peg_xml(), 'equality': self.grasps.xml()}
+    return {'worldbody': socket_xml(self.hole_half) + peg_xml(), 'equality': self.grasps.xml()}
 
   def _ids(self) -> None:
     super()._ids()
@@ -186,10 +195,10 @@ class InsertEnv(base.TaskEnv):
     self._was_held = {s: None for s in base.SIDES}
     for s in base.SIDES:
       self.set_gripper(s, np.asarray(self.home[s]) + rng.uniform(-0.03, 0.03, 3))
-    self.set_part('socket', [rng.uniform(-0.26, -0.12), rng.uniform(-0.12, 0.1), SOCKET_HALF[2]],
-                  GOAL_YAW + rng.uniform(-0.85, 0.7))
-    self.set_part('peg', [rng.uniform(0.12, 0.26), rng.uniform(-0.12, 0.1), PEG_HALF],
-                  rng.uniform(-np.pi, np.pi))
+    self.set_part('socket', [*rng.uniform(*self.socket_region), SOCKET_HALF[2]],
+                  rng.uniform(*self.socket_yaw_range))
+    self.set_part('peg', [*rng.uniform(*self.peg_region), PEG_HALF],
+                  rng.uniform(*self.peg_yaw_range))
 
   def _after_control(self, action: np.ndarray) -> None:
     self._was_held = dict(self.grasps.held)
@@ -205,7 +214,7 @@ class InsertEnv(base.TaskEnv):
     if self.socket_pos()[2] < self.lift_height:
       return False
     ins = self.insertion()
-    return (ins['depth'] >= self.min_depth and ins['lateral'] < HOLE_HALF
+    return (ins['depth'] >= self.min_depth and ins['lateral'] < self.hole_half
             and ins['tilt'] <= self.max_tilt)
 
   def progress(self) -> float:
@@ -223,7 +232,7 @@ class InsertEnv(base.TaskEnv):
       right = 0.1 + 0.2 * _closeness(self.peg_pos(), self.mouth())
     else:
       right = 0.08 * _closeness(self.ee_pos('right'), self.peg_pos())
-    aligned = ins['lateral'] < HOLE_HALF and ins['tilt'] < 2 * self.max_tilt
+    aligned = ins['lateral'] < self.hole_half and ins['tilt'] < 2 * self.max_tilt
     depth = np.clip(ins['depth'] / self.min_depth, 0.0, 1.0) * aligned
     return float(left + right + 0.4 * depth)
 

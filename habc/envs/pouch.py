@@ -367,11 +367,15 @@ def _box(name: str, pos, size, rgba: str, extra: str = _SOLID) -> str:
           f'size="{size[0]:.4f} {size[1]:.4f} {size[2]:.4f}" rgba="{rgba}" {extra}/>')
 
 
-def pouch_xml() -> str:
+def pouch_xml(slot_half_width: float = SLOT_HALF_WIDTH) -> str:
   """MJCF of the pouch body (pouch frame: origin at the floor centre), its handle and zipper."""
+  sw = slot_half_width
+  if not MARKER_RADIUS < sw < HALF_X - 0.005:
+    raise ValueError(f'pouch_xml: slot_half_width={sw} must lie between the marker radius '
+                     f'{MARKER_RADIUS} and {HALF_X - 0.005} (the pouch half width minus 5 mm).')
   c = '0.2 0.35 0.7 1'
   top = HEIGHT - WALL / 2
-  side = (HALF_X - SLOT_HALF_WIDTH) / 2
+  side = (HALF_X - sw) / 2
   end = (HALF_Y - SLOT_HALF_LEN) / 2
   wall_h = (HEIGHT - WALL) / 2
   wz = WALL + wall_h
@@ -381,10 +385,10 @@ def pouch_xml() -> str:
       _box('pouch_wall_right', (HALF_X - WALL / 2, 0, wz), (WALL / 2, HALF_Y, wall_h), c),
       _box('pouch_wall_near', (0, -HALF_Y + WALL / 2, wz), (HALF_X, WALL / 2, wall_h), c),
       _box('pouch_wall_far', (0, HALF_Y - WALL / 2, wz), (HALF_X, WALL / 2, wall_h), c),
-      _box('pouch_top_left', (-SLOT_HALF_WIDTH - side, 0, top), (side, HALF_Y, WALL / 2), c),
-      _box('pouch_top_right', (SLOT_HALF_WIDTH + side, 0, top), (side, HALF_Y, WALL / 2), c),
-      _box('pouch_top_near', (0, -SLOT_HALF_LEN - end, top), (SLOT_HALF_WIDTH, end, WALL / 2), c),
-      _box('pouch_top_far', (0, SLOT_HALF_LEN + end, top), (SLOT_HALF_WIDTH, end, WALL / 2), c),
+      _box('pouch_top_left', (-sw - side, 0, top), (side, HALF_Y, WALL / 2), c),
+      _box('pouch_top_right', (sw + side, 0, top), (side, HALF_Y, WALL / 2), c),
+      _box('pouch_top_near', (0, -SLOT_HALF_LEN - end, top), (sw, end, WALL / 2), c),
+      _box('pouch_top_far', (0, SLOT_HALF_LEN + end, top), (sw, end, WALL / 2), c),
       _box('pouch_strap', (-HALF_X - HANDLE_OUT / 2, 0, 0.008), (HANDLE_OUT / 2, 0.008, 0.004),
            '0.1 0.15 0.4 1'),
       _box('pouch_handle', (-HALF_X - HANDLE_OUT, 0, 0.022), (0.006, 0.01, 0.018),
@@ -392,7 +396,7 @@ def pouch_xml() -> str:
   ]
   seg = SLOT_HALF_LEN / TEETH
   teeth = [_box(f'zip_tooth{i}', (0, -SLOT_HALF_LEN + seg * (2 * i + 1), top),
-                (SLOT_HALF_WIDTH, seg, WALL / 2 * 0.9), '0.85 0.75 0.15 0',
+                (sw, seg, WALL / 2 * 0.9), '0.85 0.75 0.15 0',
                 'contype="0" conaffinity="0"') for i in range(TEETH)]
   return f"""
     <body name="pouch" pos="0 0 0.001">
@@ -407,9 +411,9 @@ def pouch_xml() -> str:
         <joint name="zipper" type="slide" axis="0 -1 0" range="0 {ZIP_TRAVEL}" damping="2"
                frictionloss="2.5"/>
         <inertial pos="0 0 0" mass="0.02" diaginertia="1e-5 1e-5 1e-5"/>
-        {_box('zip_slider', (0, 0, 0.002), (SLOT_HALF_WIDTH + 0.003, 0.008, 0.003),
+        {_box('zip_slider', (0, 0, 0.002), (sw + 0.003, 0.008, 0.003),
               '0.85 0.75 0.15 1', _ZIP)}
-        {_box('zip_block', (0, 0, -WALL / 2), (SLOT_HALF_WIDTH - 0.001, 0.006, WALL / 2),
+        {_box('zip_block', (0, 0, -WALL / 2), (sw - 0.001, 0.006, WALL / 2),
               '0.85 0.75 0.15 1', _ZIP)}
         {_box('zip_tab', (0, 0, TAB_HEIGHT), (0.003, 0.007, 0.011), '0.95 0.85 0.25 1',
               'contype="0" conaffinity="0"')}
@@ -441,6 +445,11 @@ class PouchEnv(base.TaskEnv):
   grasp_radius = 0.02
   zip_closed_fraction = 0.97
   inside_tol = 0.002  # Metres the marker may poke past the cavity walls.
+  # Difficulty and initial conditions (metres, radians), as data: a subclass may change them.
+  slot_half_width = SLOT_HALF_WIDTH
+  pouch_region = ((-0.07, -0.02), (0.01, 0.08))  # [[xmin, ymin], [xmax, ymax]] of its centre.
+  marker_region = ((0.14, -0.14), (0.26, 0.1))  # The same for the marker's centre.
+  marker_yaw_range = (-np.pi, np.pi)
   option_xml = 'integrator="implicitfast" solver="Newton" iterations="50"'
 
   parts = (Graspable('marker', 'marker', 'marker_center', axis=1, half_len=0.045),
@@ -453,7 +462,8 @@ class PouchEnv(base.TaskEnv):
     super().__init__(*args, **kwargs)
 
   def _task_xml(self) -> dict:
-    return {'worldbody': pouch_xml() + marker_xml(), 'equality': self.grasps.xml(),
+    return {'worldbody': pouch_xml(self.slot_half_width) + marker_xml(),
+            'equality': self.grasps.xml(),
             'contact': '<exclude body1="world" body2="pouch"/>'}
 
   def _ids(self) -> None:
@@ -550,9 +560,9 @@ class PouchEnv(base.TaskEnv):
     self._was_held = {s: None for s in base.SIDES}
     for s in base.SIDES:
       self.set_gripper(s, np.asarray(self.home[s]) + rng.uniform(-0.03, 0.03, 3))
-    self.set_pouch(rng.uniform([-0.07, -0.02], [0.01, 0.08]), 0.0)
-    self.set_marker([rng.uniform(0.14, 0.26), rng.uniform(-0.14, 0.1), MARKER_RADIUS],
-                    rng.uniform(-np.pi, np.pi))
+    self.set_pouch(rng.uniform(*self.pouch_region), 0.0)
+    self.set_marker([*rng.uniform(*self.marker_region), MARKER_RADIUS],
+                    rng.uniform(*self.marker_yaw_range))
 
   def _after_control(self, action: np.ndarray) -> None:
     self._was_held = dict(self.grasps.held)
