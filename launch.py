@@ -193,10 +193,7 @@ def run_cli(argv: list[str] | None = None) -> None:
   except UsageError as e:
     sys.exit(f'launch.py: {e}')
   sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv.
-  try:
-    app.run(main, argv=argv)
-  except (ValueError, KeyError, AttributeError) as e:
-    sys.exit(f'launch.py: config error: {e}')
+  app.run(main, argv=argv)
 
 
 if __name__ == '__main__':
