@@ -19,6 +19,9 @@ axis is within ``max_tilt`` of the hole's axis; the peg's leading end is at leas
 into the hole and, like the point of the peg at the mouth, within the hole's cross-section; held
 for ``success_hold`` control steps. Lifting the socket is part of the task: with one arm the socket
 cannot be held up while the other inserts.
+
+Measured here (2 shared cores, under load): the expert solved 100/100 seeds (0-99), mean length
+62.3 control steps (44-111), ``python -m habc.envs --task=insert --episodes=100``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import mujoco
 import numpy as np
 
 from habc.envs import base
-from habc.envs.pouch import (ArmGoal, Graspable, TeleopExpert, WeldGrasps, _closeness, approach,
-                             axis_yaw, body_axis, grasp_yaw, release, reachable_yaw, wrap)
+from habc.envs.pouch import (ArmGoal, Graspable, TeleopExpert, WeldGrasps, approach, axis_yaw,
+                             body_axis, closeness, grasp_yaw, release, reachable_yaw, wrap)
 
 # ----- geometry (metres) -----------------------------------------------------------------------
 SOCKET_HALF = (0.03, 0.035, 0.025)  # Socket block half sizes (x, y along the hole, z).
@@ -227,11 +230,11 @@ class InsertEnv(base.TaskEnv):
     if self.held('left') == 'socket':
       left = 0.1 + 0.1 * np.clip(self.socket_pos()[2] / self.lift_height, 0.0, 1.0)
     else:
-      left = 0.08 * _closeness(self.ee_pos('left'), self.socket_pos())
+      left = 0.08 * closeness(self.ee_pos('left'), self.socket_pos())
     if self.held('right') == 'peg':
-      right = 0.1 + 0.2 * _closeness(self.peg_pos(), self.mouth())
+      right = 0.1 + 0.2 * closeness(self.peg_pos(), self.mouth())
     else:
-      right = 0.08 * _closeness(self.ee_pos('right'), self.peg_pos())
+      right = 0.08 * closeness(self.ee_pos('right'), self.peg_pos())
     aligned = ins['lateral'] < self.hole_half and ins['tilt'] < 2 * self.max_tilt
     depth = np.clip(ins['depth'] / self.min_depth, 0.0, 1.0) * aligned
     return float(left + right + 0.4 * depth)
