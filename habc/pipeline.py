@@ -312,7 +312,7 @@ class Pipeline:
     for r in range(1, self.config.pipeline.rounds + 1):
       if not self.done(f'{phase}_{r:03d}'):
         return r
-    raise ValueError(f'Every round of {phase} is complete ({self.config.pipeline.rounds} rounds); '
+    raise StageOrderError(f'Every round of {phase} is complete ({self.config.pipeline.rounds} rounds); '
                      'raise --config.pipeline.rounds in a new workdir to run more.')
 
   def round(self, r: int) -> None:
@@ -385,7 +385,7 @@ class Pipeline:
     if self.done(key):
       return
     c = round_config(self.config, r)
-    self.backend.load_latest(self.paths.checkpoints)
+    self._load_round_checkpoint(r - 1, 'collect')
     path = self.paths.round_data(r)
     os.makedirs(self.paths.logs, exist_ok=True)
     writer = self.backend.open_writer(path)
@@ -493,6 +493,23 @@ class Pipeline:
                                                                          round_index, 0))
       if gates is not None:
         np.savez(self.paths.gates(round_index), **gates)
+        from habc.labeling import SampleKind
+        for k in SampleKind:
+          self.metrics.histogram(step, f'gate/{k.name.lower()}', gates['gate'][gates['kind'] == k])
+
+  def round_end_step(self, r: int) -> int:
+    """The learner step at which round ``r`` (0: SFT) ends."""
+    return self.config.pipeline.sft_steps + r * self.config.pipeline.steps_per_round
+
+  def _load_round_checkpoint(self, r: int, stage: str) -> None:
+    """Loads the checkpoint that ends round ``r``; it must be the newest one."""
+    step = self.backend.load_latest(self.paths.checkpoints)
+    expected = self.round_end_step(r)
+    if step != expected:
+      raise StageOrderError(
+          f'{stage} of round {r + (stage == "collect")} needs the checkpoint of step {expected} '
+          f'(end of round {r}), but the newest in {self.paths.checkpoints} is {step}. Run the '
+          'stages in order (--mode=pipeline).')
 
   # evaluation ...................................................................................
   def evaluate(self, r: int) -> None:
@@ -502,7 +519,7 @@ class Pipeline:
     c = self.config
     os.makedirs(self.paths.eval_dir, exist_ok=True)
     os.makedirs(self.paths.logs, exist_ok=True)
-    self.backend.load_latest(self.paths.checkpoints)
+    self._load_round_checkpoint(r, 'eval')
     path = self.paths.eval_results(r)
     rows = _read_jsonl(path)
     start = len(rows)
