@@ -146,3 +146,22 @@ def test_sweep_small_summary_keeps_what_the_table_needs():
   assert small['rounds'][1]['gate_success_mean'] == 0.8
   assert small['rounds'][1]['episodes_with_intervention'] == 2
   assert small['seconds'] == 12.0
+
+
+@pytest.mark.slow
+def test_sweep_smoke_end_to_end(tmp_path):
+  import subprocess
+  import sys
+  cmd = [sys.executable, os.path.join(ROOT, 'experiments', 'sweep.py'), '--task=insert',
+         '--preset=smoke', '--methods=sft,habc_v', '--seeds=0', f'--root={tmp_path / "runs"}',
+         f'--results={tmp_path / "results"}', '--config.eval.episodes=2']
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = open(tmp_path / 'results' / 'comparison_insert.md').read()
+  assert '| sft |' in table and '| habc_v |' in table
+  assert (tmp_path / 'results' / 'insert_habc_v_0.json').exists()
+  # Started again, it skips the finished runs.
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert again.returncode == 0 and again.stdout.count('done already') == 2
