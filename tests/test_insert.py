@@ -112,6 +112,7 @@ def test_expert_succeeds_on_a_few_seeds():
     ts = env.reset()
     while not ts.last():
       ts = env.step(expert.act(env))
+      assert not env.failure_signals()['lost'], f'lost raised at step {env.step_count}'
     assert ts.discount == 0.0, f'expert failed on seed {seed}'
     lengths.append(env.step_count)
   assert len(set(lengths)) > 1  # Human-like variation: episodes differ in length.
@@ -180,6 +181,10 @@ def test_failure_signals():
   assert env.failure_signals()['lost']
   _assembly(env, depth=0.04)
   assert env.failure_signals()['progress'] > sig['progress'] + 0.3
+  env.reset()
+  on_its_face = [np.cos(np.pi / 4), np.sin(np.pi / 4), 0, 0]  # Hole axis straight up.
+  env.set_part('socket', [-0.2, 0.0, I.SOCKET_HALF[1]], quat=on_its_face)
+  assert env.failure_signals()['tipped'] and env.failure_signals()['lost']
 
 
 def test_rendered_frames_are_not_blank():

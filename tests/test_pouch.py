@@ -15,12 +15,14 @@ def _env(seed=0, **kw):
   return envs.make('pouch', seed=seed, **kw)
 
 
-def _run_expert(env, seed, max_steps=None):
+def _run_expert(env, seed):
+  """Runs the expert for one episode; the operator's 'lost' signal must stay off throughout."""
   expert = env.make_expert(seed)
   expert.reset()
   ts = env.reset()
   while not ts.last():
     ts = env.step(expert.act(env))
+    assert not env.failure_signals()['lost'], f'lost raised at step {env.step_count}'
   return ts
 
 
@@ -206,13 +208,15 @@ def test_failure_signals():
   sig = env.failure_signals()
   assert {'progress', 'lost', 'time_left'} <= set(sig)
   assert 0.0 <= sig['progress'] < 0.5 and not sig['lost']
-  assert not sig['dropped']
+  assert not sig['dropped'] and not sig['zipped_empty']
   env.set_pouch(env.pouch_pos()[:2], zip_fraction=0.6)  # Zipping up an empty pouch.
-  assert env.failure_signals()['dropped']
+  assert env.failure_signals()['zipped_empty'] and env.failure_signals()['lost']
   env.set_marker([0.6, 0.0, 0.3])  # Off the table.
   assert env.failure_signals()['lost']
   _closed_with_marker_inside(env)
   assert env.failure_signals()['progress'] > 0.8
+  env.set_marker([0.2, 0.0, 0.07], axis_tilt=np.pi / 2)  # Standing on end.
+  assert env.failure_signals()['tipped'] and env.failure_signals()['lost']
 
 
 def test_rendered_frames_are_not_blank():

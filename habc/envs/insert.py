@@ -176,9 +176,11 @@ class InsertEnv(base.TaskEnv):
     lead = self.to_socket(c + s * PEG_HALF_LEN * u)
     depth = lead[1] + SOCKET_HALF[1]
     cl, ul = self.to_socket(c), (s * u) @ self.data.xmat[self._socket].reshape(3, 3)
-    t = (-SOCKET_HALF[1] - cl[1]) / ul[1] if abs(ul[1]) > 1e-6 else 0.0
-    at_mouth = cl + t * ul
-    lateral = max(abs(lead[0]), abs(lead[2]), abs(at_mouth[0]), abs(at_mouth[2]))
+    if abs(ul[1]) > 0.2:  # Where the peg's axis crosses the mouth's plane.
+      at_mouth = cl + (-SOCKET_HALF[1] - cl[1]) / ul[1] * ul
+      lateral = max(abs(lead[0]), abs(lead[2]), abs(at_mouth[0]), abs(at_mouth[2]))
+    else:  # Axes nearly crossed: the peg is nowhere near the hole's line.
+      lateral = np.inf
     tilt = float(np.arccos(np.clip(abs(np.dot(u, a)), -1.0, 1.0)))
     return {'depth': float(depth), 'lateral': float(lateral), 'tilt': tilt}
 
@@ -240,17 +242,24 @@ class InsertEnv(base.TaskEnv):
     return float(left + right + 0.4 * depth)
 
   def failure_signals(self) -> dict:
-    """Adds ``dropped`` (a part let go in the air this step, away from the goal); ``lost`` (what
-    the simulated operator watches) is dropped, or a part out of reach or off the table."""
+    """Adds ``dropped`` and ``tipped`` (see ``TaskEnv.failure_signals``).
+
+    ``dropped``: a part let go in the air this control step, away from the goal (a setback the
+    policy may recover from; information only). ``tipped``: the hole's or the peg's axis more
+    than ~45 degrees from horizontal (grippers that only turn about z cannot set it right).
+    ``lost`` (what the simulated operator watches): tipped, or a part out of reach or off the
+    table.
+    """
     lo, hi = np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
-    lost = False
+    off = False
     for p in (self.socket_pos(), self.peg_pos()):
-      lost |= bool(np.any(p[:2] < lo[:2]) or np.any(p[:2] > hi[:2]) or p[2] < -0.005)
+      off |= bool(np.any(p[:2] < lo[:2]) or np.any(p[:2] > hi[:2]) or p[2] < -0.005)
     dropped = any(self._was_held.get(s) is not None and self.held(s) is None
                   for s in base.SIDES) and not self.success()
-    dropped = dropped and max(self.socket_pos()[2], self.peg_pos()[2]) > 0.04
-    return {'progress': self.progress(), 'lost': lost or bool(dropped), 'dropped': bool(dropped),
-            'time_left': self.time_left_fraction()}
+    dropped = bool(dropped and max(self.socket_pos()[2], self.peg_pos()[2]) > 0.04)
+    tipped = bool(max(abs(self.socket_axis()[2]), abs(self.peg_axis()[2])) > 0.7)
+    return {'progress': self.progress(), 'lost': off or tipped, 'dropped': dropped,
+            'tipped': tipped, 'time_left': self.time_left_fraction()}
 
   def make_expert(self, seed: int) -> 'InsertExpert':
     return InsertExpert(seed)

@@ -607,22 +607,28 @@ class PouchEnv(base.TaskEnv):
     return float(0.5 + left + right + 0.3 * self.zip_fraction())
 
   def failure_signals(self) -> dict:
-    """Adds ``dropped`` and ``lost`` (see ``TaskEnv.failure_signals``).
+    """Adds ``dropped``, ``zipped_empty`` and ``tipped`` (see ``TaskEnv.failure_signals``).
 
-    ``dropped``: the marker was let go this control step away from the slot, or the zipper is
-    more than half closed with the marker outside the pouch. ``lost`` (what the simulated
-    operator watches): dropped, or the marker or the pouch out of reach, or the marker off the
-    table.
+    ``dropped``: the marker was let go this control step away from the slot (a setback the
+    policy may recover from; information only). ``zipped_empty``: the zipper more than half
+    closed with the marker outside the pouch. ``tipped``: the marker stands on end at rest
+    (grippers that only turn about z cannot lay it down again). ``lost`` (what the simulated
+    operator watches): zipped_empty, tipped, or the marker or the pouch out of reach, or the
+    marker off the table.
     """
     p, lo, hi = self.marker_pos(), np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
     off = bool(np.any(p[:2] < lo[:2]) or np.any(p[:2] > hi[:2]) or p[2] < -0.005)
     off = off or bool(np.any(np.abs(self.pouch_pos()[:2]) > 0.35))
+    inside = self.marker_inside()
     let_go = any(self._was_held.get(s) == 'marker' and self.held(s) != 'marker'
                  for s in base.SIDES)
     away = np.linalg.norm((p - self.slot_center())[:2]) > 0.02
-    inside = self.marker_inside()
-    dropped = (let_go and away and not inside) or (self.zip_fraction() > 0.5 and not inside)
-    return {'progress': self.progress(), 'lost': off or bool(dropped), 'dropped': bool(dropped),
+    dropped = bool(let_go and away and not inside)
+    zipped_empty = bool(self.zip_fraction() > 0.5 and not inside)
+    speed = np.linalg.norm(self.data.qvel[self._marker_qvel:self._marker_qvel + 3])
+    tipped = bool(abs(self.marker_axis()[2]) > 0.8 and speed < 0.05)
+    return {'progress': self.progress(), 'lost': off or zipped_empty or tipped,
+            'dropped': dropped, 'zipped_empty': zipped_empty, 'tipped': tipped,
             'time_left': self.time_left_fraction()}
 
   def make_expert(self, seed: int) -> 'PouchExpert':
