@@ -229,5 +229,18 @@ def test_rendered_frames_are_not_blank():
   assert not np.array_equal(obs['top'], obs['wrist_left'])
 
 
+def test_yaw_helpers_stay_in_the_gripper_range():
+  assert np.isclose(P.wrap(3 * np.pi / 2), -np.pi / 2)
+  assert np.isclose(P.wrap(0.75 * np.pi, np.pi), -0.25 * np.pi)
+  # A part lying at the limit: the target stays on the side the command is on.
+  for cmd in (-1.4, 1.4):
+    y = P.grasp_yaw(np.pi / 2 + 0.01, cmd)
+    assert abs(y) <= np.pi / 2 and np.sign(y) == np.sign(cmd)
+  # Turning by err (mod pi) takes the smallest turn that stays in range.
+  assert np.isclose(P.reachable_yaw(1.2, 0.8, np.pi), 1.2 + 0.8 - np.pi)
+  assert np.isclose(P.reachable_yaw(0.0, 0.3, np.pi), 0.3)
+  assert np.isclose(P.axis_yaw(np.array([-1.0, 0.0, 0.0])), np.pi / 2)
+
+
 if __name__ == '__main__':
   pytest.main([__file__, '-q'])
