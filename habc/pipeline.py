@@ -29,10 +29,8 @@ Round 0 is the SFT checkpoint; online rounds are numbered from 1.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import time

@@ -18,8 +18,6 @@ Runs inside an environment worker process (``habc.rollout``): no TensorFlow here
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 
