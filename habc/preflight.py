@@ -1,0 +1,178 @@
+"""Start-up checks of the places a run writes to, and clear messages when a write fails.
+
+A run that discovers a full disk or a read-only mount after an hour of collection loses that hour.
+``check_workdir`` runs before any work:
+
+* the directory exists or can be created, and a file can be written, fsynced and removed in it;
+* the free space on its file system is at least ``min_free_gb`` (default 2 GB, roughly ten
+  vision-preset rounds of rollouts plus checkpoints; ``HABC_MIN_FREE_GB`` overrides it).
+
+Writes that fail later anyway (the disk filled up during the run) are turned into a
+``StorageError`` naming the path, the cause and what to do, by ``storage_errors``::
+
+  with preflight.storage_errors(workdir):
+    writer.append(episode)
+
+The data layer commits episodes atomically (habc.data.writer), so such a failure loses at most the
+episode being written; the message says so.
+
+Only local paths are checked (``gs://`` and other URLs are skipped with a note: free space of a
+bucket is not a meaningful number and write permission is checked by the first real write).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import uuid
+
+DEFAULT_MIN_FREE_GB = 2.0
+ENV_MIN_FREE_GB = 'HABC_MIN_FREE_GB'
+
+
+class StorageError(OSError):
+  """The workdir (or shared storage) cannot take the run's files; the message says what to do."""
+
+
+def is_remote(path: str) -> bool:
+  """True for URL-style paths (gs://, s3://, ...), which only tf.io.gfile / etils can open."""
+  return '://' in str(path)
+
+
+def min_free_gb_default() -> float:
+  """``HABC_MIN_FREE_GB`` if set, else ``DEFAULT_MIN_FREE_GB``."""
+  value = os.environ.get(ENV_MIN_FREE_GB)
+  if value is None or value == '':
+    return DEFAULT_MIN_FREE_GB
+  try:
+    return float(value)
+  except ValueError:
+    raise StorageError(f'{ENV_MIN_FREE_GB}={value!r} is not a number (free gigabytes).') from None
+
+
+def _existing_parent(path: str) -> str:
+  """The nearest existing ancestor of ``path`` (``path`` itself when it exists)."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return path
+
+
+def free_gb(path: str) -> float:
+  """Free gigabytes (for an unprivileged user) on the file system holding ``path``."""
+  return shutil.disk_usage(_existing_parent(path)).free / 1e9
+
+
+def check_writable(path: str) -> None:
+  """Creates ``path`` if needed and writes, fsyncs and removes a probe file in it.
+
+  Raises:
+    StorageError: the directory cannot be created or written (permissions, read-only mount,
+      full disk), with the path and the operating system's reason.
+  """
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise StorageError(
+        f'Cannot create the directory {path}: {e.strerror or e}. Choose a --workdir on a '
+        'writable disk, or fix its permissions.') from e
+  if not os.path.isdir(path):
+    raise StorageError(f'{path} exists and is not a directory; choose another --workdir.')
+  probe = os.path.join(path, f'.habc_write_probe_{os.getpid()}_{uuid.uuid4().hex[:8]}')
+  try:
+    with open(probe, 'wb') as f:
+      f.write(b'habc')
+      f.flush()
+      os.fsync(f.fileno())
+  except OSError as e:
+    raise StorageError(
+        f'The directory {path} is not writable: {e.strerror or e}. Choose a --workdir on a '
+        'writable disk (a read-only mount or a directory owned by another user will lose every '
+        'episode), or fix its permissions.') from e
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(probe)
+
+
+def check_free_space(path: str, min_free_gb: float | None = None) -> float:
+  """Returns the free gigabytes at ``path``; raises when below ``min_free_gb``.
+
+  Raises:
+    StorageError: less than ``min_free_gb`` (default: ``min_free_gb_default()``) is free.
+  """
+  need = min_free_gb_default() if min_free_gb is None else float(min_free_gb)
+  free = free_gb(path)
+  if free < need:
+    raise StorageError(
+        f'Only {free:.2f} GB free on the disk of {path}; the run needs at least {need:.2f} GB '
+        '(rollouts, checkpoints, logs). Free some space, choose a --workdir on a larger disk, '
+        f'or lower the threshold with {ENV_MIN_FREE_GB}=<gigabytes> if you know the run is '
+        'small.')
+  return free
+
+
+def check_workdir(path: str, min_free_gb: float | None = None) -> dict:
+  """All start-up checks of a (local) workdir; returns what was found.
+
+  Returns:
+    {'path', 'free_gb' (None for remote paths), 'checked': bool}.
+
+  Raises:
+    StorageError: not writable, or not enough free space.
+  """
+  if is_remote(path):
+    return {'path': path, 'free_gb': None, 'checked': False}
+  check_writable(path)
+  free = check_free_space(path, min_free_gb)
+  return {'path': os.path.abspath(path), 'free_gb': free, 'checked': True}
+
+
+_CAUSES = {
+    errno.ENOSPC: ('the disk is full', 'free space (or move the workdir to a larger disk) and run '
+                   'the same command again to resume'),
+    errno.EDQUOT: ('the disk quota is exhausted', 'free space within your quota and run the same '
+                   'command again to resume'),
+    errno.EACCES: ('permission denied', 'fix the permissions of the directory (or choose another '
+                   '--workdir) and run the same command again to resume'),
+    errno.EPERM: ('operation not permitted', 'fix the permissions of the directory (or choose '
+                  'another --workdir) and run the same command again to resume'),
+    errno.EROFS: ('the file system is read-only', 'choose a --workdir on a writable disk and run '
+                  'again'),
+}
+
+
+def explain_os_error(error: OSError, where: str) -> StorageError | None:
+  """A ``StorageError`` explaining a storage ``OSError`` (None for other errors).
+
+  Args:
+    error: the error raised by a write.
+    where: the directory (or file) being written.
+  """
+  cause = _CAUSES.get(getattr(error, 'errno', None))
+  if cause is None:
+    return None
+  what, todo = cause
+  name = error.filename or where
+  return StorageError(
+      f'Writing {name} failed: {what} ({error.strerror or error}). Episodes and checkpoints '
+      f'committed before this point are intact (each is written atomically); the one being '
+      f'written is lost. To continue: {todo}.')
+
+
+@contextlib.contextmanager
+def storage_errors(where: str):
+  """Re-raises ENOSPC / EDQUOT / EACCES / EPERM / EROFS inside the block as a ``StorageError``."""
+  try:
+    yield
+  except StorageError:
+    raise
+  except OSError as e:
+    explained = explain_os_error(e, where)
+    if explained is None:
+      raise
+    raise explained from e
