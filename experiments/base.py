@@ -39,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Parameter subtrees (top-level names: encoder, action_expert, critic) held frozen: no updates
   # and no optimiser state.
   c.model.frozen = ()
+  # The observation backbone (habc.networks.backbones: 'builtin' or a registered larger VLA), and
+  # an optional checkpoint of pretrained backbone weights loaded into the 'encoder' subtree.
+  c.model.backbone = 'builtin'
+  c.model.pretrained_checkpoint = ''
 
   c.credit = ml_collections.ConfigDict()
   c.credit.naive = False  # True: every policy window gets the episode outcome (ablation).

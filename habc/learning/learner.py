@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from habc import losses
 from habc.learning import objectives
+from habc.networks.backbones import load_pretrained
 
 SUBTREES = ('encoder', 'action_expert', 'critic')
 
@@ -68,6 +69,8 @@ def create_train_state(config, model, example_batch, rng) -> TrainState:
   params = model.init(init_rng, obs, actions, jnp.zeros((1,)))
   params = params['params'] if 'params' in params else params
   params = {'params': params}
+  if config.model.get('pretrained_checkpoint'):
+    params = load_pretrained(params, config.model.pretrained_checkpoint, subtree='encoder')
   tx = make_optimizer(config, params['params'])
   return TrainState(params=params, opt_state=tx.init(params['params']),
                     step=jnp.zeros((), jnp.int32), rng=state_rng)

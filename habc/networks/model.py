@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from habc.networks import encoders
+from habc.networks import backbones, encoders
 
 CRITIC_ENCODERS = ('separate', 'detached', 'shared')
 
@@ -83,29 +83,23 @@ class HABCModel(nn.Module):
   """Policy (encoder + action expert) and critic in one module.
 
   Attributes:
-    obs_mode: 'vision' or 'state'.
+    backbone: the observation backbone, obs -> phi [B, dim] (habc.networks.backbones).
     critic_encoder: 'separate' | 'detached' | 'shared' (see experiments/base.py).
   """
 
-  obs_mode: str
+  backbone: nn.Module
   action_dim: int
   horizon: int
   dim: int
-  num_layers: int
   num_heads: int
   mlp_dim: int
-  patch_size: int
   critic_encoder: str
   critic_hidden: Sequence[int]
   value_bins: int
   efficiency_scale: float
 
   def setup(self):
-    if self.obs_mode == 'vision':
-      self.encoder = encoders.VisionLanguageEncoder(
-          self.dim, self.num_layers, self.num_heads, self.mlp_dim, self.patch_size)
-    else:
-      self.encoder = encoders.StateEncoder(self.dim, (self.mlp_dim, self.mlp_dim))
+    self.encoder = self.backbone.clone(name='encoder')
     self.action_expert = FlowActionExpert(self.dim, 2, self.num_heads, self.mlp_dim)
     self.critic = Critic(self.critic_encoder, self.critic_hidden, self.value_bins,
                          self.efficiency_scale)
@@ -155,8 +149,7 @@ def build_model(config: Any, action_dim: int) -> HABCModel:
     raise ValueError(
         f'config.model.critic_encoder must be one of {CRITIC_ENCODERS}, got {m.critic_encoder!r}.')
   return HABCModel(
-      obs_mode=config.obs, action_dim=action_dim, horizon=m.action_horizon, dim=m.embed_dim,
-      num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-      patch_size=m.patch_size, critic_encoder=m.critic_encoder,
+      backbone=backbones.make_backbone(config), action_dim=action_dim, horizon=m.action_horizon,
+      dim=m.embed_dim, num_heads=m.num_heads, mlp_dim=m.mlp_dim, critic_encoder=m.critic_encoder,
       critic_hidden=tuple(m.critic_hidden), value_bins=config.method.recap_bins,
       efficiency_scale=m.efficiency_scale)
