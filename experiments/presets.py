@@ -91,7 +91,7 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
     c.model.num_layers = 1
     c.model.num_heads = 2
     c.model.mlp_dim = 64
-    c.model.cnn_features = (8, 8)
+    c.model.patch_size = 8
     c.model.action_horizon = 8
     c.model.flow_steps = 2
     c.model.critic_hidden = (32,)
