@@ -1,0 +1,131 @@
+"""Multi-host settings: flag/env/config parsing, validation, the single-host no-op, and a real
+two-process ``jax.distributed.initialize`` on this machine (CPU)."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+from absl import flags
+
+from habc import distributed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FakeInitialize:
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, **kwargs):
+    self.calls.append(kwargs)
+
+
+def test_single_host_does_not_initialize():
+  fake = FakeInitialize()
+  settings = distributed.maybe_initialize(distributed.Settings(), initialize=fake)
+  assert not settings.multi_host and fake.calls == []
+  settings = distributed.maybe_initialize(distributed.from_values('', 1, 0), initialize=fake)
+  assert fake.calls == []
+
+
+def test_multi_host_passes_the_settings_to_jax():
+  fake = FakeInitialize()
+  lines = []
+  settings = distributed.maybe_initialize(distributed.from_values('10.0.0.2:1234', '4', '3'),
+                                          initialize=fake, log=lines.append)
+  assert settings.multi_host
+  assert fake.calls == [{'coordinator_address': '10.0.0.2:1234', 'num_processes': 4,
+                         'process_id': 3, 'initialization_timeout': 300}]
+  assert 'process 3 of 4' in lines[0]
+
+
+def test_auto_leaves_detection_to_jax():
+  fake = FakeInitialize()
+  distributed.maybe_initialize(distributed.from_values('auto'), initialize=fake)
+  assert fake.calls == [{'initialization_timeout': 300}]
+
+
+@pytest.mark.parametrize('values, message', [
+    (('', 2, 0), 'needs --coordinator_address'),
+    (('host:1234', 2, 2), 'out of range'),
+    (('host:1234', 2, -1), 'out of range'),
+    (('host', 2, 0), 'must look like host:port'),
+    (('host:99999', 2, 0), 'must look like host:port'),
+    (('host:1234', 1, 0), 'was given with --num_processes=1'),
+    (('', 0, 0), 'must be >= 1'),
+    (('', 'two', 0), 'not an integer'),
+])
+def test_inconsistent_settings_fail_before_jax(values, message):
+  with pytest.raises(distributed.DistributedConfigError, match=message):
+    distributed.from_values(*values)
+
+
+def test_connection_failure_names_the_coordinator():
+  def failing(**kwargs):
+    raise ConnectionError('deadline exceeded')
+  with pytest.raises(RuntimeError, match=r'coordinator h:1\): deadline exceeded'):
+    distributed.maybe_initialize(distributed.from_values('h:1', 2, 1), initialize=failing)
+
+
+def test_flag_parsing():
+  fv = flags.FlagValues()
+  distributed.define_flags(fv)
+  fv(['prog', '--coordinator_address=host0:1234', '--num_processes=2', '--process_id=1'])
+  assert distributed.from_flags(fv) == distributed.Settings('host0:1234', 2, 1)
+  defaults = flags.FlagValues()
+  distributed.define_flags(defaults)
+  defaults(['prog'])
+  assert not distributed.from_flags(defaults).multi_host
+  bad = flags.FlagValues()
+  distributed.define_flags(bad)
+  with pytest.raises(flags.IllegalFlagValueError):
+    bad(['prog', '--num_processes=0'])
+
+
+def test_environment_and_config_and_precedence():
+  env = {distributed.ENV_COORDINATOR: 'h:5', distributed.ENV_NUM_PROCESSES: '2',
+         distributed.ENV_PROCESS_ID: '1'}
+  assert distributed.from_env(env) == distributed.Settings('h:5', 2, 1)
+  assert distributed.from_env({}) is None
+  config = ml_collections.ConfigDict({'distributed': {
+      'coordinator_address': 'c:7', 'num_processes': 3, 'process_id': 2}})
+  assert distributed.from_config(config) == distributed.Settings('c:7', 3, 2)
+  assert distributed.from_config(ml_collections.ConfigDict({'seed': 0})) is None
+  fv = flags.FlagValues()
+  distributed.define_flags(fv)
+  fv(['prog'])
+  # Flags that set nothing defer to the config, then to the environment, then to one host.
+  assert distributed.resolve(fv, config, env).coordinator_address == 'c:7'
+  assert distributed.resolve(fv, None, env).coordinator_address == 'h:5'
+  assert not distributed.resolve(fv, None, {}).multi_host
+  fv(['prog', '--coordinator_address=f:9', '--num_processes=2'])
+  assert distributed.resolve(fv, config, env) == distributed.Settings('f:9', 2, 0)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_connect_on_this_machine():
+  code = """
+import sys
+from habc import distributed
+distributed.maybe_initialize(distributed.from_values(sys.argv[1], 2, int(sys.argv[2])))
+import jax
+print('ok', jax.process_index(), jax.process_count(), jax.device_count(), distributed.is_primary())
+jax.distributed.shutdown()
+"""
+  address = f'localhost:{_free_port()}'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  procs = [subprocess.Popen([sys.executable, '-c', code, address, str(i)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=120) for p in procs]
+  for i, (p, (out, err)) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0, err[-2000:]
+    assert f'ok {i} 2 2 {i == 0}' in out, out + err[-2000:]
