@@ -88,6 +88,20 @@ def format_summary(s: dict) -> str:
   return text
 
 
+def mean_gate(train_means: dict) -> float:
+  """Mean gate over the online windows of the round's batches (count-weighted over kinds; SFT
+  windows left out); NaN when the method has no gate."""
+  total, weight = 0.0, 0.0
+  for key, value in train_means.items():
+    if key.startswith('gate/') and key.endswith('_mean') and key != 'gate/sft_mean':
+      kind = key[len('gate/'):-len('_mean')]
+      count = float(train_means.get(f'count/{kind}', 1.0))
+      if np.isfinite(value) and count > 0:
+        total += value * count
+        weight += count
+  return total / weight if weight else float('nan')
+
+
 def pick_frames(num_steps: int, count: int) -> np.ndarray:
   """Indices of ``count`` frames spread evenly over ``num_steps`` (first and last included).
 

@@ -600,7 +600,8 @@ class Pipeline:
     if 'train' in s:
       t = s['train']
       parts.append(f'| actor {t.get("actor/loss", np.nan):.4f} critic '
-                   f'{t.get("critic/loss", np.nan):.4f} gate {_mean_gate(t):.3f}')
+                   f'{t.get("critic/loss", np.nan):.4f} gate {evaluation.mean_gate(t):.3f} (successes '
+                   f'{t.get("gate/success_mean", np.nan):.3f})')
     if 'resources' in s:
       res = s['resources']
       if res.get('policy_ms_mean') is not None:
@@ -641,13 +642,6 @@ def _memory_mb() -> dict:
     except psutil.Error:
       pass
   return {'rss_main_mb': main / 2**20, 'rss_total_mb': total / 2**20}
-
-
-def _mean_gate(train_means: dict) -> float:
-  """Mean gate over the online sample kinds that were present (NaN if none)."""
-  values = [v for k, v in train_means.items() if k.startswith('gate/') and k.endswith('_mean')
-            and np.isfinite(v)]
-  return float(np.mean(values)) if values else float('nan')
 
 
 def _read_jsonl(path: str, rewrite: bool = True) -> list[dict]:

@@ -106,20 +106,20 @@ def write_report(workdir: str, summary: dict, config=None) -> str:
               f'{config.learner.batch_size}; {config.eval.episodes} evaluation episodes per '
               'checkpoint.', '']
   lines += ['| round | success | Wilson 95% | length (successes) | collected | with intervention '
-            '| operator steps | actor loss | critic loss | mean gate |',
-            '|---|---|---|---|---|---|---|---|---|---|']
+            '| operator steps | actor loss | critic loss | mean gate | gate on successes |',
+            '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rounds:
     ev, col, tr = r.get('eval', {}), r.get('collect', {}), r.get('train', {})
     rate = f'{100 * ev["success_rate"]:.1f}% ({ev["successes"]}/{ev["episodes"]})' if ev else '-'
     ci = f'[{100 * ev["ci_low"]:.1f}, {100 * ev["ci_high"]:.1f}]' if ev else '-'
     length = (f'{ev["mean_success_length"]:.1f}' if ev.get('mean_success_length') is not None
               else '-')
-    gates = [v for k, v in tr.items() if k.startswith('gate/') and k.endswith('_mean')]
+    gate = evaluation.mean_gate(tr) if tr else None
     lines.append(
         f'| {r["round"]} | {rate} | {ci} | {length} | {col.get("episodes", "-")} | '
         f'{col.get("episodes_with_intervention", "-")} | {col.get("intervention_steps", "-")} | '
         f'{_fmt(tr.get("actor/loss"))} | {_fmt(tr.get("critic/loss"))} | '
-        f'{_fmt(np.mean(gates) if gates else None)} |')
+        f'{_fmt(gate)} | {_fmt(tr.get("gate/success_mean"))} |')
   lines.append('')
   resources = [(r['round'], r['resources']) for r in rounds if 'resources' in r]
   if resources:

@@ -54,3 +54,11 @@ def test_frame_strip_and_png(tmp_path):
   evaluation.save_png(strip, str(tmp_path / 's.png'), scale=2)
   from PIL import Image
   assert Image.open(tmp_path / 's.png').size == (2 * strip.shape[1], 8)
+
+
+def test_mean_gate_weights_kinds_by_count_and_leaves_out_sft():
+  means = {'gate/success_mean': 1.5, 'count/success': 3.0, 'gate/failure_mean': 0.5,
+           'count/failure': 1.0, 'gate/sft_mean': 9.0, 'count/sft': 10.0,
+           'gate/unlabelled_mean': float('nan'), 'count/unlabelled': 0.0}
+  assert evaluation.mean_gate(means) == pytest.approx((1.5 * 3 + 0.5) / 4)
+  assert np.isnan(evaluation.mean_gate({'actor/loss': 1.0}))
