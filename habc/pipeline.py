@@ -600,8 +600,8 @@ class Pipeline:
     if 'train' in s:
       t = s['train']
       parts.append(f'| actor {t.get("actor/loss", np.nan):.4f} critic '
-                   f'{t.get("critic/loss", np.nan):.4f} gate {evaluation.mean_gate(t):.3f} (successes '
-                   f'{t.get("gate/success_mean", np.nan):.3f})')
+                   f'{t.get("critic/loss", np.nan):.4f} gate {evaluation.mean_gate(t):.3f} '
+                   f'(successes {t.get("gate/success_mean", np.nan):.3f})')
     if 'resources' in s:
       res = s['resources']
       if res.get('policy_ms_mean') is not None:
