@@ -50,7 +50,7 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   c.operator.takeover_prob = 0.5
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.episodes = 30
+  c.eval.episodes = 25
   c.eval.seed_offset = 1_000_000  # Evaluation seeds never overlap training seeds.
   c.eval.video_camera = 'top'  # Camera whose frames go into the report's strips; '' for none.
   c.eval.strip_frames = 8
