@@ -94,8 +94,8 @@ class _EpisodeRecorder:
     self.interventions: list[bool] = []
 
   def add(self, observation: dict, action, policy_action, is_intervention: bool) -> None:
-    if self.record:
-      self.observations.append({k: np.asarray(v) for k, v in observation.items()})
+    if self.record:  # Copies: an environment may reuse its observation buffers.
+      self.observations.append({k: np.array(v) for k, v in observation.items()})
       self.actions.append(np.asarray(action, np.float32))
       self.policy_actions.append(np.asarray(policy_action, np.float32))
     self.interventions.append(bool(is_intervention))
@@ -105,7 +105,7 @@ class _EpisodeRecorder:
     """The episode dict of docs/interfaces.md section 2 (None when not recording)."""
     if not self.record:
       return None
-    self.observations.append({k: np.asarray(v) for k, v in final_observation.items()})
+    self.observations.append({k: np.array(v) for k, v in final_observation.items()})
     num = len(self.observations)
     zero = np.zeros_like(self.actions[0])
     observation = {k: np.stack([o[k] for o in self.observations]) for k in self.observations[0]}
@@ -198,8 +198,9 @@ class _Episode:
         'episode_id': self.request.episode_id,
         'task': str(getattr(self.env, 'task_name', self.config.task)),
         'policy_version': int(self.request.policy_version),
-        'source': 'rollout' if self.request.kind == 'rollout' else self.request.kind,
-        'operator': type(self.operator).__name__ if self.operator is not None else 'none',
+        'source': 'rollout',
+        'operator': (str(getattr(self.operator, 'name', type(self.operator).__name__))
+                     if self.operator is not None else 'none'),
     }
     episode = None if invalid else self.recorder.finish(
         self.timestep.observation, success, metadata, str(getattr(self.env, 'instruction', '')))
