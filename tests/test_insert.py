@@ -30,6 +30,7 @@ def test_reset_and_step_match_specs():
   for k, s in spec.items():
     s.validate(ts.observation[k])
   assert env.instruction and env.task_name == 'insert'
+  env.close()
 
 
 def test_same_seed_same_episode_and_seeds_differ():
@@ -195,6 +196,7 @@ def test_rendered_frames_are_not_blank():
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     assert img.std() > 10, f'{cam} looks blank'
   assert not np.array_equal(obs['top'], obs['wrist_right'])
+  env.close()
 
 
 if __name__ == '__main__':
