@@ -1,0 +1,149 @@
+"""Actor/learner split: layout helpers, liveness (waiting actor, idle learner), and two actor
+processes with one learner process on this machine (smoke preset, state observations)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from habc import stations
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASK = 'insert'
+SMOKE = ['--task=insert', '--preset=smoke']
+
+PLAIN_TFDS = """
+import json, sys
+import tensorflow_datasets as tfds
+out = []
+for path in sys.argv[1:]:
+  ds = tfds.builder_from_directory(path).as_data_source()['train']
+  rows = []
+  for i in range(len(ds)):
+    ep = ds[i]
+    n = len(ep['steps'])
+    rows.append([ep['episode_metadata']['episode_id'].decode(), n,
+                 bool(ep['steps'][n - 1]['is_last']), bool(ep['steps'][0]['is_first'])])
+  out.append(rows)
+print(json.dumps(out))
+"""
+
+
+def tfds_episodes(*paths):
+  """[[episode_id, steps, last step is_last, first step is_first], ...] per dataset, read by plain
+  tfds in a fresh process without habc (TensorFlow may load there)."""
+  result = subprocess.run([sys.executable, '-c', PLAIN_TFDS, *paths], cwd='/', capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=''))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def env():
+  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=os.path.join(
+      os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))
+
+
+def test_bucket_paths_are_refused_with_the_reason():
+  with pytest.raises(stations.SharedStorageError, match='POSIX file system'):
+    stations.check_shared_dir('gs://bucket/run')
+
+
+def test_mixture_weights():
+  assert stations.mixture('d', {}, 0.5) == [('d', 1.0)]
+  mix = stations.mixture('d', {'b': 3, 'a': 1}, 0.5)
+  assert mix == [('d', 0.5), ('a', 0.125), ('b', 0.375)]
+
+
+def test_actor_without_checkpoint_waits_then_times_out(tmp_path):
+  lines = []
+  start = time.monotonic()
+  with pytest.raises(TimeoutError, match='Start the learner'):
+    stations.wait_for_checkpoint(str(tmp_path / 'checkpoints'), timeout_s=1.0, poll_s=0.2,
+                                 log=lines.append)
+  assert 1.0 <= time.monotonic() - start < 10
+  assert len(lines) == 1 and 'waiting for a learner checkpoint' in lines[0]
+
+
+def test_restarted_station_continues_numbering(tmp_path):
+  from habc.data import synthetic
+  from habc.data import writer
+  shared = str(tmp_path)
+  rng = np.random.default_rng(0)
+  episodes = [synthetic.synthetic_episode(rng, num_steps=5, cameras=(),
+                                          episode_id=stations.episode_id(3, i)) for i in (0, 1)]
+  writer.write_episodes(stations.station_dataset(shared, 3), episodes)
+  assert stations.next_episode_index(shared, 3) == 2
+  # Episode 2 was invalid (logged, not written); episode 3 was committed but the actor died
+  # before logging it: the next index is 4 either way.
+  with open(stations.station_log(shared, 3), 'w') as f:
+    for i in range(3):
+      f.write(json.dumps({'episode_id': stations.episode_id(3, i)}) + '\n')
+  writer.write_episodes(stations.station_dataset(shared, 3), [synthetic.synthetic_episode(
+      rng, num_steps=5, cameras=(), episode_id=stations.episode_id(3, 3))])
+  assert stations.next_episode_index(shared, 3) == 4
+  assert stations.next_episode_index(shared, 4) == 0
+  assert stations.scan_stations(shared) == {stations.station_dataset(shared, 3): 3}
+
+
+def test_two_actors_and_a_learner(tmp_path):
+  shared = str(tmp_path / 'shared')
+  demos = subprocess.run([sys.executable, 'launch.py', *SMOKE, '--mode=demos',
+                          f'--workdir={shared}'], cwd=ROOT, env=env(), capture_output=True,
+                         text=True, timeout=300)
+  assert demos.returncode == 0, demos.stderr[-3000:]
+  common = [*SMOKE, f'--workdir={shared}', '--min_free_gb=0.05']
+  module = [sys.executable, '-m', 'habc.stations']
+  logs = {name: open(tmp_path / f'{name}.log', 'w+') for name in ('actor0', 'actor1', 'learner')}
+  procs = {}
+  try:
+    # The actors start first: they find no checkpoint and wait.
+    for i in (0, 1):
+      procs[f'actor{i}'] = subprocess.Popen(
+          [*module, '--role=actor', f'--station_id={i}', '--max_episodes=2', '--poll=0.5',
+           '--wait_timeout=240', *common], cwd=ROOT, env=env(), stdout=logs[f'actor{i}'],
+          stderr=subprocess.STDOUT)
+    procs['learner'] = subprocess.Popen(
+        [*module, '--role=learner', '--until_episodes=4', '--max_seconds=240',
+         '--rescan_every=3', '--idle_log_s=2', *common], cwd=ROOT, env=env(),
+        stdout=logs['learner'], stderr=subprocess.STDOUT)
+    for name, proc in procs.items():
+      proc.wait(timeout=300)
+  finally:
+    for proc in procs.values():
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  text = {}
+  for name, f in logs.items():
+    f.seek(0)
+    text[name] = f.read()
+    f.close()
+  for name, proc in procs.items():
+    assert proc.returncode == 0, f'{name}:\n{text[name][-3000:]}'
+  results = {name: json.loads(text[name].split('result ', 1)[1].splitlines()[0]) for name in text}
+
+  for i in (0, 1):
+    assert 'waiting for a learner checkpoint' in text[f'actor{i}']
+    assert results[f'actor{i}']['episodes'] == 2 == results[f'actor{i}']['written']
+  assert 'saved the initial one' in text['learner']
+  assert 'no new episodes for' in text['learner']  # Trained on the demonstrations meanwhile.
+  assert results['learner']['episodes'] == 4 and results['learner']['stations'] == 2
+  assert results['learner']['checkpoints'] >= 2
+
+  # Each station's dataset holds its own two episodes, whole, readable by plain tfds.
+  paths = [stations.station_dataset(shared, i) for i in (0, 1)]
+  found = tfds_episodes(*paths)
+  for i, rows in enumerate(found):
+    assert [r[0] for r in rows] == [stations.episode_id(i, k) for k in (0, 1)]
+    assert all(r[1] >= 2 and r[2] and r[3] for r in rows)
+  logged = [json.loads(line) for line in open(stations.station_log(shared, 0))]
+  assert [r['episode_id'] for r in logged] == [stations.episode_id(0, k) for k in (0, 1)]
+  # The learner's last checkpoint came after every episode joined.
+  from habc import checkpoints
+  ckpt = checkpoints.Checkpointer(os.path.join(shared, 'checkpoints'), max_to_keep=None)
+  assert ckpt.latest_step() == results['learner']['step'] > 0
+  ckpt.close()
