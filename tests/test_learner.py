@@ -217,3 +217,14 @@ def test_habc_moves_toward_the_fast_successful_mode_and_bc_does_not():
   assert near(habc_actions, 1.0) > 0.6, (near(habc_actions, 1.0), metrics)
   assert near(habc_actions, 0.0) < 0.15
   assert np.mean(habc_actions) > np.mean(bc_actions) + 0.5
+
+
+def test_gate_warmup_holds_g_at_one():
+  c = small_config()
+  c.method.warmup_steps = 1000
+  batch = synthetic_batch(16, horizon=4, vision=False)
+  lrn = learner_lib.Learner(c, build_model(c, 10), batch, seed=0)
+  warm = lrn.update(batch)
+  assert warm['gate/success_min'] == warm['gate/success_max'] == 1.0
+  cold = lrn.update(batch, gate_warmup=False)
+  assert cold['gate/success_min'] < cold['gate/success_max']

@@ -115,8 +115,11 @@ def make_loss_fn(config, model):
       critic_loss, online_weight, critic_metrics = objectives.critic_loss_and_online_weight(
           method, heads, heads_next, batch, config.learner.huber_delta)
       metrics.update(critic_metrics)
+    # The warm-up counts updates from the learner's first step unless the caller says where the
+    # online phase began (batch['gate_warmup'], see Learner.update).
+    warmup = batch.get('gate_warmup', step < method.warmup_steps)
     weights, online_weight = objectives.actor_weights(
-        method, batch['kind'], valid, online_weight, step,
+        method, batch['kind'], valid, online_weight, warmup,
         batch.get('intervention_reweighting', jnp.asarray(method.intervention_reweighting)))
     actor_loss = losses.weighted_actor_loss(errors, weights, valid)
     total = actor_loss + config.learner.critic_loss_weight * critic_loss
@@ -200,12 +203,23 @@ class Learner:
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self._sharded, np.asarray(x)), batch)
 
-  def update(self, batch, intervention_reweighting: bool | None = None) -> dict:
-    """One update on a host batch; returns metrics as Python floats."""
+  def update(self, batch, intervention_reweighting: bool | None = None,
+             gate_warmup: bool | None = None) -> dict:
+    """One update on a host batch; returns metrics as Python floats.
+
+    Args:
+      batch: numpy arrays (docs/interfaces.md, section 3), this process's rows.
+      intervention_reweighting: overrides config.method.intervention_reweighting for this update.
+      gate_warmup: whether g_t is still held at 1. By default, the first
+        ``config.method.warmup_steps`` learner updates; a pipeline whose online phase starts
+        after SFT passes its own count.
+    """
     batch = dict(batch)
+    rows = (len(batch['valid']),)
     if intervention_reweighting is not None:
-      batch['intervention_reweighting'] = np.full(
-          (len(batch['valid']),), bool(intervention_reweighting))
+      batch['intervention_reweighting'] = np.full(rows, bool(intervention_reweighting))
+    if gate_warmup is not None:
+      batch['gate_warmup'] = np.full(rows, bool(gate_warmup))
     rng, step_rng = jax.random.split(self.state.rng)
     self.state = self.state._replace(rng=rng)
     self.state, metrics = self._update(self.state, self.put_batch(batch), step_rng)

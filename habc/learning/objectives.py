@@ -95,19 +95,19 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
   return critic_loss, weight, metrics
 
 
-def actor_weights(method: Any, kind, valid, online_weight, step, intervention_reweighting):
+def actor_weights(method: Any, kind, valid, online_weight, warmup, intervention_reweighting):
   """Normalised per-sample actor weights [B] (constants), and the online weight after warm-up.
 
   Args:
     method: config.method.
     kind: int32 [B]; valid: bool [B].
     online_weight: [B] the method's weight of autonomous windows (g_t for HABC), or None (bc).
-    step: the update count (warm-up: g = 1 for the first ``method.warmup_steps`` updates).
-    intervention_reweighting: bool scalar (array): intervention windows get g_t instead of 1.
+    warmup: bool scalar or [B]: still in the warm-up, where g = 1.
+    intervention_reweighting: bool scalar or [B]: intervention windows get g_t instead of 1.
   """
   if online_weight is None:
     online_weight = jnp.ones(kind.shape)
-  online_weight = jnp.where(step < method.warmup_steps, 1.0, online_weight)
+  online_weight = jnp.where(warmup, 1.0, online_weight)
   habc_like = method.weighting in ('habc', 'habc_v')
   # HABC: failures get 0 and pre-intervention windows their configured weight. The baselines have
   # no credit split: their value function weighs every autonomous window.
