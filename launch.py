@@ -6,8 +6,8 @@ r"""Runs the habc pipeline: demonstrations -> SFT -> rounds of (collect, train, 
   python launch.py --task=fold --config.learner.batch_size=32    # any config value
   python launch.py --task=fold --mode=report                     # one stage only
 
-Config = the experiment file's ``get_config(preset)``, then ``--task``/``--seed``, then
-``--config.<path>=<value>`` overrides (ml_collections). A re-run with the same workdir and config
+Config = the experiment file's ``get_config(preset)``, then the ``--config.<path>=<value>``
+overrides (ml_collections), then ``--task`` and ``--seed``. A re-run with the same workdir and config
 resumes after the last completed stage; a workdir made with another config is refused (the
 differences are printed) unless ``--overwrite``.
 """
