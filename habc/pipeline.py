@@ -110,10 +110,14 @@ def prepare_workdir(config, workdir: str, overwrite: bool = False) -> None:
   elif os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    diff = config_differences(config_identity(saved), current)
+    saved_identity = config_identity(saved)
+    diff = config_differences(saved_identity, current)
     if diff:
+      new_keys = sorted(set(current) - set(saved_identity))
+      note = (f'\n({len(new_keys)} of these keys did not exist when the workdir was made: the '
+              'code has changed since; a resume would mix two versions.)' if new_keys else '')
       raise ConfigMismatchError(
-          f'The workdir {workdir} was made with a different config:\n' + '\n'.join(diff) +
+          f'The workdir {workdir} was made with a different config:\n' + '\n'.join(diff) + note +
           '\nUse another --workdir, run with the same config to resume, or pass --overwrite to '
           'delete it and start again.')
     return
