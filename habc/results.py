@@ -1,0 +1,625 @@
+r"""RESULTS.md from whatever sweep summaries are in ``results/``: ``python -m habc.results``.
+
+  python -m habc.results                        # results/ -> RESULTS.md and results/plots/*.png
+  python -m habc.results --results=results --out=RESULTS.md --workdirs=workdirs/sweep
+  python -m habc.results --run_benchmarks       # first runs python -m habc.bench {learner,data,envs}
+
+Inputs (all optional; zero, some or all runs may be present):
+  results/**/<task>_<method>_<seed>.json   one small summary per run (``experiments/sweep.py``)
+  results/bench/*.txt                       benchmark output: line 1 ``$ <command>``, line 2
+                                            ``# measured <date> ...`` (``--run_benchmarks``)
+  results/notes.md                          hand-written interpretation, included verbatim
+  <workdirs>/<task>_<method>_<seed>/        with ``--workdirs``: the run's ``config.json`` (for the
+                                            observation mode) and ``logs/gates_round_*.npz``
+
+Cells are grouped by (task, method, observation mode, preset); runs of different modes or presets
+are never pooled. Pooling adds successes and trials over seeds (treats every trial as independent;
+the seed-to-seed spread is shown by the per-seed rates next to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from habc import evaluation
+
+METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
+           'awr_single_scalar')
+TASKS = ('fold', 'pouch', 'insert')
+BENCHMARKS = ('learner', 'data', 'envs')
+SKIP_DIRS = ('plots', 'bench')
+# Methods whose actor weight is a learned gate g_t (HABC's gate, or a variant of it).
+GATED = ('habc', 'habc_ir', 'habc_v', 'habc_naive_credit')
+SUCCESS_KIND = 1  # habc.labeling.SampleKind.SUCCESS (not imported: that pulls in jax).
+
+# The paper's real-robot numbers (success %, fold / pouch / insert).
+PAPER_SUCCESS = {
+    'sft': (36, 44, 12),
+    'imit_dagger': (20, 62, 8),
+    'imit_recap': (38, 66, 14),
+    'habc_v': (50, 70, 18),
+    'habc': (60, 78, 22),
+    'habc_ir': (92, 88, 38),
+}
+PAPER_APPROX = ('imit_dagger', 'imit_recap', 'habc_v')  # Read off a figure: "~".
+PAPER_GATE = (0.76, 0.68, 0.86)  # Mean g_t on successful autonomous transitions.
+# The paper's claims as (better, worse): better should beat worse on every task.
+CLAIMS = (('habc', 'sft'), ('habc', 'imit_dagger'), ('habc', 'imit_recap'), ('habc', 'habc_v'),
+          ('habc_ir', 'habc'), ('habc_v', 'sft'), ('habc', 'habc_naive_credit'),
+          ('habc', 'awr_single_scalar'))
+
+
+# Loading ..........................................................................................
+def load_summaries(results: str) -> tuple[list[dict], list[str]]:
+  """Reads every run summary under ``results`` (top level and one folder down, not plots/bench).
+
+  Returns:
+    (summaries, problems): each summary gets ``_path`` (relative to ``results``); problems are
+    one line per file that was skipped and why.
+  """
+  paths = sorted(glob.glob(os.path.join(results, '*.json')) +
+                 [p for p in glob.glob(os.path.join(results, '*', '*.json'))
+                  if os.path.basename(os.path.dirname(p)) not in SKIP_DIRS])
+  summaries, problems = [], []
+  for path in paths:
+    rel = os.path.relpath(path, results)
+    try:
+      with open(path) as f:
+        s = json.load(f)
+    except (OSError, ValueError) as e:
+      problems.append(f'{rel}: not readable JSON ({e}); delete it or rerun the sweep for it')
+      continue
+    missing = [k for k in ('task', 'method', 'seed', 'rounds') if not isinstance(s, dict) or k not in s]
+    if missing:
+      problems.append(f'{rel}: not a run summary (no {", ".join(missing)}); skipped')
+      continue
+    bad = [r for r in s['rounds'] if r.get('episodes') is None or r.get('successes') is None]
+    if bad:
+      problems.append(f'{rel}: rounds {[r.get("round") for r in bad]} have no evaluation counts; '
+                      'those rounds are left out')
+    s = dict(s, rounds=[r for r in s['rounds'] if r not in bad], _path=rel)
+    summaries.append(s)
+  return summaries, problems
+
+
+def attach_workdir(summary: dict, workdirs: str | None) -> dict:
+  """Adds ``obs`` (and ``obs_source``) and, from the workdir's gate samples, ``_gate_npz``.
+
+  The observation mode comes from the summary if it has one, else from the workdir's config.json,
+  else from the preset (``paper`` is vision, ``smoke``/``default`` are state) -- marked inferred.
+  """
+  s = dict(summary)
+  workdir = None
+  if workdirs:
+    workdir = os.path.join(workdirs, f'{s["task"]}_{s["method"]}_{s["seed"]}')
+  if s.get('obs'):
+    s['obs_source'] = 'summary'
+  else:
+    config = _read_json(os.path.join(workdir, 'config.json')) if workdir else None
+    if config and config.get('obs'):
+      s['obs'], s['obs_source'] = config['obs'], 'workdir config'
+    else:
+      s['obs'] = 'vision' if s.get('preset') == 'paper' else 'state'
+      s['obs_source'] = 'inferred from preset'
+  if workdir:
+    gates = sorted(glob.glob(os.path.join(workdir, 'logs', 'gates_round_*.npz')))
+    if gates:
+      s['_gate_npz'] = gates[-1]
+  return s
+
+
+def _read_json(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+# Statistics ........................................................................................
+def group_runs(summaries: list[dict]) -> dict[tuple, list[dict]]:
+  """{(task, method, obs, preset): runs sorted by seed}."""
+  groups: dict[tuple, list[dict]] = {}
+  for s in summaries:
+    key = (s['task'], s['method'], s.get('obs', 'state'), str(s.get('preset')))
+    groups.setdefault(key, []).append(s)
+  return {k: sorted(v, key=lambda s: s['seed']) for k, v in sorted(groups.items(), key=_group_order)}
+
+
+def _group_order(item):
+  task, method, obs, preset = item[0]
+  return (_index(TASKS, task), _index(METHODS, method), obs, preset)
+
+
+def _index(seq, value):
+  return seq.index(value) if value in seq else len(seq)
+
+
+def _round(run: dict, r: int) -> dict | None:
+  for row in run['rounds']:
+    if row['round'] == r:
+      return row
+  return None
+
+
+def pool(rows: list[dict]) -> dict:
+  """Pools evaluation rows of several seeds.
+
+  Args:
+    rows: dicts with episodes, successes, mean_success_length (None without successes).
+
+  Returns:
+    successes, trials, rate, ci_low, ci_high (Wilson 95%), per_seed rates [len(rows)], and
+    mean_success_length over all successful episodes (None without any).
+  """
+  k = int(sum(r['successes'] for r in rows))
+  n = int(sum(r['episodes'] for r in rows))
+  low, high = evaluation.wilson_interval(k, n)
+  weighted = [(r['mean_success_length'], r['successes']) for r in rows
+              if r.get('mean_success_length') is not None and r['successes']]
+  length = (sum(m * c for m, c in weighted) / sum(c for _, c in weighted)) if weighted else None
+  return {'successes': k, 'trials': n, 'rate': k / n if n else float('nan'), 'ci_low': low,
+          'ci_high': high, 'per_seed': [r['successes'] / r['episodes'] if r['episodes'] else None
+                                        for r in rows],
+          'mean_success_length': length}
+
+
+def final_cell(runs: list[dict]) -> dict | None:
+  """The cell of the paper's table: round 0 for SFT, else each run's last evaluated round."""
+  chosen = []
+  for run in runs:
+    if not run['rounds']:
+      continue
+    row = _round(run, 0) if run['method'] == 'sft' else max(run['rounds'], key=lambda r: r['round'])
+    if row is not None:
+      chosen.append((run, row))
+  if not chosen:
+    return None
+  cell = pool([row for _, row in chosen])
+  cell['seeds'] = [run['seed'] for run, _ in chosen]
+  cell['rounds'] = sorted({row['round'] for _, row in chosen})
+  cell['minutes'] = [run['seconds'] / 60 if run.get('seconds') else None for run, _ in chosen]
+  return cell
+
+
+def per_round(runs: list[dict]) -> list[tuple[int, dict]]:
+  """[(round, pooled cell over the seeds that have that round)], rounds ascending."""
+  rounds = sorted({row['round'] for run in runs for row in run['rounds']})
+  out = []
+  for r in rounds:
+    rows = [row for row in (_round(run, r) for run in runs) if row is not None]
+    cell = pool(rows)
+    cell['seeds'] = len(rows)
+    interventions = [row.get('episodes_with_intervention') for row in rows]
+    cell['episodes_with_intervention'] = (sum(interventions) if interventions and
+                                          None not in interventions else None)
+    out.append((r, cell))
+  return out
+
+
+def gate_on_successes(runs: list[dict]) -> dict | None:
+  """Mean g_t on successful autonomous windows, final round, mean over seeds.
+
+  Returns:
+    {'train': mean of the summaries' gate_success_mean (None if absent), 'train_seeds': count,
+     'samples': mean over the workdirs' gate samples of SUCCESS windows (None if absent),
+     'sample_windows': count}, or None when neither source has a value.
+  """
+  train = []
+  for run in runs:
+    rows = [r for r in run['rounds'] if r.get('gate_success_mean') is not None]
+    if rows:
+      value = max(rows, key=lambda r: r['round'])['gate_success_mean']
+      if np.isfinite(value):
+        train.append(float(value))
+  sampled = []
+  for run in runs:
+    if run.get('_gate_npz'):
+      try:
+        data = np.load(run['_gate_npz'])
+        gate, kind = np.asarray(data['gate']), np.asarray(data['kind'])
+      except (OSError, KeyError, ValueError):
+        continue
+      sampled.append(gate[kind == SUCCESS_KIND])
+  sampled_all = np.concatenate(sampled) if sampled else np.zeros((0,))
+  if not train and not sampled_all.size:
+    return None
+  return {'train': float(np.mean(train)) if train else None, 'train_seeds': len(train),
+          'samples': float(sampled_all.mean()) if sampled_all.size else None,
+          'sample_windows': int(sampled_all.size)}
+
+
+def compare(a: dict | None, b: dict | None) -> str:
+  """'higher' / 'lower' when a's and b's Wilson intervals do not overlap, 'overlap', or 'no data'."""
+  if a is None or b is None:
+    return 'no data'
+  if a['ci_low'] > b['ci_high']:
+    return 'higher'
+  if a['ci_high'] < b['ci_low']:
+    return 'lower'
+  return 'overlap'
+
+
+# Text ..............................................................................................
+def _pct(x) -> str:
+  return '-' if x is None or not np.isfinite(x) else f'{100 * x:.0f}'
+
+
+def format_cell(cell: dict | None) -> str:
+  """'52.0% [38, 65], 3 seeds, n=75' or 'missing'."""
+  if cell is None:
+    return '**missing**'
+  return (f'{100 * cell["rate"]:.1f}% [{100 * cell["ci_low"]:.0f}, {100 * cell["ci_high"]:.0f}], '
+          f'{len(cell["seeds"])} seed{"s" if len(cell["seeds"]) != 1 else ""}, n={cell["trials"]}')
+
+
+def paper_table(groups: dict, tasks=TASKS, methods=METHODS) -> tuple[list[str], list[str]]:
+  """Markdown table method x task (final round) and the list of missing (task, method) cells."""
+  lines = ['| method | ' + ' | '.join(tasks) + ' |', '|---|' + '---|' * len(tasks)]
+  missing = []
+  for method in methods:
+    cells = []
+    for task in tasks:
+      keys = [k for k in groups if k[0] == task and k[1] == method]
+      if not keys:
+        missing.append(f'{task}/{method}')
+        cells.append('**missing**')
+        continue
+      parts = [format_cell(final_cell(groups[k])) + (f' ({k[2]}, {k[3]})' if len(keys) > 1 else '')
+               for k in keys]
+      cells.append('<br>'.join(parts))
+    label = 'sft (round 0)' if method == 'sft' else method
+    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+  return lines, missing
+
+
+def detail_table(groups: dict) -> list[str]:
+  """One row per (task, method, obs, preset): rounds, seeds, per-seed rates, counts, provenance."""
+  lines = ['| task | method | obs | preset | round | seeds | per-seed success % | successes/trials '
+           '| Wilson 95% | length (successes) | minutes per run | files |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+  for (task, method, obs, preset), runs in groups.items():
+    cell = final_cell(runs)
+    if cell is None:
+      continue
+    sources = sorted({r.get('obs_source', '') for r in runs})
+    minutes = ', '.join('-' if m is None else f'{m:.0f}' for m in cell['minutes'])
+    length = cell['mean_success_length']
+    shown_obs = obs if sources == ['summary'] else f'{obs} ({", ".join(sources)})'
+    lines.append(
+        f'| {task} | {method} | {shown_obs} | {preset} | {",".join(map(str, cell["rounds"]))} | {",".join(map(str, cell["seeds"]))} | '
+        f'{" / ".join(_pct(p) for p in cell["per_seed"])} | {cell["successes"]}/{cell["trials"]} | '
+        f'[{100 * cell["ci_low"]:.1f}, {100 * cell["ci_high"]:.1f}] | '
+        f'{"-" if length is None else f"{length:.1f}"} | {minutes} | '
+        f'{", ".join(r["_path"] for r in runs)} |')
+  return lines
+
+
+def round_tables(groups: dict) -> list[str]:
+  """Per task/obs/preset: success, length of successes and interventions per round, per method."""
+  lines = []
+  settings = sorted({(k[0], k[2], k[3]) for k in groups}, key=lambda t: (_index(TASKS, t[0]), t[1:]))
+  for task, obs, preset in settings:
+    keys = [k for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)]
+    curves = {k[1]: per_round(groups[k]) for k in keys}
+    rounds = sorted({r for c in curves.values() for r, _ in c})
+    lines += [f'#### {task} ({obs}, preset {preset})', '',
+              '| method | ' + ' | '.join(f'round {r}' for r in rounds) + ' |',
+              '|---|' + '---|' * len(rounds)]
+    for method, curve in curves.items():
+      by_round = dict(curve)
+      cells = []
+      for r in rounds:
+        c = by_round.get(r)
+        if c is None:
+          cells.append('-')
+          continue
+        text = f'{100 * c["rate"]:.0f}% [{100 * c["ci_low"]:.0f}, {100 * c["ci_high"]:.0f}]'
+        if c['mean_success_length'] is not None:
+          text += f'<br>len {c["mean_success_length"]:.0f}'
+        if c.get('episodes_with_intervention') is not None:
+          text += f'<br>interv. {c["episodes_with_intervention"]}'
+        cells.append(text)
+      lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  return lines
+
+
+# Plots .............................................................................................
+def _plt():
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot_task(groups: dict, task: str, plots: str) -> list[str]:
+  """Writes success_<task>.png and lengths_<task>.png (one line per method/obs/preset)."""
+  keys = [k for k in groups if k[0] == task]
+  if not keys:
+    return []
+  plt = _plt()
+  os.makedirs(plots, exist_ok=True)
+  multi = len({(k[2], k[3]) for k in keys}) > 1
+  success = os.path.join(plots, f'success_{task}.png')
+  lengths = os.path.join(plots, f'lengths_{task}.png')
+  fig_s, ax_s = plt.subplots(figsize=(6.5, 4))
+  fig_l, ax_l = plt.subplots(figsize=(6.5, 4))
+  for i, key in enumerate(keys):
+    curve = per_round(groups[key])
+    label = key[1] + (f' ({key[2]}, {key[3]})' if multi else '')
+    shift = 0.06 * (i - (len(keys) - 1) / 2)  # Keeps the error bars of methods apart.
+    xs = np.array([r for r, _ in curve], float) + shift
+    rate = np.array([c['rate'] for _, c in curve])
+    err = np.stack([rate - [c['ci_low'] for _, c in curve], [c['ci_high'] for _, c in curve] - rate])
+    style = dict(marker='o', capsize=3, label=label, linestyle='-' if len(xs) > 1 else 'none')
+    ax_s.errorbar(xs, 100 * rate, yerr=100 * err, **style)
+    pts = [(x, c['mean_success_length']) for x, (_, c) in zip(xs, curve)
+           if c['mean_success_length'] is not None]
+    if pts:
+      ax_l.plot(*zip(*pts), marker='s', label=label, linestyle='-' if len(pts) > 1 else 'none')
+  ax_s.set(xlabel='round (0 = SFT)', ylabel='success rate (%)', ylim=(-2, 102),
+           title=f'{task}: success per round, pooled over seeds (Wilson 95%)')
+  ax_l.set(xlabel='round (0 = SFT)', ylabel='control steps',
+           title=f'{task}: mean length of successful evaluation episodes')
+  for fig, ax, path in ((fig_s, ax_s, success), (fig_l, ax_l, lengths)):
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+    else:
+      ax.text(0.5, 0.5, 'no successful episodes', ha='center', va='center', transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+  return [success, lengths]
+
+
+# Benchmarks ........................................................................................
+def benchmark_command(name: str) -> list[str]:
+  return [sys.executable, '-m', 'habc.bench', name]
+
+
+def run_benchmark(name: str, argv: list[str], bench_dir: str, cwd: str | None = None) -> str:
+  """Runs one benchmark command and saves its stdout as ``<bench_dir>/<name>.txt``.
+
+  Line 1 is ``$ <command>`` (as one would type it), line 2 ``# measured <UTC time> ...``; a failed
+  command's stderr tail is kept under its output. Returns the file's path.
+  """
+  os.makedirs(bench_dir, exist_ok=True)
+  shown = ' '.join(['python'] + argv[1:] if os.path.basename(argv[0]).startswith('python') else argv)
+  start = time.time()
+  when = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+  proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+  seconds = time.time() - start
+  text = [f'$ {shown}',
+          f'# measured {when} on {platform.node() or "?"} ({os.cpu_count()} cores), '
+          f'{seconds:.0f} s, exit code {proc.returncode}',
+          proc.stdout.rstrip('\n')]
+  if proc.returncode:
+    text += ['# stderr (last 40 lines):'] + proc.stderr.rstrip('\n').splitlines()[-40:]
+  path = os.path.join(bench_dir, f'{name}.txt')
+  with open(path, 'w') as f:
+    f.write('\n'.join(text) + '\n')
+  return path
+
+
+def read_benchmark(path: str) -> dict:
+  """{'name', 'command', 'measured', 'body'} of a saved benchmark text file."""
+  with open(path) as f:
+    lines = f.read().rstrip('\n').split('\n')
+  command = lines[0][2:] if lines and lines[0].startswith('$ ') else None
+  body = lines[1:] if command else lines
+  measured = None
+  if body and body[0].startswith('# measured '):
+    measured, body = body[0][len('# measured '):], body[1:]
+  if measured is None:
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+    measured = f'{mtime:%Y-%m-%d %H:%M} UTC (file time; the file does not say)'
+  return {'name': os.path.splitext(os.path.basename(path))[0], 'command': command,
+          'measured': measured, 'body': '\n'.join(body)}
+
+
+def benchmark_section(bench_dir: str) -> list[str]:
+  lines = ['## Benchmarks', '']
+  paths = glob.glob(os.path.join(bench_dir, '*.txt'))
+  order = {f'{b}.txt': i for i, b in enumerate(BENCHMARKS)}
+  paths.sort(key=lambda p: (order.get(os.path.basename(p), len(order)), os.path.basename(p)))
+  present = {os.path.basename(p) for p in paths}
+  absent = [b for b in BENCHMARKS if f'{b}.txt' not in present]
+  if absent:
+    lines += [f'Not measured yet: {", ".join(absent)} (`python -m habc.results --run_benchmarks` '
+              f'saves them to `{bench_dir}/`).', '']
+  for path in paths:
+    b = read_benchmark(path)
+    lines += [f'### {b["name"]}', '',
+              f'Command: `{b["command"]}`' if b['command'] else
+              'Command: not recorded (the first line of the file should be `$ <command>`)',
+              f', measured {b["measured"]}.', '', '```', b['body'], '```', '']
+  lines += ['Not in these tables: peak memory of the pipeline (each run logs `rss_main_mb` and '
+            '`rss_total_mb` per round in its workdir, `logs/resources_round_*.json`, but the sweep '
+            'summaries do not copy it), and environment steps/s with the learned policy in the loop '
+            '(`habc.bench envs` drives the scripted expert).', '']
+  return lines
+
+
+# Honest reading .....................................................................................
+def paper_reference() -> list[str]:
+  names = {'sft': 'SFT', 'imit_dagger': 'Imit-DAgger', 'imit_recap': 'Imit-Recap',
+           'habc_v': 'HABC-V', 'habc': 'HABC (3 rounds)', 'habc_ir': 'HABC+IR'}
+  lines = ['Reference (the paper, real robot; success %):', '',
+           '| method | ' + ' | '.join(TASKS) + ' |', '|---|' + '---|' * len(TASKS)]
+  for method, values in PAPER_SUCCESS.items():
+    approx = '~' if method in PAPER_APPROX else ''
+    lines.append(f'| {names[method]} | ' + ' | '.join(f'{approx}{v}' for v in values) + ' |')
+  lines += ['| mean g_t on successful autonomous transitions (HABC) | ' +
+            ' | '.join(f'{g:.2f}' for g in PAPER_GATE) + ' |', '']
+  return lines
+
+
+def reading_lines(groups: dict) -> list[str]:
+  """Each of the paper's orderings, checked per task/obs/preset with non-overlapping intervals."""
+  settings = sorted({(k[0], k[2], k[3]) for k in groups}, key=lambda t: (_index(TASKS, t[0]), t[1:]))
+  lines = []
+  verdicts = {'higher': 'agrees (intervals do not overlap)',
+              'lower': '**contradicts** (intervals do not overlap, the other way)',
+              'overlap': 'not shown (intervals overlap)'}
+  for task, obs, preset in settings:
+    cells = {k[1]: final_cell(groups[k]) for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)}
+    cells = {m: c for m, c in cells.items() if c is not None}
+    for better, worse in CLAIMS:
+      result = compare(cells.get(better), cells.get(worse))
+      if result == 'no data':
+        continue
+      a, b = cells[better], cells[worse]
+      lines.append(f'- {task} ({obs}, {preset}): paper has {better} > {worse}; here '
+                   f'{100 * a["rate"]:.0f}% [{100 * a["ci_low"]:.0f}, {100 * a["ci_high"]:.0f}] vs '
+                   f'{100 * b["rate"]:.0f}% [{100 * b["ci_low"]:.0f}, {100 * b["ci_high"]:.0f}]: '
+                   f'{verdicts[result]}.')
+    if 'habc' in cells and 'sft' in cells:
+      la, lb = cells['habc']['mean_success_length'], cells['sft']['mean_success_length']
+      if la is not None and lb is not None:
+        lines.append(f'- {task} ({obs}, {preset}): successful episodes {la:.0f} control steps after '
+                     f'HABC vs {lb:.0f} for SFT (means only: the summaries carry no spread, so no '
+                     'interval).')
+  if not lines:
+    return ['No comparison possible yet: no task has two of the compared methods.', '']
+  return lines + ['', 'How to read this: non-overlapping Wilson 95% intervals are a conservative '
+                  'sign of a difference; overlapping ones do not show that the methods are equal. '
+                  'Pooling treats trials of different seeds as independent, which understates the '
+                  'uncertainty when seeds differ a lot (see the per-seed rates). Absolute rates are '
+                  'not comparable with the real robot; the orderings and gains are.', '']
+
+
+def gate_section(groups: dict) -> list[str]:
+  lines = ['## Mean g_t on successful autonomous transitions', '']
+  rows = []
+  for key, runs in groups.items():
+    if key[1] not in GATED:
+      continue
+    g = gate_on_successes(runs)
+    if g is None:
+      continue
+    paper = PAPER_GATE[TASKS.index(key[0])] if key[0] in TASKS and key[1] == 'habc' else None
+    train = '-' if g['train'] is None else f'{g["train"]:.3f} ({g["train_seeds"]} seeds)'
+    samples = ('-' if g['samples'] is None else
+               f'{g["samples"]:.3f} ({g["sample_windows"]} windows)')
+    rows.append(f'| {key[0]} | {key[1]} | {key[2]}, {key[3]} | {train} | {samples} | '
+                f'{"-" if paper is None else f"{paper:.2f}"} |')
+  if rows:
+    lines += ['| task | method | obs, preset | learner mean, last round | gate samples, last round '
+              '| paper |', '|---|---|---|---|---|---|'] + rows + ['']
+  else:
+    lines += ['No gate values in the summaries present.', '']
+  lines += ['Where the numbers come from: "learner mean" is `gate_success_mean` of the last round '
+            'in the sweep summary (the pipeline\'s `train/gate/success_mean`: the mean over the '
+            'round\'s learner steps of the gate on successful autonomous windows of the batch, '
+            'including any warm-up steps (g fixed at 1), and counting steps whose batch had no '
+            'such window as 0, since the round mean divides by all steps). "Gate samples" is the '
+            'mean over the SUCCESS windows of the workdir\'s `logs/gates_round_<last>.npz` (g_t of a '
+            'few batches after the round, before normalisation), read only with `--workdirs`.', '']
+  return lines
+
+
+# Document ..........................................................................................
+def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 3) -> str:
+  """Writes ``out`` (and plots under ``<results>/plots``) from ``results``; returns the text."""
+  raw, problems = load_summaries(results)
+  summaries = [attach_workdir(s, workdirs) for s in raw]
+  groups = group_runs(summaries)
+  out_dir = os.path.dirname(os.path.abspath(out))
+  plots_dir = os.path.join(results, 'plots')
+  now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+  lines = ['# Results', '',
+           f'Generated {now} by `python -m habc.results --results={results} --out={out}'
+           f'{" --workdirs=" + workdirs if workdirs else ""}` from {len(summaries)} run '
+           f'summar{"y" if len(summaries) == 1 else "ies"} in `{results}/`. Do not edit by hand: '
+           f'write the interpretation in `{results}/notes.md`.', '']
+  if not summaries:
+    lines += ['**Nothing has been run yet**: no run summaries in '
+              f'`{results}/`. Run e.g. `python experiments/sweep.py --task=fold '
+              '--methods=sft,habc_v,habc --seeds=0,1,2`, then this command again.', '']
+  if problems:
+    lines += ['Files skipped or partly used:', ''] + [f'- {p}' for p in problems] + ['']
+
+  table, missing = paper_table(groups)
+  lines += ['## Success rate (paper form)', '',
+            'Final round of each run (the SFT row is the round-0 evaluation), pooled over seeds: '
+            'rate, Wilson 95% interval, number of seeds and of evaluation trials. Provenance and '
+            'per-seed rates are in the table after it.', ''] + table + ['']
+  if missing:
+    lines += [f'Missing cells ({len(missing)} of {len(TASKS) * len(METHODS)}): '
+              f'{", ".join(missing)}.', '']
+  few = [f'{k[0]}/{k[1]} ({k[2]}, {k[3]}): {len(v)}' for k, v in groups.items() if len(v) < min_seeds]
+  if few:
+    lines += [f'Fewer than {min_seeds} seeds: {"; ".join(few)}.', '']
+  if groups:
+    lines += ['### Per cell: provenance and seeds', ''] + detail_table(groups) + [''] + [
+        'obs marked "inferred from preset" is a guess (`paper` is vision, the others state): the '
+        'summaries do not record the observation mode; pass `--workdirs` to read it from each run\'s '
+        'config.json.', '']
+
+  lines += ['## Per round', '']
+  if groups:
+    lines += ['Success pooled over the seeds that have the round, Wilson 95%; "len": mean control '
+              'steps of successful evaluation episodes; "interv.": collected episodes with an '
+              'operator intervention (all seeds).', ''] + round_tables(groups)
+    for task in TASKS:
+      for path in plot_task(groups, task, plots_dir):
+        rel = os.path.relpath(path, out_dir)
+        lines.append(f'![{os.path.splitext(os.path.basename(path))[0]}]({rel})')
+    lines.append('')
+  else:
+    lines += ['No rounds to plot.', '']
+
+  lines += gate_section(groups)
+  lines += benchmark_section(os.path.join(results, 'bench'))
+  lines += ['## Honest reading', ''] + paper_reference() + [
+      '### What the runs here show (generated)', ''] + reading_lines(groups)
+  notes = os.path.join(results, 'notes.md')
+  lines += ['### Notes (hand-written, `' + notes + '`)', '']
+  if os.path.exists(notes):
+    with open(notes) as f:
+      lines += [f.read().rstrip('\n'), '']
+  else:
+    lines += [f'None yet: write `{notes}`; it is included here verbatim.', '']
+  text = '\n'.join(lines)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(out, 'w') as f:
+    f.write(text)
+  return text
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog='python -m habc.results', description=__doc__.split('\n')[0])
+  p.add_argument('--results', default='results', help='folder of run summaries (and bench/, notes.md)')
+  p.add_argument('--out', default='RESULTS.md')
+  p.add_argument('--workdirs', default='',
+                 help='root of the sweep workdirs (optional: observation mode and gate samples)')
+  p.add_argument('--min_seeds', type=int, default=3, help='cells with fewer seeds are listed')
+  p.add_argument('--run_benchmarks', action='store_true',
+                 help='first run python -m habc.bench learner|data|envs (minutes) into results/bench')
+  args = p.parse_args((sys.argv if argv is None else argv)[1:])
+  if args.run_benchmarks:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in BENCHMARKS:
+      print(f'results: running python -m habc.bench {name} ...', flush=True)
+      path = run_benchmark(name, benchmark_command(name), os.path.join(args.results, 'bench'),
+                           cwd=root)
+      print(f'results: wrote {path}', flush=True)
+  build(args.results, args.out, args.workdirs or None, args.min_seeds)
+  print(f'results: wrote {args.out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
