@@ -1,0 +1,159 @@
+"""RESULTS.md generation (habc.results) from fabricated sweep summaries in a tmp folder."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from habc import evaluation
+from habc import results
+
+
+def _round(r, successes, episodes=20, length=80.0, gate=None, interventions=None):
+  row = {'round': r, 'episodes': episodes, 'successes': successes,
+         'success_rate': successes / episodes, 'ci_low': 0.0, 'ci_high': 1.0,
+         'mean_success_length': length if successes else None}
+  if interventions is not None:
+    row['episodes_with_intervention'] = interventions
+  if gate is not None:
+    row['gate_success_mean'] = gate
+  return row
+
+
+def _write(folder, task, method, seed, rounds, preset='default', **extra):
+  summary = {'task': task, 'method': method, 'seed': seed, 'preset': preset, 'rounds': rounds,
+             'seconds': 600.0, **extra}
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, f'{task}_{method}_{seed}.json'), 'w') as f:
+    json.dump(summary, f)
+
+
+@pytest.fixture
+def some_runs(tmp_path):
+  """fold: sft (3 seeds, round 0 only), habc (2 seeds, 3 rounds); pouch: habc (1 seed)."""
+  res = tmp_path / 'results'
+  for seed, k in enumerate((5, 7, 6)):
+    _write(res, 'fold', 'sft', seed, [_round(0, k)])
+  for seed, ks in enumerate(((6, 10, 14, 16), (5, 9, 13, 19))):
+    _write(res, 'fold', 'habc', seed,
+           [_round(r, k, length=90.0 - 5 * r + seed, gate=None if r == 0 else 0.5 + 0.1 * seed,
+                   interventions=None if r == 0 else 4) for r, k in enumerate(ks)])
+  _write(res, 'pouch', 'habc', 0, [_round(0, 3), _round(1, 0)])
+  return res
+
+
+def test_pool_matches_wilson_on_summed_counts():
+  rows = [_round(3, 16, length=80.0), _round(3, 19, length=90.0), _round(3, 0)]
+  cell = results.pool(rows)
+  low, high = evaluation.wilson_interval(35, 60)
+  assert (cell['successes'], cell['trials']) == (35, 60)
+  assert cell['ci_low'] == pytest.approx(low) and cell['ci_high'] == pytest.approx(high)
+  assert cell['per_seed'] == pytest.approx([0.8, 0.95, 0.0])
+  # Length pooled over successful episodes: (16 * 80 + 19 * 90) / 35.
+  assert cell['mean_success_length'] == pytest.approx((16 * 80 + 19 * 90) / 35)
+
+
+def test_table_has_pooled_final_round_and_missing_cells(some_runs, tmp_path):
+  out = tmp_path / 'RESULTS.md'
+  text = results.build(str(some_runs), str(out))
+  assert out.read_text() == text
+  table = text.split('## Success rate (paper form)')[1].split('### Per cell')[0]
+  rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
+          for line in table.splitlines() if line.startswith('| ') and '---' not in line}
+  # habc on fold: final round (3) of both seeds, 16 + 19 of 40.
+  low, high = evaluation.wilson_interval(35, 40)
+  assert rows['habc'][0] == (f'{100 * 35 / 40:.1f}% [{100 * low:.0f}, {100 * high:.0f}], '
+                             '2 seeds, n=40')
+  # SFT: round 0 of the sft runs, 18 of 60.
+  low, high = evaluation.wilson_interval(18, 60)
+  assert rows['sft (round 0)'][0].startswith(f'30.0% [{100 * low:.0f}, {100 * high:.0f}], 3 seeds')
+  assert rows['habc'][1].startswith('0.0% [0, ')  # pouch: its last round, 0 of 20.
+  assert rows['habc'][2] == '**missing**'
+  assert rows['imit_dagger'] == ['**missing**'] * 3
+  assert 'Missing cells (21 of 24)' in text and 'insert/habc' in text
+  assert 'fold/habc (state, default): 2' in text  # fewer than 3 seeds
+  assert '80 / 95' in text  # per-seed rates of fold/habc
+  assert 'inferred from preset' in text
+
+
+def test_plots_written_and_linked(some_runs, tmp_path):
+  out = tmp_path / 'RESULTS.md'
+  text = results.build(str(some_runs), str(out))
+  plots = some_runs / 'plots'
+  for name in ('success_fold.png', 'lengths_fold.png', 'success_pouch.png', 'lengths_pouch.png'):
+    path = plots / name
+    assert path.exists() and path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert f'](results/plots/{name})' in text
+  assert not (plots / 'success_insert.png').exists()
+
+
+def test_gate_and_reading_sections(some_runs, tmp_path):
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  gate = text.split('## Mean g_t')[1].split('## Benchmarks')[0]
+  assert '| fold | habc | state, default | 0.550 (2 seeds) | - | 0.76 |' in gate
+  reading = text.split('### What the runs here show')[1]
+  # 35/40 against 18/60: the intervals are apart, in the paper's direction.
+  assert 'fold (state, default): paper has habc > sft' in reading
+  assert 'agrees (intervals do not overlap)' in reading
+  assert '| HABC+IR | 92 | 88 | 38 |' in text
+
+
+def test_gate_from_workdir_samples(some_runs, tmp_path):
+  workdir = tmp_path / 'sweep' / 'fold_habc_0'
+  (workdir / 'logs').mkdir(parents=True)
+  np.savez(workdir / 'logs' / 'gates_round_003.npz', gate=np.array([0.2, 0.6, 1.0, 1.9]),
+           kind=np.array([1, 1, 2, 0]))
+  (workdir / 'config.json').write_text(json.dumps({'obs': 'vision'}))
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'),
+                       workdirs=str(tmp_path / 'sweep'))
+  assert '0.400 (2 windows)' in text
+  # Seed 0's mode now comes from its config: vision and state runs are separate cells.
+  assert 'vision (workdir config)' in text
+
+
+def test_benchmarks_and_notes_embedded(some_runs, tmp_path):
+  bench = some_runs / 'bench'
+  bench.mkdir()
+  (bench / 'learner.txt').write_text('$ python -m habc.bench learner\n'
+                                     '# measured 2026-11-25 12:00 UTC on box (2 cores)\n'
+                                     'HABC step / SFT step = 1.10x\n')
+  (bench / 'extra.txt').write_text('no header here\n')
+  (some_runs / 'notes.md').write_text('The fold gain is real; pouch is not run.\n')
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  section = text.split('## Benchmarks')[1].split('## Honest reading')[0]
+  assert 'Command: `python -m habc.bench learner`' in section
+  assert 'measured 2026-11-25 12:00 UTC on box (2 cores)' in section
+  assert 'HABC step / SFT step = 1.10x' in section
+  assert 'no header here' in section and 'file time' in section
+  assert 'Not measured yet: data, envs' in section
+  assert section.index('### learner') < section.index('### extra')
+  assert 'The fold gain is real; pouch is not run.' in text
+
+
+def test_run_benchmark_saves_command_and_output(tmp_path):
+  path = results.run_benchmark('fake', [sys.executable, '-c', 'print("rate 42")'],
+                               str(tmp_path / 'bench'))
+  info = results.read_benchmark(path)
+  assert info['command'] == 'python -c print("rate 42")'
+  assert info['body'] == 'rate 42' and 'exit code 0' in info['measured']
+
+
+def test_no_runs_gives_valid_document(tmp_path):
+  out = tmp_path / 'RESULTS.md'
+  assert results.main(['prog', f'--results={tmp_path / "empty"}', f'--out={out}']) == 0
+  text = out.read_text()
+  assert 'Nothing has been run yet' in text
+  assert 'Missing cells (24 of 24)' in text
+  assert 'No comparison possible yet' in text
+  assert not (tmp_path / 'empty' / 'plots').exists()
+
+
+def test_bad_files_are_reported_not_fatal(some_runs, tmp_path):
+  (some_runs / 'broken.json').write_text('{not json')
+  (some_runs / 'other.json').write_text('{"hello": 1}')
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  assert 'broken.json: not readable JSON' in text
+  assert 'other.json: not a run summary' in text
+  assert '2 seeds, n=40' in text
