@@ -2,7 +2,7 @@ r"""RESULTS.md from whatever sweep summaries are in ``results/``: ``python -m ha
 
   python -m habc.results                        # results/ -> RESULTS.md and results/plots/*.png
   python -m habc.results --results=results --out=RESULTS.md --workdirs=workdirs/sweep
-  python -m habc.results --run_benchmarks       # first runs python -m habc.bench {learner,data,envs}
+  python -m habc.results --run_benchmarks       # first: python -m habc.bench {learner,data,envs}
 
 Inputs (all optional; zero, some or all runs may be present):
   results/**/<task>_<method>_<seed>.json   one small summary per run (``experiments/sweep.py``)
@@ -79,7 +79,8 @@ def load_summaries(results: str) -> tuple[list[dict], list[str]]:
     except (OSError, ValueError) as e:
       problems.append(f'{rel}: not readable JSON ({e}); delete it or rerun the sweep for it')
       continue
-    missing = [k for k in ('task', 'method', 'seed', 'rounds') if not isinstance(s, dict) or k not in s]
+    missing = [k for k in ('task', 'method', 'seed', 'rounds')
+               if not isinstance(s, dict) or k not in s]
     if missing:
       problems.append(f'{rel}: not a run summary (no {", ".join(missing)}); skipped')
       continue
@@ -126,14 +127,15 @@ def _read_json(path: str):
     return None
 
 
-# Statistics ........................................................................................
+# Statistics .......................................................................................
 def group_runs(summaries: list[dict]) -> dict[tuple, list[dict]]:
   """{(task, method, obs, preset): runs sorted by seed}."""
   groups: dict[tuple, list[dict]] = {}
   for s in summaries:
     key = (s['task'], s['method'], s.get('obs', 'state'), str(s.get('preset')))
     groups.setdefault(key, []).append(s)
-  return {k: sorted(v, key=lambda s: s['seed']) for k, v in sorted(groups.items(), key=_group_order)}
+  ordered = sorted(groups.items(), key=_group_order)
+  return {k: sorted(v, key=lambda s: s['seed']) for k, v in ordered}
 
 
 def _group_order(item):
@@ -240,7 +242,7 @@ def gate_on_successes(runs: list[dict]) -> dict | None:
 
 
 def compare(a: dict | None, b: dict | None) -> str:
-  """'higher' / 'lower' when a's and b's Wilson intervals do not overlap, 'overlap', or 'no data'."""
+  """'higher'/'lower' when a's and b's Wilson intervals do not overlap, 'overlap', or 'no data'."""
   if a is None or b is None:
     return 'no data'
   if a['ci_low'] > b['ci_high']:
@@ -250,7 +252,12 @@ def compare(a: dict | None, b: dict | None) -> str:
   return 'overlap'
 
 
-# Text ..............................................................................................
+def _settings(groups: dict) -> list[tuple[str, str, str]]:
+  """The (task, obs, preset) combinations present, tasks in the paper's order."""
+  return sorted({(k[0], k[2], k[3]) for k in groups}, key=lambda t: (_index(TASKS, t[0]), t[1:]))
+
+
+# Text .............................................................................................
 def _pct(x) -> str:
   return '-' if x is None or not np.isfinite(x) else f'{100 * x:.0f}'
 
@@ -297,7 +304,8 @@ def detail_table(groups: dict) -> list[str]:
     length = cell['mean_success_length']
     shown_obs = obs if sources == ['summary'] else f'{obs} ({", ".join(sources)})'
     lines.append(
-        f'| {task} | {method} | {shown_obs} | {preset} | {",".join(map(str, cell["rounds"]))} | {",".join(map(str, cell["seeds"]))} | '
+        f'| {task} | {method} | {shown_obs} | {preset} | {",".join(map(str, cell["rounds"]))} | '
+        f'{",".join(map(str, cell["seeds"]))} | '
         f'{" / ".join(_pct(p) for p in cell["per_seed"])} | {cell["successes"]}/{cell["trials"]} | '
         f'[{100 * cell["ci_low"]:.1f}, {100 * cell["ci_high"]:.1f}] | '
         f'{"-" if length is None else f"{length:.1f}"} | {minutes} | '
@@ -308,7 +316,7 @@ def detail_table(groups: dict) -> list[str]:
 def round_tables(groups: dict) -> list[str]:
   """Per task/obs/preset: success, length of successes and interventions per round, per method."""
   lines = []
-  settings = sorted({(k[0], k[2], k[3]) for k in groups}, key=lambda t: (_index(TASKS, t[0]), t[1:]))
+  settings = _settings(groups)
   for task, obs, preset in settings:
     keys = [k for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)]
     curves = {k[1]: per_round(groups[k]) for k in keys}
@@ -335,7 +343,7 @@ def round_tables(groups: dict) -> list[str]:
   return lines
 
 
-# Plots .............................................................................................
+# Plots ............................................................................................
 def _plt():
   import matplotlib
   matplotlib.use('Agg')
@@ -361,7 +369,9 @@ def plot_task(groups: dict, task: str, plots: str) -> list[str]:
     shift = 0.06 * (i - (len(keys) - 1) / 2)  # Keeps the error bars of methods apart.
     xs = np.array([r for r, _ in curve], float) + shift
     rate = np.array([c['rate'] for _, c in curve])
-    err = np.stack([rate - [c['ci_low'] for _, c in curve], [c['ci_high'] for _, c in curve] - rate])
+    low = np.array([c['ci_low'] for _, c in curve])
+    high = np.array([c['ci_high'] for _, c in curve])
+    err = np.stack([rate - low, high - rate])
     style = dict(marker='o', capsize=3, label=label, linestyle='-' if len(xs) > 1 else 'none')
     ax_s.errorbar(xs, 100 * rate, yerr=100 * err, **style)
     pts = [(x, c['mean_success_length']) for x, (_, c) in zip(xs, curve)
@@ -384,7 +394,7 @@ def plot_task(groups: dict, task: str, plots: str) -> list[str]:
   return [success, lengths]
 
 
-# Benchmarks ........................................................................................
+# Benchmarks .......................................................................................
 def benchmark_command(name: str) -> list[str]:
   return [sys.executable, '-m', 'habc.bench', name]
 
@@ -396,7 +406,8 @@ def run_benchmark(name: str, argv: list[str], bench_dir: str, cwd: str | None = 
   command's stderr tail is kept under its output. Returns the file's path.
   """
   os.makedirs(bench_dir, exist_ok=True)
-  shown = ' '.join(['python'] + argv[1:] if os.path.basename(argv[0]).startswith('python') else argv)
+  is_python = os.path.basename(argv[0]).startswith('python')
+  shown = ' '.join(['python'] + argv[1:] if is_python else argv)
   start = time.time()
   when = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
@@ -447,12 +458,12 @@ def benchmark_section(bench_dir: str) -> list[str]:
               f', measured {b["measured"]}.', '', '```', b['body'], '```', '']
   lines += ['Not in these tables: peak memory of the pipeline (each run logs `rss_main_mb` and '
             '`rss_total_mb` per round in its workdir, `logs/resources_round_*.json`, but the sweep '
-            'summaries do not copy it), and environment steps/s with the learned policy in the loop '
-            '(`habc.bench envs` drives the scripted expert).', '']
+            'summaries do not copy it), and environment steps/s with the learned policy in the '
+            'loop (`habc.bench envs` drives the scripted expert).', '']
   return lines
 
 
-# Honest reading .....................................................................................
+# Honest reading ...................................................................................
 def paper_reference() -> list[str]:
   names = {'sft': 'SFT', 'imit_dagger': 'Imit-DAgger', 'imit_recap': 'Imit-Recap',
            'habc_v': 'HABC-V', 'habc': 'HABC (3 rounds)', 'habc_ir': 'HABC+IR'}
@@ -468,13 +479,14 @@ def paper_reference() -> list[str]:
 
 def reading_lines(groups: dict) -> list[str]:
   """Each of the paper's orderings, checked per task/obs/preset with non-overlapping intervals."""
-  settings = sorted({(k[0], k[2], k[3]) for k in groups}, key=lambda t: (_index(TASKS, t[0]), t[1:]))
+  settings = _settings(groups)
   lines = []
   verdicts = {'higher': 'agrees (intervals do not overlap)',
               'lower': '**contradicts** (intervals do not overlap, the other way)',
               'overlap': 'not shown (intervals overlap)'}
   for task, obs, preset in settings:
-    cells = {k[1]: final_cell(groups[k]) for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)}
+    cells = {k[1]: final_cell(groups[k]) for k in groups
+             if (k[0], k[2], k[3]) == (task, obs, preset)}
     cells = {m: c for m, c in cells.items() if c is not None}
     for better, worse in CLAIMS:
       result = compare(cells.get(better), cells.get(worse))
@@ -488,7 +500,8 @@ def reading_lines(groups: dict) -> list[str]:
     if 'habc' in cells and 'sft' in cells:
       la, lb = cells['habc']['mean_success_length'], cells['sft']['mean_success_length']
       if la is not None and lb is not None:
-        lines.append(f'- {task} ({obs}, {preset}): successful episodes {la:.0f} control steps after '
+        lines.append(f'- {task} ({obs}, {preset}): successful episodes {la:.0f} control steps '
+                     'after '
                      f'HABC vs {lb:.0f} for SFT (means only: the summaries carry no spread, so no '
                      'interval).')
   if not lines:
@@ -496,8 +509,8 @@ def reading_lines(groups: dict) -> list[str]:
   return lines + ['', 'How to read this: non-overlapping Wilson 95% intervals are a conservative '
                   'sign of a difference; overlapping ones do not show that the methods are equal. '
                   'Pooling treats trials of different seeds as independent, which understates the '
-                  'uncertainty when seeds differ a lot (see the per-seed rates). Absolute rates are '
-                  'not comparable with the real robot; the orderings and gains are.', '']
+                  'uncertainty when seeds differ a lot (see the per-seed rates). Absolute rates '
+                  'are not comparable with the real robot; the orderings and gains are.', '']
 
 
 def gate_section(groups: dict) -> list[str]:
@@ -525,12 +538,12 @@ def gate_section(groups: dict) -> list[str]:
             'round\'s learner steps of the gate on successful autonomous windows of the batch, '
             'including any warm-up steps (g fixed at 1), and counting steps whose batch had no '
             'such window as 0, since the round mean divides by all steps). "Gate samples" is the '
-            'mean over the SUCCESS windows of the workdir\'s `logs/gates_round_<last>.npz` (g_t of a '
-            'few batches after the round, before normalisation), read only with `--workdirs`.', '']
+            'mean over the SUCCESS windows of the workdir\'s `logs/gates_round_<last>.npz` (g_t of '
+            'a few batches after the round, before normalisation), read only with `--workdirs`.', '']
   return lines
 
 
-# Document ..........................................................................................
+# Document .........................................................................................
 def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 3) -> str:
   """Writes ``out`` (and plots under ``<results>/plots``) from ``results``; returns the text."""
   raw, problems = load_summaries(results)
@@ -559,14 +572,15 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
   if missing:
     lines += [f'Missing cells ({len(missing)} of {len(TASKS) * len(METHODS)}): '
               f'{", ".join(missing)}.', '']
-  few = [f'{k[0]}/{k[1]} ({k[2]}, {k[3]}): {len(v)}' for k, v in groups.items() if len(v) < min_seeds]
+  few = [f'{k[0]}/{k[1]} ({k[2]}, {k[3]}): {len(v)}' for k, v in groups.items()
+         if len(v) < min_seeds]
   if few:
     lines += [f'Fewer than {min_seeds} seeds: {"; ".join(few)}.', '']
   if groups:
     lines += ['### Per cell: provenance and seeds', ''] + detail_table(groups) + [''] + [
         'obs marked "inferred from preset" is a guess (`paper` is vision, the others state): the '
-        'summaries do not record the observation mode; pass `--workdirs` to read it from each run\'s '
-        'config.json.', '']
+        'summaries do not record the observation mode; pass `--workdirs` to read it from each '
+        'run\'s config.json.', '']
 
   lines += ['## Per round', '']
   if groups:
@@ -601,13 +615,15 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog='python -m habc.results', description=__doc__.split('\n')[0])
-  p.add_argument('--results', default='results', help='folder of run summaries (and bench/, notes.md)')
+  p.add_argument('--results', default='results',
+                 help='folder of run summaries (and bench/, notes.md)')
   p.add_argument('--out', default='RESULTS.md')
   p.add_argument('--workdirs', default='',
                  help='root of the sweep workdirs (optional: observation mode and gate samples)')
   p.add_argument('--min_seeds', type=int, default=3, help='cells with fewer seeds are listed')
   p.add_argument('--run_benchmarks', action='store_true',
-                 help='first run python -m habc.bench learner|data|envs (minutes) into results/bench')
+                 help='first run python -m habc.bench learner|data|envs (minutes) into '
+                 '<results>/bench')
   args = p.parse_args((sys.argv if argv is None else argv)[1:])
   if args.run_benchmarks:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
