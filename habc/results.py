@@ -539,7 +539,8 @@ def gate_section(groups: dict) -> list[str]:
             'including any warm-up steps (g fixed at 1), and counting steps whose batch had no '
             'such window as 0, since the round mean divides by all steps). "Gate samples" is the '
             'mean over the SUCCESS windows of the workdir\'s `logs/gates_round_<last>.npz` (g_t of '
-            'a few batches after the round, before normalisation), read only with `--workdirs`.', '']
+            'a few batches after the round, before normalisation), read only with '
+            '`--workdirs`.', '']
   return lines
 
 
