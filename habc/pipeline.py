@@ -844,17 +844,7 @@ class Backend:
     if not objectives.uses_critic(c.method):
       return None
     if self._gate_fn is None:
-      model = self.model
-
-      def gate_fn(params, batch):
-        phi = model.apply(params, batch['obs'], method=model.encode)
-        heads, heads_next = learner_lib._critic_pass(  # pylint: disable=protected-access
-            model, c.model.critic_encoder, params, batch['obs'], batch['next_obs'], phi)
-        _, online, _ = objectives.critic_loss_and_online_weight(
-            c.method, heads, heads_next, batch, c.learner.huber_delta)
-        return online
-
-      self._gate_fn = jax.jit(gate_fn)
+      self._gate_fn = jax.jit(learner_lib.make_online_weight_fn(c, self.model))
     stream = self.batches(datasets, seed)
     gates, kinds = [], []
     try:

@@ -66,7 +66,8 @@ def create_train_state(config, model, example_batch, rng) -> TrainState:
   init_rng, state_rng = jax.random.split(rng)
   actions = jnp.asarray(example_batch['actions'][:1])
   obs = jax.tree.map(lambda x: jnp.asarray(x[:1]), example_batch['obs'])
-  params = model.init(init_rng, obs, actions, jnp.zeros((1,)))
+  # Jitted: un-jitted initialisation compiles every small op on its own (tens of seconds).
+  params = jax.jit(model.init)(init_rng, obs, actions, jnp.zeros((1,)))
   params = params['params'] if 'params' in params else params
   params = {'params': params}
   if config.model.get('pretrained_checkpoint'):
@@ -76,7 +77,7 @@ def create_train_state(config, model, example_batch, rng) -> TrainState:
                     step=jnp.zeros((), jnp.int32), rng=state_rng)
 
 
-def _critic_pass(model, critic_encoder, params, obs, next_obs, phi):
+def critic_pass(model, critic_encoder, params, obs, next_obs, phi):
   """Critic heads at s_t (with gradients) and s_{t+k} (constants)."""
   if critic_encoder == 'separate':
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), obs, next_obs)
@@ -110,7 +111,7 @@ def make_loss_fn(config, model):
     critic_loss = jnp.zeros(())
     online_weight = None
     if use_critic:
-      heads, heads_next = _critic_pass(model, config.model.critic_encoder, params, obs,
+      heads, heads_next = critic_pass(model, config.model.critic_encoder, params, obs,
                                        batch['next_obs'], phi)
       critic_loss, online_weight, critic_metrics = objectives.critic_loss_and_online_weight(
           method, heads, heads_next, batch, config.learner.huber_delta)
@@ -130,6 +131,23 @@ def make_loss_fn(config, model):
     return total, metrics
 
   return loss_fn
+
+
+def make_online_weight_fn(config, model):
+  """``fn(params, batch) -> [B]``: the method's per-sample weight of autonomous windows (g_t for
+  HABC) before warm-up and normalisation; for plots of the gate. None for methods without a
+  critic."""
+  if not objectives.uses_critic(config.method):
+    return None
+
+  def online_weight(params, batch):
+    phi = model.apply(params, batch['obs'], method=model.encode)
+    heads, heads_next = critic_pass(model, config.model.critic_encoder, params, batch['obs'],
+                                    batch['next_obs'], phi)
+    return objectives.critic_loss_and_online_weight(config.method, heads, heads_next, batch,
+                                                    config.learner.huber_delta)[1]
+
+  return online_weight
 
 
 def make_update_step(config, model):
