@@ -138,6 +138,58 @@ def group_runs(summaries: list[dict]) -> dict[tuple, list[dict]]:
   return {k: sorted(v, key=lambda s: s['seed']) for k, v in ordered}
 
 
+def add_sft_fallback(groups: dict) -> tuple[dict, list[str]]:
+  """Where a (task, obs, preset) has no ``sft`` runs, an SFT cell from the other runs' round 0.
+
+  Every method's run starts from an SFT stage of its seed, so its round-0 evaluation measures an
+  SFT checkpoint; one run per seed is used (methods in METHODS order), never several of one seed.
+
+  Returns:
+    (groups with the added cells, in order; one note per added cell).
+  """
+  out, notes = dict(groups), []
+  for task, obs, preset in _settings(groups):
+    if (task, 'sft', obs, preset) in groups:
+      continue
+    chosen = {}
+    for key in sorted((k for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)),
+                      key=lambda k: _index(METHODS, k[1])):
+      for run in groups[key]:
+        row = _round(run, 0)
+        if row is not None and run['seed'] not in chosen:
+          chosen[run['seed']] = dict(run, method='sft', rounds=[row], seconds=None,
+                                     _path=f'{run["_path"]} (round 0)', _from=run['method'])
+    if chosen:
+      runs = [chosen[seed] for seed in sorted(chosen)]
+      out[(task, 'sft', obs, preset)] = runs
+      sources = ', '.join(f'{r["_from"]} seed {r["seed"]}' for r in runs)
+      notes.append(f'{task}/sft ({obs}, {preset}): no sft runs; taken from round 0 of {sources}')
+  return dict(sorted(out.items(), key=_group_order)), notes
+
+
+def round0_disagreements(groups: dict) -> list[str]:
+  """Seeds whose round-0 evaluation differs between methods (the SFT checkpoint should be one).
+
+  Returns:
+    One line per (task, obs, preset, seed) with differing successes/episodes at round 0.
+  """
+  lines = []
+  for task, obs, preset in _settings(groups):
+    by_seed: dict[int, list[tuple[str, int, int]]] = {}
+    for key, runs in groups.items():
+      if (key[0], key[2], key[3]) != (task, obs, preset):
+        continue
+      for run in runs:
+        row = _round(run, 0)
+        if row is not None and not run.get('_from'):
+          by_seed.setdefault(run['seed'], []).append((key[1], row['successes'], row['episodes']))
+    for seed, rows in sorted(by_seed.items()):
+      if len({(k, n) for _, k, n in rows}) > 1:
+        lines.append(f'{task} ({obs}, {preset}) seed {seed}: round 0 is '
+                     + ', '.join(f'{m} {k}/{n}' for m, k, n in rows))
+  return lines
+
+
 def _group_order(item):
   task, method, obs, preset = item[0]
   return (_index(TASKS, task), _index(METHODS, method), obs, preset)
@@ -363,6 +415,7 @@ def plot_task(groups: dict, task: str, plots: str) -> list[str]:
   lengths = os.path.join(plots, f'lengths_{task}.png')
   fig_s, ax_s = plt.subplots(figsize=(6.5, 4))
   fig_l, ax_l = plt.subplots(figsize=(6.5, 4))
+  rounds_seen = set()
   for i, key in enumerate(keys):
     curve = per_round(groups[key])
     label = key[1] + (f' ({key[2]}, {key[3]})' if multi else '')
@@ -372,17 +425,22 @@ def plot_task(groups: dict, task: str, plots: str) -> list[str]:
     low = np.array([c['ci_low'] for _, c in curve])
     high = np.array([c['ci_high'] for _, c in curve])
     err = np.stack([rate - low, high - rate])
-    style = dict(marker='o', capsize=3, label=label, linestyle='-' if len(xs) > 1 else 'none')
+    color = f'C{_index(METHODS, key[1]) % 10}'  # The same colour for a method in every figure.
+    style = dict(marker='o', capsize=3, label=label, color=color,
+                 linestyle='-' if len(xs) > 1 else 'none')
     ax_s.errorbar(xs, 100 * rate, yerr=100 * err, **style)
     pts = [(x, c['mean_success_length']) for x, (_, c) in zip(xs, curve)
            if c['mean_success_length'] is not None]
     if pts:
-      ax_l.plot(*zip(*pts), marker='s', label=label, linestyle='-' if len(pts) > 1 else 'none')
+      ax_l.plot(*zip(*pts), marker='s', label=label, color=color,
+                linestyle='-' if len(pts) > 1 else 'none')
+    rounds_seen.update(r for r, _ in curve)
   ax_s.set(xlabel='round (0 = SFT)', ylabel='success rate (%)', ylim=(-2, 102),
            title=f'{task}: success per round, pooled over seeds (Wilson 95%)')
   ax_l.set(xlabel='round (0 = SFT)', ylabel='control steps',
            title=f'{task}: mean length of successful evaluation episodes')
   for fig, ax, path in ((fig_s, ax_s, success), (fig_l, ax_l, lengths)):
+    ax.set_xticks(sorted(rounds_seen))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
@@ -477,6 +535,31 @@ def paper_reference() -> list[str]:
   return lines
 
 
+def gain_table(groups: dict) -> list[str]:
+  """Change over SFT in percentage points, here (final round minus SFT, pooled) and in the paper."""
+  rows = []
+  for task, obs, preset in _settings(groups):
+    sft = groups.get((task, 'sft', obs, preset))
+    sft_cell = final_cell(sft) if sft else None
+    if sft_cell is None:
+      continue
+    t = TASKS.index(task) if task in TASKS else None
+    for method in METHODS[1:]:
+      runs = groups.get((task, method, obs, preset))
+      cell = final_cell(runs) if runs else None
+      if cell is None:
+        continue
+      paper = (PAPER_SUCCESS[method][t] - PAPER_SUCCESS['sft'][t]
+               if method in PAPER_SUCCESS and t is not None else None)
+      rows.append(f'| {task} | {obs}, {preset} | {method} | '
+                  f'{100 * (cell["rate"] - sft_cell["rate"]):+.0f} | '
+                  f'{"-" if paper is None else f"{paper:+d}"} |')
+  if not rows:
+    return []
+  return ['Change over SFT (final round minus round 0, percentage points):', '',
+          '| task | obs, preset | method | here | paper |', '|---|---|---|---|---|'] + rows + ['']
+
+
 def reading_lines(groups: dict) -> list[str]:
   """Each of the paper's orderings, checked per task/obs/preset with non-overlapping intervals."""
   settings = _settings(groups)
@@ -549,7 +632,7 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
   """Writes ``out`` (and plots under ``<results>/plots``) from ``results``; returns the text."""
   raw, problems = load_summaries(results)
   summaries = [attach_workdir(s, workdirs) for s in raw]
-  groups = group_runs(summaries)
+  groups, sft_notes = add_sft_fallback(group_runs(summaries))
   out_dir = os.path.dirname(os.path.abspath(out))
   plots_dir = os.path.join(results, 'plots')
   now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
@@ -573,6 +656,13 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
   if missing:
     lines += [f'Missing cells ({len(missing)} of {len(TASKS) * len(METHODS)}): '
               f'{", ".join(missing)}.', '']
+  if sft_notes:
+    lines += ['SFT cells without sft runs:', ''] + [f'- {n}' for n in sft_notes] + ['']
+  disagree = round0_disagreements(groups)
+  if disagree:
+    lines += ['Round 0 (the SFT checkpoint) differs between methods of the same seed, so the '
+              'methods did not start from one checkpoint:', '']
+    lines += [f'- {d}' for d in disagree] + ['']
   few = [f'{k[0]}/{k[1]} ({k[2]}, {k[3]}): {len(v)}' for k, v in groups.items()
          if len(v) < min_seeds]
   if few:
@@ -599,7 +689,7 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
   lines += gate_section(groups)
   lines += benchmark_section(os.path.join(results, 'bench'))
   lines += ['## Honest reading', ''] + paper_reference() + [
-      '### What the runs here show (generated)', ''] + reading_lines(groups)
+      '### What the runs here show (generated)', ''] + gain_table(groups) + reading_lines(groups)
   notes = os.path.join(results, 'notes.md')
   lines += ['### Notes (hand-written, `' + notes + '`)', '']
   if os.path.exists(notes):

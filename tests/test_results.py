@@ -68,11 +68,17 @@ def test_table_has_pooled_final_round_and_missing_cells(some_runs, tmp_path):
                              '2 seeds, n=40')
   # SFT: round 0 of the sft runs, 18 of 60.
   low, high = evaluation.wilson_interval(18, 60)
-  assert rows['sft (round 0)'][0].startswith(f'30.0% [{100 * low:.0f}, {100 * high:.0f}], 3 seeds')
+  assert rows['sft (round 0)'][0].startswith(f'30.0% [{100 * low:.0f}, {100 * high:.0f}], '
+                                            '3 seeds')
   assert rows['habc'][1].startswith('0.0% [0, ')  # pouch: its last round, 0 of 20.
   assert rows['habc'][2] == '**missing**'
   assert rows['imit_dagger'] == ['**missing**'] * 3
-  assert 'Missing cells (21 of 24)' in text and 'insert/habc' in text
+  # pouch has no sft run: its SFT cell is habc's round 0 (3 of 20), and says so.
+  assert rows['sft (round 0)'][1] == '15.0% [5, 36], 1 seed, n=20'
+  assert 'pouch/sft (state, default): no sft runs; taken from round 0 of habc seed 0' in text
+  assert 'Missing cells (20 of 24)' in text and 'insert/habc' in text
+  # Round 0 of fold seed 0 is 5/20 for sft but 6/20 for habc: not one SFT checkpoint.
+  assert 'fold (state, default) seed 0: round 0 is sft 5/20, habc 6/20' in text
   assert 'fold/habc (state, default): 2' in text  # fewer than 3 seeds
   assert '80 / 95' in text  # per-seed rates of fold/habc
   assert 'inferred from preset' in text
@@ -98,6 +104,7 @@ def test_gate_and_reading_sections(some_runs, tmp_path):
   assert 'fold (state, default): paper has habc > sft' in reading
   assert 'agrees (intervals do not overlap)' in reading
   assert '| HABC+IR | 92 | 88 | 38 |' in text
+  assert '| fold | state, default | habc | +57 | +24 |' in reading  # 35/40 - 18/60; 60 - 36.
 
 
 def test_gate_from_workdir_samples(some_runs, tmp_path):
