@@ -466,13 +466,14 @@ def run_benchmark(name: str, argv: list[str], bench_dir: str, cwd: str | None = 
   os.makedirs(bench_dir, exist_ok=True)
   is_python = os.path.basename(argv[0]).startswith('python')
   shown = ' '.join(['python'] + argv[1:] if is_python else argv)
+  load = os.getloadavg()[0]  # Other work on the machine slows every benchmark: keep it on record.
   start = time.time()
   when = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
   seconds = time.time() - start
   text = [f'$ {shown}',
-          f'# measured {when} on {platform.node() or "?"} ({os.cpu_count()} cores), '
-          f'{seconds:.0f} s, exit code {proc.returncode}',
+          f'# measured {when} on {platform.node() or "?"} ({os.cpu_count()} cores, load average '
+          f'{load:.1f} at start), {seconds:.0f} s, exit code {proc.returncode}',
           proc.stdout.rstrip('\n')]
   if proc.returncode:
     text += ['# stderr (last 40 lines):'] + proc.stderr.rstrip('\n').splitlines()[-40:]
