@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from typing import Any, Callable
 
 import ml_collections
@@ -461,6 +462,8 @@ class Pipeline:
     resumed = self.backend.load_latest(self.paths.checkpoints, allow_fresh=True)
     step = self.backend.step
     if step >= target:
+      if round_index and not _npz_readable(self.paths.gates(round_index)):
+        self._save_gates(round_index, datasets, step)  # A stop before (or while) they were saved.
       return
     ir = intervention_reweighting_at(c, round_index)
     batches = self.backend.batches(datasets, seed=rollout.seed_for(c.seed, stage, round_index,
@@ -491,13 +494,19 @@ class Pipeline:
     os.makedirs(self.paths.logs, exist_ok=True)
     _write_json(os.path.join(self.paths.logs, f'train_{stage}.json'), means)
     if round_index:
-      gates = self.backend.gate_samples(datasets, seed=rollout.seed_for(c.seed, 'gates',
-                                                                         round_index, 0))
-      if gates is not None:
-        np.savez(self.paths.gates(round_index), **gates)
-        from habc.labeling import SampleKind
-        for k in SampleKind:
-          self.metrics.histogram(step, f'gate/{k.name.lower()}', gates['gate'][gates['kind'] == k])
+      self._save_gates(round_index, datasets, step)
+
+  def _save_gates(self, round_index: int, datasets, step: int) -> None:
+    """Samples g_t at the end of a round's training into logs/gates_round_XXX.npz (atomically)."""
+    gates = self.backend.gate_samples(datasets, seed=rollout.seed_for(self.config.seed, 'gates',
+                                                                       round_index, 0))
+    if gates is None:
+      return
+    os.makedirs(self.paths.logs, exist_ok=True)
+    _savez_atomic(self.paths.gates(round_index), gates)
+    from habc.labeling import SampleKind
+    for k in SampleKind:
+      self.metrics.histogram(step, f'gate/{k.name.lower()}', gates['gate'][gates['kind'] == k])
 
   def round_end_step(self, r: int) -> int:
     """The learner step at which round ``r`` (0: SFT) ends."""
@@ -527,8 +536,7 @@ class Pipeline:
     start = len(rows)
     total = c.eval.episodes
     bar = self._bar(total, f'eval round {r}', initial=start)
-    frames = dict(np.load(self.paths.eval_frames(r))) if os.path.exists(
-        self.paths.eval_frames(r)) else {}
+    frames = _load_npz(self.paths.eval_frames(r))  # {} when missing or cut by a stop.
     held: dict[int, dict] = {}
     next_index = [start]
     requests = [rollout.EpisodeRequest(
@@ -544,7 +552,7 @@ class Pipeline:
           name = 'success' if res['success'] else 'failure'
           if name not in frames and res['frames'] is not None:
             frames[name] = res['frames']
-            np.savez(self.paths.eval_frames(r), **frames)
+            _savez_atomic(self.paths.eval_frames(r), frames)
           f.write(json.dumps({k: res[k] for k in ('episode_id', 'seed', 'success', 'length')})
                   + '\n')
           f.flush()
@@ -646,6 +654,32 @@ def _memory_mb() -> dict:
     except psutil.Error:
       pass
   return {'rss_main_mb': main / 2**20, 'rss_total_mb': total / 2**20}
+
+
+def _savez_atomic(path: str, arrays: dict) -> None:
+  """np.savez to a temporary file renamed over ``path``: a stop never leaves a cut file."""
+  tmp = f'{path}.tmp-{os.getpid()}.npz'
+  try:
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _load_npz(path: str) -> dict:
+  """The arrays of an .npz file; {} when it is missing or unreadable (cut by an older stop)."""
+  if not os.path.exists(path):
+    return {}
+  try:
+    with np.load(path) as data:
+      return {k: data[k] for k in data.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+    return {}
+
+
+def _npz_readable(path: str) -> bool:
+  return bool(_load_npz(path))
 
 
 def _read_jsonl(path: str, rewrite: bool = True) -> list[dict]:
