@@ -322,24 +322,30 @@ def format_cell(cell: dict | None) -> str:
           f'{len(cell["seeds"])} seed{"s" if len(cell["seeds"]) != 1 else ""}, n={cell["trials"]}')
 
 
-def paper_table(groups: dict, tasks=TASKS, methods=METHODS) -> tuple[list[str], list[str]]:
-  """Markdown table method x task (final round) and the list of missing (task, method) cells."""
+def paper_table(groups: dict) -> tuple[list[str], list[str], int]:
+  """Markdown table method x task (final round): the paper's methods and tasks, then any others.
+
+  Returns:
+    (lines, missing '<task>/<method>' cells, number of cells).
+  """
+  tasks = list(TASKS) + sorted({k[0] for k in groups} - set(TASKS))
+  methods = list(METHODS) + sorted({k[1] for k in groups} - set(METHODS))
   lines = ['| method | ' + ' | '.join(tasks) + ' |', '|---|' + '---|' * len(tasks)]
   missing = []
   for method in methods:
     cells = []
     for task in tasks:
-      keys = [k for k in groups if k[0] == task and k[1] == method]
-      if not keys:
+      found = [(k, final_cell(groups[k])) for k in groups if k[0] == task and k[1] == method]
+      found = [(k, c) for k, c in found if c is not None]
+      if not found:
         missing.append(f'{task}/{method}')
         cells.append('**missing**')
         continue
-      parts = [format_cell(final_cell(groups[k])) + (f' ({k[2]}, {k[3]})' if len(keys) > 1 else '')
-               for k in keys]
-      cells.append('<br>'.join(parts))
+      cells.append('<br>'.join(format_cell(c) + (f' ({k[2]}, {k[3]})' if len(found) > 1 else '')
+                               for k, c in found))
     label = 'sft (round 0)' if method == 'sft' else method
     lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
-  return lines, missing
+  return lines, missing, len(tasks) * len(methods)
 
 
 def detail_table(groups: dict) -> list[str]:
@@ -649,13 +655,13 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
   if problems:
     lines += ['Files skipped or partly used:', ''] + [f'- {p}' for p in problems] + ['']
 
-  table, missing = paper_table(groups)
+  table, missing, num_cells = paper_table(groups)
   lines += ['## Success rate (paper form)', '',
             'Final round of each run (the SFT row is the round-0 evaluation), pooled over seeds: '
             'rate, Wilson 95% interval, number of seeds and of evaluation trials. Provenance and '
             'per-seed rates are in the table after it.', ''] + table + ['']
   if missing:
-    lines += [f'Missing cells ({len(missing)} of {len(TASKS) * len(METHODS)}): '
+    lines += [f'Missing cells ({len(missing)} of {num_cells}): '
               f'{", ".join(missing)}.', '']
   if sft_notes:
     lines += ['SFT cells without sft runs:', ''] + [f'- {n}' for n in sft_notes] + ['']

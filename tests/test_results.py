@@ -160,7 +160,11 @@ def test_no_runs_gives_valid_document(tmp_path):
 def test_bad_files_are_reported_not_fatal(some_runs, tmp_path):
   (some_runs / 'broken.json').write_text('{not json')
   (some_runs / 'other.json').write_text('{"hello": 1}')
+  _write(some_runs, 'insert', 'habc', 0, [])  # Finished without any evaluation.
+  _write(some_runs, 'fold', 'my_new_method', 0, [_round(0, 4), _round(1, 8)])
   text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  assert 'insert/habc' in text.split('Missing cells')[1].split('\n')[0]
+  assert '| my_new_method | 40.0% [' in text  # Methods outside the paper's list get a row too.
   assert 'broken.json: not readable JSON' in text
   assert 'other.json: not a run summary' in text
   assert '2 seeds, n=40' in text
