@@ -96,19 +96,25 @@ def load_summaries(results: str) -> tuple[list[dict], list[str]]:
 def attach_workdir(summary: dict, workdirs: str | None) -> dict:
   """Adds ``obs`` (and ``obs_source``) and, from the workdir's gate samples, ``_gate_npz``.
 
-  The observation mode comes from the summary if it has one, else from the workdir's config.json,
-  else from the preset (``paper`` is vision, ``smoke``/``default`` are state) -- marked inferred.
+  The run's workdir is ``<workdirs>/<folder>/<name>`` for a summary in ``results/<folder>/`` (a
+  sweep run with ``--results=results/<folder> --root=<workdirs>/<folder>``), else
+  ``<workdirs>/<name>``. The observation mode comes from the summary if it has one, else from the
+  workdir's config.json, else from the folder's name if it is ``state`` or ``vision``, else from
+  the preset (``paper`` is vision, ``smoke``/``default`` are state), marked as inferred.
   """
   s = dict(summary)
+  folder = os.path.dirname(s.get('_path', ''))
   workdir = None
   if workdirs:
-    workdir = os.path.join(workdirs, f'{s["task"]}_{s["method"]}_{s["seed"]}')
+    workdir = os.path.join(workdirs, folder, f'{s["task"]}_{s["method"]}_{s["seed"]}')
   if s.get('obs'):
     s['obs_source'] = 'summary'
   else:
     config = _read_json(os.path.join(workdir, 'config.json')) if workdir else None
     if config and config.get('obs'):
       s['obs'], s['obs_source'] = config['obs'], 'workdir config'
+    elif folder in ('state', 'vision'):
+      s['obs'], s['obs_source'] = folder, 'folder name'
     else:
       s['obs'] = 'vision' if s.get('preset') == 'paper' else 'state'
       s['obs_source'] = 'inferred from preset'
@@ -128,14 +134,38 @@ def _read_json(path: str):
 
 
 # Statistics .......................................................................................
-def group_runs(summaries: list[dict]) -> dict[tuple, list[dict]]:
-  """{(task, method, obs, preset): runs sorted by seed}."""
+def group_runs(summaries: list[dict]) -> tuple[dict[tuple, list[dict]], list[str]]:
+  """Groups runs by (task, method, obs, preset), runs sorted by seed.
+
+  A seed is never pooled twice: a second run of the same seed in a group (e.g. a vision run in a
+  subfolder whose mode could not be told apart) is left out and reported.
+
+  Returns:
+    ({(task, method, obs, preset): runs}, problems).
+  """
   groups: dict[tuple, list[dict]] = {}
+  problems = []
   for s in summaries:
     key = (s['task'], s['method'], s.get('obs', 'state'), str(s.get('preset')))
+    same = [r for r in groups.get(key, []) if r['seed'] == s['seed']]
+    if same:
+      problems.append(
+          f'{s["_path"]}: same task, method, seed, obs ({key[2]}, {s.get("obs_source")}) and '
+          f'preset as {same[0]["_path"]}; left out. If it is another configuration, pass '
+          '--workdirs (the sweep\'s --root) or put it in results/state/ or results/vision/')
+      continue
     groups.setdefault(key, []).append(s)
   ordered = sorted(groups.items(), key=_group_order)
-  return {k: sorted(v, key=lambda s: s['seed']) for k, v in ordered}
+  return {k: sorted(v, key=lambda s: s['seed']) for k, v in ordered}, problems
+
+
+def _group_order(item):
+  task, method, obs, preset = item[0]
+  return (_index(TASKS, task), _index(METHODS, method), obs, preset)
+
+
+def _index(seq, value):
+  return seq.index(value) if value in seq else len(seq)
 
 
 def add_sft_fallback(groups: dict) -> tuple[dict, list[str]]:
@@ -188,15 +218,6 @@ def round0_disagreements(groups: dict) -> list[str]:
         lines.append(f'{task} ({obs}, {preset}) seed {seed}: round 0 is '
                      + ', '.join(f'{m} {k}/{n}' for m, k, n in rows))
   return lines
-
-
-def _group_order(item):
-  task, method, obs, preset = item[0]
-  return (_index(TASKS, task), _index(METHODS, method), obs, preset)
-
-
-def _index(seq, value):
-  return seq.index(value) if value in seq else len(seq)
 
 
 def _round(run: dict, r: int) -> dict | None:
@@ -639,7 +660,9 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
   """Writes ``out`` (and plots under ``<results>/plots``) from ``results``; returns the text."""
   raw, problems = load_summaries(results)
   summaries = [attach_workdir(s, workdirs) for s in raw]
-  groups, sft_notes = add_sft_fallback(group_runs(summaries))
+  groups, duplicates = group_runs(summaries)
+  problems += duplicates
+  groups, sft_notes = add_sft_fallback(groups)
   out_dir = os.path.dirname(os.path.abspath(out))
   plots_dir = os.path.join(results, 'plots')
   now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')

@@ -168,3 +168,15 @@ def test_bad_files_are_reported_not_fatal(some_runs, tmp_path):
   assert 'broken.json: not readable JSON' in text
   assert 'other.json: not a run summary' in text
   assert '2 seeds, n=40' in text
+
+
+def test_subfolder_runs_are_not_pooled_with_the_same_seed(some_runs, tmp_path):
+  # The vision confirmation of fold/habc seed 0 lives in results/vision/ under the same file name.
+  _write(some_runs / 'vision', 'fold', 'habc', 0, [_round(0, 2), _round(1, 3)])
+  _write(some_runs / 'other', 'fold', 'habc', 1, [_round(0, 2), _round(1, 3)])
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  row = [line for line in text.splitlines() if line.startswith('| habc |')][0]
+  assert '87.5% [' in row and '(state, default)' in row  # 35/40 as before, state
+  assert '15.0% [' in row and '(vision, default)' in row  # 3/20 vision, on its own
+  assert 'vision (folder name)' in text
+  assert 'other/fold_habc_1.json: same task, method, seed' in text
