@@ -395,8 +395,9 @@ class Pipeline:
     total = c.rollout.episodes_per_round
     try:
       # Episodes 0..start-1 are done: committed, or invalid (safety stop, not written) and logged.
-      logged = _read_jsonl(self.paths.collect_log(r))
-      start = max(writer.num_episodes, len(logged))
+      # A stop between a commit and its log line leaves the dataset one episode ahead of the log.
+      start = _next_episode_index(_read_jsonl(self.paths.collect_log(r)), path,
+                                  writer.num_episodes)
       bar = self._bar(total, f'collect round {r}', initial=start)
       version = self.backend.step
       requests = [rollout.EpisodeRequest(
@@ -654,6 +655,22 @@ def _memory_mb() -> dict:
     except psutil.Error:
       pass
   return {'rss_main_mb': main / 2**20, 'rss_total_mb': total / 2**20}
+
+
+def _next_episode_index(logged: list[dict], dataset: str, committed: int) -> int:
+  """The index after the last logged and the last committed episode (ids end in '-<index>').
+
+  Args:
+    logged: the collect log's rows (each with 'episode_id'), invalid episodes included.
+    dataset: the round's RLDS dataset directory.
+    committed: how many episodes the dataset holds.
+  """
+  last = max([int(str(row['episode_id']).rsplit('-', 1)[1]) for row in logged], default=-1)
+  if committed:
+    from habc.data import reader
+    episode = reader.EpisodeSource(dataset, cameras=())[committed - 1]
+    last = max(last, int(str(episode['episode_metadata']['episode_id']).rsplit('-', 1)[1]))
+  return last + 1
 
 
 def _savez_atomic(path: str, arrays: dict) -> None:

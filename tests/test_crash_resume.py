@@ -384,13 +384,6 @@ def test_kill_while_saving_gate_samples(tmp_path, monkeypatch):
   assert not [f for f in os.listdir(os.path.dirname(gates)) if '.tmp-' in f]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'habc/pipeline.py Pipeline.collect resumes at max(writer.num_episodes, len(collect log)). '
-    'After an invalid (safety-stopped, unwritten but logged) episode, a kill between '
-    'writer.append (committed) and the collect-log line makes both counts equal the committed '
-    'episode\'s index, so that episode is collected and appended again: a duplicate episode_id. '
-    'Fix: resume after the larger of the last logged index and the index in the last committed '
-    'episode\'s episode_id (as habc.stations.next_episode_index does), or log before committing.'))
 def test_kill_between_commit_and_log_after_an_invalid_episode(tmp_path, monkeypatch):
   config = smoke_config()
   workdir = str(tmp_path / 'run')
