@@ -339,6 +339,8 @@ def format_cell(cell: dict | None) -> str:
   """'52.0% [38, 65], 3 seeds, n=75' or 'missing'."""
   if cell is None:
     return '**missing**'
+  if not cell['trials']:
+    return f'no trials, {len(cell["seeds"])} seed(s)'
   return (f'{100 * cell["rate"]:.1f}% [{100 * cell["ci_low"]:.0f}, {100 * cell["ci_high"]:.0f}], '
           f'{len(cell["seeds"])} seed{"s" if len(cell["seeds"]) != 1 else ""}, n={cell["trials"]}')
 
@@ -655,6 +657,30 @@ def gate_section(groups: dict) -> list[str]:
   return lines
 
 
+def commands_section(results: str) -> list[str]:
+  """How the summaries here are made (one sweep per task; resumable, one run per process)."""
+  methods = ','.join(METHODS)
+  return [
+      '## Commands', '',
+      'Each sweep runs (method, seed) pairs one `launch.py` process at a time and can be stopped '
+      'and started again (finished runs are skipped, an unfinished one resumes); `--methods` and '
+      '`--seeds` cut it into pieces of the length wanted.', '', '```',
+      '# state observations, default preset, per task (fold, pouch, insert):',
+      f'python experiments/sweep.py --task=fold --methods={methods} --seeds=0,1,2 '
+      f'--results={results}',
+      '# vision confirmation on fold (separate folders, so file names do not collide; the '
+      'cameras override is not tried here):',
+      f'python experiments/sweep.py --task=fold --methods=sft,habc_v,habc --seeds=0,1,2 '
+      f'--results={results}/vision --root=workdirs/sweep/vision --config.obs=vision '
+      '"--config.cameras=(\'top\',\'wrist_left\',\'wrist_right\')"',
+      '# paper scale (200 demos, 100 rollouts a round, 50 evaluation trials, vision):',
+      f'python experiments/sweep.py --task=fold --preset=paper --methods={methods} '
+      f'--seeds=0,1,2 --results={results}/paper --root=workdirs/sweep/paper',
+      '# this document:',
+      f'python -m habc.results --results={results} --workdirs=workdirs/sweep',
+      '```', '']
+
+
 # Document .........................................................................................
 def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 3) -> str:
   """Writes ``out`` (and plots under ``<results>/plots``) from ``results``; returns the text."""
@@ -718,6 +744,7 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
 
   lines += gate_section(groups)
   lines += benchmark_section(os.path.join(results, 'bench'))
+  lines += commands_section(results)
   lines += ['## Honest reading', ''] + paper_reference() + [
       '### What the runs here show (generated)', ''] + gain_table(groups) + reading_lines(groups)
   notes = os.path.join(results, 'notes.md')
