@@ -1,1 +1,1 @@
-"""Benchmarks that print tables: ``python -m habc.bench {learner,data,envs}``."""
+"""Benchmarks that print tables: ``python -m habc.bench {learner,data,envs,policy}``."""

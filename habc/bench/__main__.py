@@ -7,6 +7,7 @@ BENCHMARKS = {
     'learner': 'habc.bench.learner',  # HABC update vs plain SFT update.
     'data': 'habc.bench.data',  # Batch reader throughput vs the learner's consumption.
     'envs': 'habc.bench.envs',  # Control steps/s of every task, with and without rendering.
+    'policy': 'habc.bench.policy',  # One action chunk vs the time it takes to execute.
 }
 
 

@@ -1,0 +1,19 @@
+"""The learner and policy benchmarks print their tables (slow: they compile the default network)."""
+
+import pytest
+
+from habc.bench import __main__ as bench
+
+
+@pytest.mark.slow
+def test_learner_and_policy_benchmarks_print_tables(capsys):
+  assert bench.main(['habc.bench', 'learner', '--steps=1', '--obs=state', '--batch_size=8']) == 0
+  out = capsys.readouterr().out
+  assert 'HABC step / SFT step' in out and '| habc ' in out
+  assert bench.main(['habc.bench', 'policy', '--steps=1']) == 0
+  assert 'share of execution time' in capsys.readouterr().out
+
+
+def test_unknown_benchmark_prints_usage(capsys):
+  assert bench.main(['habc.bench', 'nope']) == 2
+  assert 'usage' in capsys.readouterr().err
