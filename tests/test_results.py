@@ -101,7 +101,7 @@ def test_gate_and_reading_sections(some_runs, tmp_path):
   assert '| fold | habc | state, default | 0.550 (2 seeds) | - | 0.76 |' in gate
   reading = text.split('### What the runs here show')[1]
   # 35/40 against 18/60: the intervals are apart, in the paper's direction.
-  assert 'fold (state, default): paper has habc > sft' in reading
+  assert 'fold (state, default): paper: habc > sft' in reading
   assert 'agrees (intervals do not overlap)' in reading
   assert '| HABC+IR | 92 | 88 | 38 |' in text
   assert '| fold | state, default | habc | +57 | +24 |' in reading  # 35/40 - 18/60; 60 - 36.
