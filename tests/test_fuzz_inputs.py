@@ -412,14 +412,6 @@ def test_fuzz_reader_never_crashes_the_process(tmp_path):
       assert outcome == 'error naming the dataset', (mutation, message)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'habc/data/reader.py: EpisodeSource passes array_record / json errors through unexplained: a '
-    'truncated or random-bytes shard gives RuntimeError("") or "ArrayRecord file should be at '
-    'least 64KB big", a cut dataset_info.json a bare JSONDecodeError, inflated shardLengths '
-    '"Record key should be in [0, num_records)" -- none names the dataset or shard. Fix: wrap the '
-    'json.load in __init__ and the data-source open/read in _open()/raw() and re-raise as '
-    'ValueError naming self.path, the shard file (from the cumulative shard lengths) and the '
-    'episode index.'))
 def test_reader_errors_name_the_dataset(tmp_path):
   results = reader_outcomes(tmp_path, 16)
   unclear = [(m, msg) for m, c, msg in results if c == 'unclear error']

@@ -54,15 +54,20 @@ class EpisodeSource:
     info_path = os.path.join(self.path, 'dataset_info.json')
     if not os.path.exists(info_path):
       raise FileNotFoundError(f'No RLDS dataset at {self.path} (no dataset_info.json).')
-    with open(info_path) as f:
-      info = json.load(f)
-    if info.get('fileFormat') != 'array_record':
-      raise ValueError(f'{self.path}: file format {info.get("fileFormat")!r}; the reader needs '
-                       'array_record (the working format; TFRecord is for export only).')
-    self.name = info['name']
-    lengths, _ = writer_lib.existing_shards(info)
+    try:
+      with open(info_path) as f:
+        info = json.load(f)
+      if info.get('fileFormat') != 'array_record':
+        raise ValueError(f'file format {info.get("fileFormat")!r}; the reader needs array_record '
+                         '(the working format; TFRecord is for export only).')
+      self.name = info['name']
+      lengths, _ = writer_lib.existing_shards(info)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+      raise ValueError(f'Broken RLDS dataset {self.path}: cannot read {info_path} '
+                       f'({type(e).__name__}: {e}). Rewrite or remove the dataset.') from e
     self.files = [os.path.join(self.path, writer_lib.shard_name(self.name, i))
                   for i, n in enumerate(lengths) if n]
+    self._shard_ends = np.cumsum([int(n) for n in lengths if n])
     self._num_episodes = int(sum(lengths))
     self.spec = schema.spec_from_features(self._features())
     self.cameras = tuple(self.spec.camera_names if cameras is None else cameras)
@@ -93,8 +98,13 @@ class EpisodeSource:
       with self._lock:  # Reader threads race here on first use.
         if self._source is None:
           parser = example_parser.ExampleParserNp(self._features().get_serialized_info())
-          source = (array_record_data_source.ArrayRecordDataSource(self.files)
-                    if self.files else [])
+          try:
+            source = (array_record_data_source.ArrayRecordDataSource(self.files)
+                      if self.files else [])
+          except Exception as e:  # pylint: disable=broad-except
+            raise ValueError(f'Broken RLDS dataset {self.path}: cannot open its shards '
+                             f'{[os.path.basename(p) for p in self.files]} '
+                             f'({type(e).__name__}: {e}).') from e
           self._source = (source, parser)
         opened = self._source
     return opened
@@ -106,12 +116,28 @@ class EpisodeSource:
     """The serialized episode (a tf.Example as tfds stores it)."""
     if not 0 <= index < len(self):
       raise IndexError(f'Episode {index} out of range: {self.path} holds {len(self)} episodes.')
-    return self._open()[0][index]
+    source = self._open()[0]
+    try:
+      return source[index]
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'{self._where(index)}: cannot read the record '
+                       f'({type(e).__name__}: {e}).') from e
 
   def __getitem__(self, index: int) -> dict:
+    index = int(index)
     parser = self._open()[1]
-    return parse_episode(parser.parse_example(self.raw(int(index))), self.cameras,
-                         decode=self.decode)
+    record = self.raw(index)
+    try:
+      return parse_episode(parser.parse_example(record), self.cameras, decode=self.decode)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'{self._where(index)}: cannot parse the episode '
+                       f'({type(e).__name__}: {e}).') from e
+
+  def _where(self, index: int) -> str:
+    """'Broken RLDS dataset <path>, shard <file>, episode <index>' for error messages."""
+    shard = int(np.searchsorted(self._shard_ends, index, side='right'))
+    name = os.path.basename(self.files[shard]) if shard < len(self.files) else '?'
+    return f'Broken RLDS dataset {self.path}, shard {name}, episode {index}'
 
 
 def _text(value) -> str:
