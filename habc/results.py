@@ -5,12 +5,12 @@ r"""RESULTS.md from whatever sweep summaries are in ``results/``: ``python -m ha
   python -m habc.results --run_benchmarks       # first: python -m habc.bench {learner,data,envs}
 
 Inputs (all optional; zero, some or all runs may be present):
-  results/**/<task>_<method>_<seed>.json   one small summary per run (``experiments/sweep.py``)
+  results/[<folder>/]<task>_<method>_<seed>.json   one small summary per run (experiments/sweep.py)
   results/bench/*.txt                       benchmark output: line 1 ``$ <command>``, line 2
                                             ``# measured <date> ...`` (``--run_benchmarks``)
   results/notes.md                          hand-written interpretation, included verbatim
-  <workdirs>/<task>_<method>_<seed>/        with ``--workdirs``: the run's ``config.json`` (for the
-                                            observation mode) and ``logs/gates_round_*.npz``
+  <workdirs>/[<folder>/]<task>_<method>_<seed>/   with ``--workdirs``: the run's ``config.json``
+                                            (observation mode) and ``logs/gates_round_*.npz``
 
 Cells are grouped by (task, method, observation mode, preset); runs of different modes or presets
 are never pooled. Pooling adds successes and trials over seeds (treats every trial as independent;
@@ -51,7 +51,7 @@ PAPER_SUCCESS = {
     'habc': (60, 78, 22),
     'habc_ir': (92, 88, 38),
 }
-PAPER_APPROX = ('imit_dagger', 'imit_recap', 'habc_v')  # Read off a figure: "~".
+PAPER_APPROX = ('imit_dagger', 'imit_recap', 'habc_v')  # Approximate ("~") in the reference.
 PAPER_GATE = (0.76, 0.68, 0.86)  # Mean g_t on successful autonomous transitions.
 # Orderings to check, as (better, worse): the paper's numbers have better > worse on every task;
 # the last two are ablations the paper's table does not report (expected from the design).
