@@ -672,8 +672,8 @@ def commands_section(results: str) -> list[str]:
       '# state observations, default preset, per task (fold, pouch, insert):',
       f'python experiments/sweep.py --task=fold --methods={methods} --seeds=0,1,2 '
       f'--results={results}',
-      '# vision confirmation on fold (separate folders, so file names do not collide; the '
-      'cameras override is not tried here):',
+      '# vision confirmation on fold (separate folders, so file names do not collide; this '
+      'command is not run here: check it with --dry_run and a smoke run first):',
       f'python experiments/sweep.py --task=fold --methods=sft,habc_v,habc --seeds=0,1,2 '
       f'--results={results}/vision --root=workdirs/sweep/vision --config.obs=vision '
       '"--config.cameras=(\'top\',\'wrist_left\',\'wrist_right\')"',
