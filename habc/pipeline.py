@@ -474,7 +474,11 @@ class Pipeline:
     count = 0
     try:
       while step < target:
-        metrics = self.backend.update(next(batches), intervention_reweighting=ir)
+        # Online rounds hold g_t at 1 for their first method.warmup_steps updates after SFT (the
+        # learner's own count starts at its first update, so it would end during SFT).
+        warmup = (step - c.pipeline.sft_steps) < c.method.warmup_steps if round_index else None
+        metrics = self.backend.update(next(batches), intervention_reweighting=ir,
+                                      gate_warmup=warmup)
         step = self.backend.step
         bar.update(1)
         count += 1
@@ -853,8 +857,10 @@ class Backend:
   def step(self) -> int:
     return self.learner.step if self.learner is not None else 0
 
-  def update(self, batch, intervention_reweighting: bool) -> dict:
-    return self.learner.update(batch, intervention_reweighting=intervention_reweighting)
+  def update(self, batch, intervention_reweighting: bool, gate_warmup: bool | None = None) -> dict:
+    """One learner update; ``gate_warmup`` None: the learner's own count (see Learner.update)."""
+    return self.learner.update(batch, intervention_reweighting=intervention_reweighting,
+                               gate_warmup=gate_warmup)
 
   def save(self, ckpt, meta: dict) -> None:
     import jax

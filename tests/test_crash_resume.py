@@ -306,6 +306,7 @@ class FakeBackend:
     self._step = step
     self.policy_seconds = []
     self.wrap_writer = lambda w: w
+    self.warmups = []  # gate_warmup of every update.
 
   def bind(self, paths):
     self.paths = paths
@@ -333,7 +334,8 @@ class FakeBackend:
   def batches(self, datasets, seed):
     return iter(lambda: {}, None)
 
-  def update(self, batch, intervention_reweighting):
+  def update(self, batch, intervention_reweighting, gate_warmup=None):
+    self.warmups.append(gate_warmup)
     self._step += 1
     return {'loss': 1.0}
 
@@ -421,3 +423,23 @@ def test_kill_between_commit_and_log_after_an_invalid_episode(tmp_path, monkeypa
   ids = [str(source[i]['episode_metadata']['episode_id']) for i in range(len(source))]
   assert len(ids) == len(set(ids)), ids
   assert ids == [f'round001-{i:05d}' for i in (0, 2, 3)]
+
+
+def test_gate_warmup_counts_from_the_end_of_sft(tmp_path):
+  config = smoke_config()
+  config.method.warmup_steps = 3
+  sft, per_round = config.pipeline.sft_steps, config.pipeline.steps_per_round
+  workdir = str(tmp_path / 'run')
+  pipeline.prepare_workdir(config, workdir)
+  backend = FakeBackend(config, step=0)
+  datasets = [(os.path.join(workdir, 'data', 'demos'), 1.0)]
+  p = pipeline.Pipeline(config, workdir, backend=backend, log=lambda line: None)
+  try:
+    p._train_to(sft, stage='sft', round_index=0, datasets=datasets)  # pylint: disable=protected-access
+    assert backend.warmups == [None] * sft  # SFT: the learner's own default.
+    backend.warmups.clear()
+    for r in (1, 2):
+      p._train_to(sft + r * per_round, stage=f'round_{r:03d}', round_index=r, datasets=datasets)  # pylint: disable=protected-access
+  finally:
+    p.close()
+  assert backend.warmups == [i < 3 for i in range(2 * per_round)]
