@@ -115,6 +115,8 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
   elif preset == 'default':
     c.obs = 'state'
     c.cameras = ()
+    # g_t held at 1 for the first sixth of round 1 (600 steps a round); the paper keeps 500 of 6k.
+    c.method.warmup_steps = 100
   elif preset == 'paper':
     c.obs = 'vision'
     c.data.num_demos = 200
