@@ -5,6 +5,8 @@ r"""Runs the habc pipeline: demonstrations -> SFT -> rounds of (collect, train, 
   python launch.py --task=fold --preset=smoke --workdir=/tmp/smoke
   python launch.py --task=fold --config.learner.batch_size=32    # any config value
   python launch.py --task=fold --mode=report                     # one stage only
+  python launch.py --task=fold --mode=learner --workdir=/shared/run   # actor/learner split:
+  python launch.py --task=fold --mode=actor --station_id=0 --workdir=/shared/run  # one per station
 
 Config = the experiment file's ``get_config(preset)``, then the ``--config.<path>=<value>``
 overrides (ml_collections), then ``--task`` and ``--seed``. A re-run with the same workdir and config
@@ -21,9 +23,11 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from habc import distributed
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_EXPERIMENT = os.path.join('experiments', 'habc.py')
-MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report')
+MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report', 'actor', 'learner')
 PRESETS = ('smoke', 'default', 'paper')
 
 FLAGS = flags.FLAGS
@@ -34,13 +38,22 @@ flags.DEFINE_string('workdir', None, 'Run directory; default ./workdirs/<task>_<
 flags.DEFINE_integer('seed', None, 'Run seed; default: the config\'s seed (0).')
 flags.DEFINE_enum('preset', 'default', PRESETS, 'Size of the run: smoke (tests), default (about '
                   '30 minutes on a 2-core CPU), paper (the paper\'s scale).')
-flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage.')
+flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage; actor and '
+                  'learner: the two roles of the actor/learner split (habc/stations.py) over a '
+                  'shared --workdir.')
 flags.DEFINE_bool('overwrite', False, 'Delete a workdir made with a different config and start '
                   'again.')
 # The experiment file and preset reach ml_collections as --config=<file>:<preset> (inserted by
 # ``config_argv``), so that --config.a.b=v overrides apply on top of the preset.
 config_flags.DEFINE_config_file('config', None, 'Set by --experiment and --preset; use '
                                 '--config.<path>=<value> to override single values.')
+distributed.define_flags()
+flags.DEFINE_integer('station_id', 0, 'With --mode=actor: this station\'s number (one actor per '
+                     'id).')
+flags.DEFINE_integer('max_episodes', None, 'With --mode=actor: stop after this many episodes.')
+flags.DEFINE_float('wait_timeout', 600.0, 'With --mode=actor: seconds to wait for a first learner '
+                   'checkpoint.')
+flags.DEFINE_integer('max_steps', None, 'With --mode=learner: stop at this learner step.')
 
 
 class UsageError(ValueError):
@@ -168,12 +181,26 @@ def main(argv):
     config = FLAGS.config
     if config is None:
       raise UsageError('No experiment config was loaded.')
+    # Before build_config: its jax.device_count() must count every host's devices.
+    distributed.maybe_initialize(distributed.resolve(FLAGS, config=config))
     config = build_config(config, task=FLAGS.task, seed=FLAGS.seed, experiment=FLAGS.experiment)
-  except UsageError as e:
+  except (UsageError, distributed.DistributedConfigError) as e:
     sys.exit(f'launch.py: {e}')
   workdir = FLAGS.workdir or default_workdir(config, FLAGS.experiment)
   enable_compilation_cache()
-  from habc import pipeline
+  from habc import pipeline, preflight, stations
+  try:
+    preflight.check_workdir(workdir)
+    if FLAGS.mode == 'actor':
+      stations.run_actor(config, workdir, FLAGS.station_id, max_episodes=FLAGS.max_episodes,
+                         wait_timeout_s=FLAGS.wait_timeout)
+      return
+    if FLAGS.mode == 'learner':
+      stations.run_learner(config, workdir, max_steps=FLAGS.max_steps)
+      return
+  except (preflight.StorageError, stations.SharedStorageError, TimeoutError, FileNotFoundError,
+          pipeline.ConfigMismatchError) as e:
+    sys.exit(f'launch.py: {e}')
   print(f'habc: {config.name} on {config.task}, seed {config.seed}, preset {config.preset}, '
         f'workdir {workdir}', flush=True)
   try:

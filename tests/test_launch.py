@@ -75,3 +75,21 @@ print('ok')
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                           env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=60)
   assert result.returncode == 0 and 'ok' in result.stdout, result.stderr[-2000:]
+
+
+def test_actor_without_a_learner_checkpoint_times_out(tmp_path):
+  workdir = tmp_path / 'shared'
+  result = launch('--task=insert', '--preset=smoke', '--mode=actor', '--station_id=3',
+                  '--wait_timeout=0.5', f'--workdir={workdir}')
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.startswith('launch.py: actor 3: no learner checkpoint in'), result.stderr
+  assert '--mode=learner' in result.stderr
+
+
+def test_inconsistent_multi_host_flags_fail_at_start_up(tmp_path):
+  result = launch('--task=insert', '--preset=smoke', '--num_processes=2', '--process_id=2',
+                  '--coordinator_address=localhost:1', f'--workdir={tmp_path / "run"}')
+  assert result.returncode == 1 and result.stderr.startswith('launch.py: '), result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'run').exists()
