@@ -873,6 +873,7 @@ class Backend:
   def policy(self, rng_seed: int) -> rollout.Policy:
     """Raw observations -> action chunks in environment units, from the current parameters."""
     import jax
+    from habc.data import reader
     from habc.networks import policy as policy_lib
     self._build()
     if self._policy_fn is None:
@@ -885,7 +886,8 @@ class Backend:
     def act(observations):
       start = time.perf_counter()
       key[0], sub = jax.random.split(key[0])
-      obs = policy_observations(observations, c, stats)
+      obs = reader.env_model_inputs(observations, stats, cameras=tuple(c.cameras), obs=c.obs,
+                                    max_len=c.model.max_instruction_len)
       chunk = np.asarray(self._policy_fn(params, obs, sub), np.float32)
       self.policy_seconds.append(time.perf_counter() - start)
       return stats.unnormalise('action', chunk)
@@ -926,33 +928,6 @@ def _stats_tree(stats) -> dict:
   """NormStats -> a nested dict of arrays (what a checkpoint stores)."""
   return {'mean': {k: np.asarray(v) for k, v in stats.mean.items()},
           'std': {k: np.asarray(v) for k, v in stats.std.items()}}
-
-
-def policy_observations(observations, config, stats) -> dict:
-  """Raw environment observations -> the policy's observation batch (interfaces.md, section 3).
-
-  Args:
-    observations: N dicts as the environment returns them (cameras uint8 [H, W, 3], 'state'
-      [S], 'privileged' [P]), each with the episode's 'instruction' string added by the worker.
-    config: the experiment config (obs mode, camera order, instruction length).
-    stats: ``habc.data.stats.NormStats``.
-
-  Returns:
-    {'state': f32 [N, S'], 'instruction': int32 [N, L], and with obs='vision' 'images':
-    uint8 [N, C, H, W, 3]}; the same normalisation as the data reader.
-  """
-  from habc.data import text
-  state = stats.normalise('state', np.stack([o['state'] for o in observations]))
-  if config.obs == 'state' and 'privileged' in observations[0]:
-    privileged = stats.normalise('privileged', np.stack([o['privileged'] for o in observations]))
-    state = np.concatenate([state, privileged], -1)
-  out = {'state': state.astype(np.float32),
-         'instruction': np.stack([text.tokenize(o.get('instruction', ''),
-                                                config.model.max_instruction_len)
-                                  for o in observations])}
-  if config.obs == 'vision':
-    out['images'] = np.stack([np.stack([o[c] for c in config.cameras]) for o in observations])
-  return out
 
 
 def _convert_aloha(hdf5_dir: str, out_dir: str, *, task: str) -> None:

@@ -344,7 +344,7 @@ class WorkerPool:
 
 # A policy maps a list of N raw observations (dicts as the environment returns them) to action
 # chunks in the environment's units, float32 [N, H, A]. ``habc.pipeline`` builds one from the
-# network, the normalisation statistics and the tokenizer.
+# network and ``habc.data.reader.env_model_inputs`` (the reader's normalisation and tokenizer).
 Policy = Callable[[Sequence[dict]], np.ndarray]
 
 

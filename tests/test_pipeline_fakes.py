@@ -128,3 +128,32 @@ class StationLikeEnv(FakeEnv):
 
 def make_station_like_env(task, *, seed, image_size=8, cameras=(), time_limit=None):
   return StationLikeEnv(seed, image_size=image_size, cameras=cameras, time_limit=time_limit)
+
+
+def test_live_observations_match_the_training_inputs():
+  """The policy's inputs in the environment and the reader's training inputs: one code path."""
+  from habc.data import reader
+  from habc.data import stats as stats_lib
+  from habc.data import synthetic
+  rng = np.random.default_rng(0)
+  for obs, cameras in (('vision', ('top', 'wrist')), ('state', ())):
+    episode = synthetic.synthetic_episode(rng, num_steps=5, cameras=('top', 'wrist'),
+                                          image_size=8, privileged_dim=3, instruction='fold it')
+    stats = stats_lib.NormStats({'state': np.full(6, 0.5), 'action': np.zeros(4),
+                                 'privileged': np.ones(3)},
+                                {'state': np.full(6, 2.0), 'action': np.ones(4),
+                                 'privileged': np.full(3, 4.0)})
+    pack = reader.EpisodePack(horizon=2, next_offset=1, min_human_steps=1, naive=False,
+                              cameras=cameras, obs=obs, stats=stats, max_instruction_len=12)(episode)
+    steps = episode['steps']['observation']
+    live = [dict({k: v[t] for k, v in steps.items()}, instruction='fold it') for t in range(5)]
+    inputs = reader.env_model_inputs(live, stats, cameras=cameras, obs=obs, max_len=12)
+    np.testing.assert_allclose(inputs['state'], pack['state'], rtol=1e-6)
+    assert inputs['state'].shape == (5, 9 if obs == 'state' else 6)
+    assert inputs['instruction'].shape == (5, 12)
+    assert (inputs['instruction'] == pack['instruction']).all()
+    if obs == 'vision':
+      assert inputs['images'].shape == (5, 2, 8, 8, 3)
+      assert (inputs['images'] == pack['images']).all()
+    else:
+      assert 'images' not in inputs

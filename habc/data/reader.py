@@ -180,13 +180,53 @@ def episode_windows(episode: Mapping[str, Any], *, horizon: int, next_offset: in
       is_demo=meta['source'] == 'demo', naive=naive)
 
 
-def model_state(episode: Mapping[str, Any], stats: stats_lib.NormStats, obs: str) -> np.ndarray:
-  """Normalised model state [T, S] ('vision'), or state ++ privileged [T, S + P] ('state')."""
-  observation = episode['steps']['observation']
+def model_inputs(observation: Mapping[str, np.ndarray], instruction: str | Sequence[str],
+                 stats: stats_lib.NormStats, *, cameras: Sequence[str], obs: str, max_len: int,
+                 episode_id: str = '') -> dict:
+  """Raw observations (an episode's steps, or a batch of live ones) -> the model's inputs.
+
+  The one place where states are normalised and instructions tokenised, for training batches
+  (``EpisodePack``) and for the policy in the environment (``env_model_inputs``) alike.
+
+  Args:
+    observation: arrays with a leading axis N: 'state' [N, S], 'privileged' [N, P] (appended to
+      the state with obs='state' when present), and with obs='vision' each of ``cameras``
+      (decoded uint8 [N, H, W, 3], or encoded bytes [N]).
+    instruction: one string for every row, or N strings.
+    stats: the dataset's normalisation statistics.
+    cameras: camera order of 'images'.
+    obs: 'vision' or 'state'.
+    max_len: L, the instruction length in tokens.
+    episode_id: named in errors.
+
+  Returns:
+    {'state': f32 [N, S'], 'instruction': int32 [L] (one string) or [N, L], and with
+    obs='vision' 'images': uint8 [N, C, H, W, 3]}.
+  """
+  if obs not in OBS_MODES:
+    raise ValueError(f'obs must be one of {OBS_MODES}, got {obs!r}.')
   state = stats.normalise('state', observation['state'])
   if obs == 'state' and 'privileged' in observation:
     state = np.concatenate([state, stats.normalise('privileged', observation['privileged'])], -1)
-  return state
+  if isinstance(instruction, (str, bytes)):
+    tokens = text.tokenize(instruction, max_len)
+  else:
+    tokens = np.stack([text.tokenize(t, max_len) for t in instruction])
+  out = {'state': np.asarray(state, np.float32), 'instruction': tokens}
+  if obs == 'vision':
+    out['images'] = stack_cameras(observation, cameras, episode_id)
+  return out
+
+
+def env_model_inputs(observations: Sequence[Mapping[str, Any]], stats: stats_lib.NormStats, *,
+                     cameras: Sequence[str], obs: str, max_len: int) -> dict:
+  """N observation dicts as an environment returns them (each with its episode's 'instruction'
+  string added by the rollout worker) -> ``model_inputs`` with instruction int32 [N, L]."""
+  keys = ['state'] + (['privileged'] if obs == 'state' else []) + (
+      list(cameras) if obs == 'vision' else [])
+  columns = {k: np.stack([o[k] for o in observations]) for k in keys if k in observations[0]}
+  return model_inputs(columns, [o.get('instruction', '') for o in observations], stats,
+                      cameras=cameras, obs=obs, max_len=max_len)
 
 
 class EpisodePack:
@@ -210,12 +250,11 @@ class EpisodePack:
                               min_human_steps=self.min_human_steps, naive=self.naive)
     steps = episode['steps']
     pack = {name: np.asarray(value) for name, value in windows._asdict().items()}
-    pack['state'] = model_state(episode, self.stats, self.obs)
+    pack.update(model_inputs(steps['observation'], steps['language_instruction'], self.stats,
+                             cameras=self.cameras, obs=self.obs,
+                             max_len=self.max_instruction_len,
+                             episode_id=episode['episode_metadata']['episode_id']))
     pack['actions'] = self.stats.normalise('action', steps['action'])
-    pack['instruction'] = text.tokenize(steps['language_instruction'], self.max_instruction_len)
-    if self.obs == 'vision':
-      pack['images'] = stack_cameras(steps['observation'], self.cameras,
-                                     episode['episode_metadata']['episode_id'])
     return pack
 
 
