@@ -434,12 +434,13 @@ def test_gate_warmup_counts_from_the_end_of_sft(tmp_path):
   backend = FakeBackend(config, step=0)
   datasets = [(os.path.join(workdir, 'data', 'demos'), 1.0)]
   p = pipeline.Pipeline(config, workdir, backend=backend, log=lambda line: None)
+  train_to = p._train_to  # pylint: disable=protected-access
   try:
-    p._train_to(sft, stage='sft', round_index=0, datasets=datasets)  # pylint: disable=protected-access
+    train_to(sft, stage='sft', round_index=0, datasets=datasets)
     assert backend.warmups == [None] * sft  # SFT: the learner's own default.
     backend.warmups.clear()
     for r in (1, 2):
-      p._train_to(sft + r * per_round, stage=f'round_{r:03d}', round_index=r, datasets=datasets)  # pylint: disable=protected-access
+      train_to(sft + r * per_round, stage=f'round_{r:03d}', round_index=r, datasets=datasets)
   finally:
     p.close()
   assert backend.warmups == [i < 3 for i in range(2 * per_round)]

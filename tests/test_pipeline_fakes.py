@@ -143,8 +143,9 @@ def test_live_observations_match_the_training_inputs():
                                  'privileged': np.ones(3)},
                                 {'state': np.full(6, 2.0), 'action': np.ones(4),
                                  'privileged': np.full(3, 4.0)})
-    pack = reader.EpisodePack(horizon=2, next_offset=1, min_human_steps=1, naive=False,
-                              cameras=cameras, obs=obs, stats=stats, max_instruction_len=12)(episode)
+    make_pack = reader.EpisodePack(horizon=2, next_offset=1, min_human_steps=1, naive=False,
+                                   cameras=cameras, obs=obs, stats=stats, max_instruction_len=12)
+    pack = make_pack(episode)
     steps = episode['steps']['observation']
     live = [dict({k: v[t] for k, v in steps.items()}, instruction='fold it') for t in range(5)]
     inputs = reader.env_model_inputs(live, stats, cameras=cameras, obs=obs, max_len=12)
