@@ -119,7 +119,8 @@ def attach_workdir(summary: dict, workdirs: str | None) -> dict:
     else:
       s['obs'] = 'vision' if s.get('preset') == 'paper' else 'state'
       s['obs_source'] = 'inferred from preset'
-  if workdir:
+  if workdir and os.path.isdir(workdir):
+    s['_workdir'] = workdir
     gates = sorted(glob.glob(os.path.join(workdir, 'logs', 'gates_round_*.npz')))
     if gates:
       s['_gate_npz'] = gates[-1]
@@ -283,13 +284,47 @@ def per_round(runs: list[dict]) -> list[tuple[int, dict]]:
   return out
 
 
+def logged_gate(workdir: str, r: int) -> tuple[float, float]:
+  """(sum of g * windows, windows) of SUCCESS windows over round ``r``'s logged learner steps.
+
+  Reads ``logs/metrics.jsonl`` (every ``pipeline.log_every`` steps: the batch's
+  ``gate/success_mean`` and ``count/success``) for steps in round ``r`` (from ``config.json``'s
+  ``pipeline.sft_steps`` and ``steps_per_round``); batches without such windows do not count.
+  """
+  config = _read_json(os.path.join(workdir, 'config.json')) or {}
+  pipeline = config.get('pipeline', {})
+  if r < 1 or 'sft_steps' not in pipeline or 'steps_per_round' not in pipeline:
+    return 0.0, 0.0
+  first = pipeline['sft_steps'] + (r - 1) * pipeline['steps_per_round']
+  last = first + pipeline['steps_per_round']
+  total, windows = 0.0, 0.0
+  try:
+    with open(os.path.join(workdir, 'logs', 'metrics.jsonl')) as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except ValueError:
+          continue  # A line cut by a stop.
+        if row.get('prefix') != 'train' or not first < row.get('step', -1) <= last:
+          continue
+        g, n = row.get('gate/success_mean'), row.get('count/success')
+        if g is not None and n and np.isfinite(g):
+          total += g * n
+          windows += n
+  except OSError:
+    pass
+  return total, windows
+
+
 def gate_on_successes(runs: list[dict]) -> dict | None:
   """Mean g_t on successful autonomous windows, final round, mean over seeds.
 
   Returns:
     {'train': mean of the summaries' gate_success_mean (None if absent), 'train_seeds': count,
      'samples': mean over the workdirs' gate samples of SUCCESS windows (None if absent),
-     'sample_windows': count}, or None when neither source has a value.
+     'sample_windows': count, 'logged': count-weighted mean over the logged learner steps of the
+     last round in the workdirs (None if absent), 'logged_windows': count}, or None when no source
+     has a value.
   """
   train = []
   for run in runs:
@@ -308,11 +343,18 @@ def gate_on_successes(runs: list[dict]) -> dict | None:
         continue
       sampled.append(gate[kind == SUCCESS_KIND])
   sampled_all = np.concatenate(sampled) if sampled else np.zeros((0,))
-  if not train and not sampled_all.size:
+  logged = np.zeros(2)
+  for run in runs:
+    last = max((row['round'] for row in run['rounds']), default=0)
+    if run.get('_workdir') and last >= 1:
+      logged += logged_gate(run['_workdir'], last)
+  if not train and not sampled_all.size and not logged[1]:
     return None
   return {'train': float(np.mean(train)) if train else None, 'train_seeds': len(train),
           'samples': float(sampled_all.mean()) if sampled_all.size else None,
-          'sample_windows': int(sampled_all.size)}
+          'sample_windows': int(sampled_all.size),
+          'logged': float(logged[0] / logged[1]) if logged[1] else None,
+          'logged_windows': int(logged[1])}
 
 
 def compare(a: dict | None, b: dict | None) -> str:
@@ -643,21 +685,27 @@ def gate_section(groups: dict) -> list[str]:
     train = '-' if g['train'] is None else f'{g["train"]:.3f} ({g["train_seeds"]} seeds)'
     samples = ('-' if g['samples'] is None else
                f'{g["samples"]:.3f} ({g["sample_windows"]} windows)')
-    rows.append(f'| {key[0]} | {key[1]} | {key[2]}, {key[3]} | {train} | {samples} | '
+    logged = ('-' if g['logged'] is None else
+              f'{g["logged"]:.3f} ({g["logged_windows"]} windows)')
+    rows.append(f'| {key[0]} | {key[1]} | {key[2]}, {key[3]} | {train} | {logged} | {samples} | '
                 f'{"-" if paper is None else f"{paper:.2f}"} |')
   if rows:
-    lines += ['| task | method | obs, preset | learner mean, last round | gate samples, last round '
-              '| paper |', '|---|---|---|---|---|---|'] + rows + ['']
+    lines += ['| task | method | obs, preset | summary (learner mean), last round | logged '
+              'batches, last round | gate samples, last round | paper |',
+              '|---|---|---|---|---|---|---|'] + rows + ['']
   else:
     lines += ['No gate values in the summaries present.', '']
   lines += ['Where the numbers come from: "learner mean" is `gate_success_mean` of the last round '
             'in the sweep summary (the pipeline\'s `train/gate/success_mean`: the mean over the '
             'round\'s learner steps of the gate on successful autonomous windows of the batch, '
             'including any warm-up steps (g fixed at 1), and counting steps whose batch had no '
-            'such window as 0, since the round mean divides by all steps). "Gate samples" is the '
-            'mean over the SUCCESS windows of the workdir\'s `logs/gates_round_<last>.npz` (g_t of '
-            'a few batches after the round, before normalisation), read only with '
-            '`--workdirs`.', '']
+            'such window as 0, since the round mean divides by all steps: it reads low when few '
+            'batches hold a successful autonomous window). "Logged batches" weighs the batch '
+            'means in the workdir\'s `logs/metrics.jsonl` (every `log_every` steps of the last '
+            'round) by their number of such windows, leaving empty batches out. "Gate samples" is '
+            'the mean over the SUCCESS windows of the workdir\'s `logs/gates_round_<last>.npz` '
+            '(g_t of a few batches after the round, before normalisation). The last two are read '
+            'only with `--workdirs`.', '']
   return lines
 
 

@@ -98,7 +98,7 @@ def test_plots_written_and_linked(some_runs, tmp_path):
 def test_gate_and_reading_sections(some_runs, tmp_path):
   text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
   gate = text.split('## Mean g_t')[1].split('## Benchmarks')[0]
-  assert '| fold | habc | state, default | 0.550 (2 seeds) | - | 0.76 |' in gate
+  assert '| fold | habc | state, default | 0.550 (2 seeds) | - | - | 0.76 |' in gate
   reading = text.split('### What the runs here show')[1]
   # 35/40 against 18/60: the intervals are apart, in the paper's direction.
   assert 'fold (state, default): paper: habc > sft' in reading
@@ -112,10 +112,17 @@ def test_gate_from_workdir_samples(some_runs, tmp_path):
   (workdir / 'logs').mkdir(parents=True)
   np.savez(workdir / 'logs' / 'gates_round_003.npz', gate=np.array([0.2, 0.6, 1.0, 1.9]),
            kind=np.array([1, 1, 2, 0]))
-  (workdir / 'config.json').write_text(json.dumps({'obs': 'vision'}))
+  (workdir / 'config.json').write_text(json.dumps(
+      {'obs': 'vision', 'pipeline': {'sft_steps': 100, 'steps_per_round': 10}}))
+  # Round 3 is steps 121..130; batches without a successful window (count 0, NaN) do not count.
+  rows = [(120, 0.9, 5), (125, 0.5, 1), (126, float('nan'), 0), (130, 0.8, 3), (131, 0.1, 9)]
+  (workdir / 'logs' / 'metrics.jsonl').write_text(''.join(
+      json.dumps({'step': s, 'prefix': 'train', 'gate/success_mean': g, 'count/success': n}) + '\n'
+      for s, g, n in rows) + '{"step": 12')
   text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'),
                        workdirs=str(tmp_path / 'sweep'))
   assert '0.400 (2 windows)' in text
+  assert f'{(0.5 * 1 + 0.8 * 3) / 4:.3f} (4 windows)' in text
   # Seed 0's mode now comes from its config: vision and state runs are separate cells.
   assert 'vision (workdir config)' in text
 
