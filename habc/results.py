@@ -2,7 +2,7 @@ r"""RESULTS.md from whatever sweep summaries are in ``results/``: ``python -m ha
 
   python -m habc.results                        # results/ -> RESULTS.md and results/plots/*.png
   python -m habc.results --results=results --out=RESULTS.md --workdirs=workdirs/sweep
-  python -m habc.results --run_benchmarks       # first: python -m habc.bench {learner,data,envs}
+  python -m habc.results --run_benchmarks       # first: every python -m habc.bench NAME
 
 Inputs (all optional; zero, some or all runs may be present):
   results/[<folder>/]<task>_<method>_<seed>.json   one small summary per run (experiments/sweep.py)
@@ -525,6 +525,15 @@ def plot_task(groups: dict, task: str, plots: str) -> list[str]:
 
 
 # Benchmarks .......................................................................................
+def benchmark_names() -> list[str]:
+  """The benchmarks ``python -m habc.bench`` knows (its BENCHMARKS), else learner, data, envs."""
+  try:
+    from habc.bench import __main__ as dispatcher
+    return list(dispatcher.BENCHMARKS)
+  except (ImportError, AttributeError):
+    return list(BENCHMARKS)
+
+
 def benchmark_command(name: str) -> list[str]:
   return [sys.executable, '-m', 'habc.bench', name]
 
@@ -574,10 +583,11 @@ def read_benchmark(path: str) -> dict:
 def benchmark_section(bench_dir: str) -> list[str]:
   lines = ['## Benchmarks', '']
   paths = glob.glob(os.path.join(bench_dir, '*.txt'))
-  order = {f'{b}.txt': i for i, b in enumerate(BENCHMARKS)}
+  names = benchmark_names()
+  order = {f'{b}.txt': i for i, b in enumerate(names)}
   paths.sort(key=lambda p: (order.get(os.path.basename(p), len(order)), os.path.basename(p)))
   present = {os.path.basename(p) for p in paths}
-  absent = [b for b in BENCHMARKS if f'{b}.txt' not in present]
+  absent = [b for b in names if f'{b}.txt' not in present]
   if absent:
     lines += [f'Not measured yet: {", ".join(absent)} (`python -m habc.results --run_benchmarks` '
               f'saves them to `{bench_dir}/`).', '']
@@ -822,12 +832,12 @@ def main(argv=None) -> int:
                  help='root of the sweep workdirs (optional: observation mode and gate samples)')
   p.add_argument('--min_seeds', type=int, default=3, help='cells with fewer seeds are listed')
   p.add_argument('--run_benchmarks', action='store_true',
-                 help='first run python -m habc.bench learner|data|envs (minutes) into '
+                 help='first run every python -m habc.bench benchmark (minutes) into '
                  '<results>/bench')
   args = p.parse_args((sys.argv if argv is None else argv)[1:])
   if args.run_benchmarks:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for name in BENCHMARKS:
+    for name in benchmark_names():
       print(f'results: running python -m habc.bench {name} ...', flush=True)
       path = run_benchmark(name, benchmark_command(name), os.path.join(args.results, 'bench'),
                            cwd=root)
