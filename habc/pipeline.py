@@ -470,8 +470,9 @@ class Pipeline:
     batches = self.backend.batches(datasets, seed=rollout.seed_for(c.seed, stage, round_index,
                                                                     step))
     bar = self._bar(target, f'train {stage}', initial=step)
+    # Per-metric sums and counts: a metric of a sample kind absent from a batch is NaN there.
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, int] = {}
     try:
       while step < target:
         # Online rounds hold g_t at 1 for their first method.warmup_steps updates after SFT (the
@@ -481,10 +482,10 @@ class Pipeline:
                                       gate_warmup=warmup)
         step = self.backend.step
         bar.update(1)
-        count += 1
         for k, v in metrics.items():
           if np.isfinite(v):
             sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
         if step % c.pipeline.log_every == 0 or step == target:
           self.metrics.scalars(step, metrics, prefix='train')
         if step % c.pipeline.checkpoint_every == 0 or step == target:
@@ -495,7 +496,7 @@ class Pipeline:
       bar.close()
       if hasattr(batches, 'close'):
         batches.close()
-    means = {k: v / max(count, 1) for k, v in sums.items()}
+    means = {k: v / counts[k] for k, v in sums.items()}
     os.makedirs(self.paths.logs, exist_ok=True)
     _write_json(os.path.join(self.paths.logs, f'train_{stage}.json'), means)
     if round_index:

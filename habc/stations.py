@@ -377,7 +377,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
   reached_at = None if until_episodes is None or total(stations) < until_episodes else backend.step
   rescans = 0
   saved = 0
-  last_saved = backend.step
+  first_step = last_saved = backend.step
   try:
     while True:
       step = backend.step
@@ -388,7 +388,9 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
         break
       if reached_at is not None and last_saved > reached_at:
         break
-      metrics = backend.update(next(batches), intervention_reweighting=ir)
+      # The gate's warm-up counts from where this learner started (e.g. an SFT checkpoint).
+      metrics = backend.update(next(batches), intervention_reweighting=ir,
+                               gate_warmup=step - first_step < c.method.warmup_steps)
       step = backend.step
       if step % c.pipeline.checkpoint_every == 0:
         with preflight.storage_errors(paths.checkpoints):
@@ -432,7 +434,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
 
 
 # ------------------------------------------------------------------------------------------------
-# Command line (until launch.py has --mode=actor/learner):
+# Command line (also `launch.py --mode=actor|learner`):
 #   python -m habc.stations --role=learner --workdir=/shared/run --task=insert --preset=smoke
 #   python -m habc.stations --role=actor --station_id=0 --workdir=/shared/run --task=insert ...
 
