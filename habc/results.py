@@ -692,7 +692,8 @@ def gate_section(groups: dict) -> list[str]:
     if g is None:
       continue
     paper = PAPER_GATE[TASKS.index(key[0])] if key[0] in TASKS and key[1] == 'habc' else None
-    train = '-' if g['train'] is None else f'{g["train"]:.3f} ({g["train_seeds"]} seed{"s" if g["train_seeds"] != 1 else ""})'
+    seeds = f'{g["train_seeds"]} seed' + ('s' if g['train_seeds'] != 1 else '')
+    train = '-' if g['train'] is None else f'{g["train"]:.3f} ({seeds})'
     samples = ('-' if g['samples'] is None else
                f'{g["samples"]:.3f} ({g["sample_windows"]} windows)')
     logged = ('-' if g['logged'] is None else
