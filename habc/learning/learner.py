@@ -153,12 +153,10 @@ def make_online_weight_fn(config, model):
 def make_update_step(config, model):
   """The pure update ``(state, batch, rng) -> (state, metrics)`` for this config (not jitted)."""
   loss_fn = make_loss_fn(config, model)
-  tx = None  # Built lazily from the parameters' structure (labels depend on it).
 
   def update_step(state: TrainState, batch, rng):
-    nonlocal tx
-    if tx is None:
-      tx = make_optimizer(config, state.params['params'])
+    # The optimiser's labels follow the parameters' structure; building it is free under jit.
+    tx = make_optimizer(config, state.params['params'])
     grad_fn = jax.grad(loss_fn, has_aux=True)
     grads, metrics = grad_fn(state.params, batch, rng, state.step)
     updates, opt_state = tx.update(grads['params'], state.opt_state, state.params['params'])
