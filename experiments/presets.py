@@ -30,6 +30,9 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
 
   c.data = ml_collections.ConfigDict()
   c.data.num_demos = 40  # Scripted-expert demonstrations recorded as ALOHA-style HDF5.
+  # A folder of recorded teleop episodes (ALOHA-style HDF5) to convert instead of running the
+  # scripted expert; required on a hardware task (a station has no scripted expert).
+  c.data.teleop_dir = ''
   # Share of demonstration windows in each batch once rollouts exist (the rest: every round's
   # rollouts, uniformly over windows).
   c.data.demo_fraction = 0.5
