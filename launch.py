@@ -7,11 +7,18 @@ r"""Runs the habc pipeline: demonstrations -> SFT -> rounds of (collect, train, 
   python launch.py --task=fold --mode=report                     # one stage only
   python launch.py --task=fold --mode=learner --workdir=/shared/run   # actor/learner split:
   python launch.py --task=fold --mode=actor --station_id=0 --workdir=/shared/run  # one per station
+  python launch.py --task=hw_fold --config.data.teleop_dir=recordings/fold    # on the station
 
 Config = the experiment file's ``get_config(preset)``, then the ``--config.<path>=<value>``
 overrides (ml_collections), then ``--task`` and ``--seed``. A re-run with the same workdir and config
 resumes after the last completed stage; a workdir made with another config is refused (the
 differences are printed) unless ``--overwrite``.
+
+A hardware task (``hw_<task>``, docs/hardware.md) runs that task on the dm-robotics station: the
+config gains a ``hardware`` section (``habc.envs.hardware.config``, set with
+``--config.hardware.<path>=<value>``), the station's environment factory, no simulated operator
+(takeovers and outcomes come from ``config.hardware.operator`` inside the environment), one
+environment worker (one robot), and demonstrations from ``--config.data.teleop_dir``.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report', 'acto
 PRESETS = ('smoke', 'default', 'paper')
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('task', None, 'Task name (simulated: see `python -m habc.envs --list`); '
-                    'default: the config\'s task.')
+flags.DEFINE_string('task', None, 'Task name (simulated: see `python -m habc.envs --list`; '
+                    'hw_<task>: that task on the dm-robotics station); default: the config\'s '
+                    'task.')
 flags.DEFINE_string('experiment', DEFAULT_EXPERIMENT, 'Experiment config file (experiments/*.py).')
 flags.DEFINE_string('workdir', None, 'Run directory; default ./workdirs/<task>_<experiment>_<seed>.')
 flags.DEFINE_integer('seed', None, 'Run seed; default: the config\'s seed (0).')
@@ -54,6 +62,13 @@ flags.DEFINE_integer('max_episodes', None, 'With --mode=actor: stop after this m
 flags.DEFINE_float('wait_timeout', 600.0, 'With --mode=actor: seconds to wait for a first learner '
                    'checkpoint.')
 flags.DEFINE_integer('max_steps', None, 'With --mode=learner: stop at this learner step.')
+# --config.hardware.<path>=<value> arrives here (``hardware_argv``): the experiment configs have no
+# ``hardware`` section, so ml_collections could not apply it; ``build_config`` does.
+flags.DEFINE_multi_string('hardware_override', [], 'Set by --config.hardware.<path>=<value>.')
+
+HARDWARE_PREFIX = '--config.hardware.'
+STATION_ENV_FACTORY = 'habc.envs.hardware:rollout_env'
+SIMULATED_ENV_FACTORY = 'habc.envs:make'
 
 
 class UsageError(ValueError):
@@ -96,11 +111,73 @@ def config_argv(argv: list[str]) -> list[str]:
   return [argv[0], f'--config={path}:{preset}'] + argv[1:]
 
 
+def hardware_argv(argv: list[str]) -> list[str]:
+  """Rewrites each ``--config.hardware.<path>=<value>`` as ``--hardware_override=<path>=<value>``
+  (applied to the hardware section by ``build_config``)."""
+  out = []
+  for arg in argv:
+    if arg.startswith(HARDWARE_PREFIX):
+      if '=' not in arg:
+        raise UsageError(f'{arg}: give a value, {arg}=<value>.')
+      out.append('--hardware_override=' + arg[len(HARDWARE_PREFIX):])
+    else:
+      out.append(arg)
+  return out
+
+
+def _parse_like(text: str, current, where: str):
+  """The override ``text`` as a value of the type of ``current`` (bool, int, float, str, tuple)."""
+  import ast
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError('not a bool')
+      return text.lower() in ('true', '1')
+    if isinstance(current, (int, float)):
+      return type(current)(float(text)) if isinstance(current, float) else int(text)
+    if isinstance(current, (tuple, list)):
+      value = ast.literal_eval(text)
+      if not isinstance(value, (tuple, list)) or len(value) != len(current):
+        raise ValueError(f'expected {len(current)} values')
+      return tuple(value)
+    return text
+  except (ValueError, SyntaxError) as e:
+    raise UsageError(f'--config.hardware.{where}={text}: not a value like {current!r} ({e}).') \
+        from None
+
+
+def hardware_section(overrides=()):
+  """The ``hardware`` config section (``habc.envs.hardware.config``) with ``path=value``
+  overrides applied; raises UsageError naming an unknown path or a bad value."""
+  from habc.envs.hardware import config as hw_config
+  section = hw_config.default_config()
+  for item in overrides:
+    path, _, text = item.partition('=')
+    node, parts = section, path.split('.')
+    for i, part in enumerate(parts):
+      if not hasattr(node, 'keys') or part not in node:
+        where = '.'.join(['hardware'] + parts[:i])
+        options = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else '(a plain value)'
+        raise UsageError(f'--config.hardware.{path}: the config has no {part!r} under {where}; '
+                         f'known keys there: {options}.')
+      if i < len(parts) - 1:
+        node = node[part]
+    if hasattr(node[parts[-1]], 'keys'):
+      raise UsageError(f'--config.hardware.{path} is a section; set its values one by one: '
+                       f'{", ".join(f"{path}.{k}" for k in sorted(node[parts[-1]].keys()))}.')
+    node[parts[-1]] = _parse_like(text, node[parts[-1]], path)
+  try:
+    hw_config.validate(section)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  return section
+
+
 def check_overrides(path: str, preset: str, argv: list[str]) -> None:
   """Every --config.<path> override must name an existing config value."""
   import importlib.util
   overrides = [a[len('--config.'):].split('=', 1)[0] for a in argv[1:]
-               if a.startswith('--config.')]
+               if a.startswith('--config.') and not a.startswith(HARDWARE_PREFIX)]
   if not overrides:
     return
   if ROOT not in sys.path:
@@ -121,23 +198,54 @@ def check_overrides(path: str, preset: str, argv: list[str]) -> None:
       node = node[part]
 
 
-def build_config(config, *, task: str | None, seed: int | None, experiment: str):
-  """Applies --task and --seed; validates the config before any work. Returns the config."""
+def build_config(config, *, task: str | None, seed: int | None, experiment: str,
+                 hardware_overrides=()):
+  """Applies --task, --seed and, for a hardware task, the station settings (``hardware``
+  section with ``hardware_overrides`` 'path=value', station environment factory, no simulated
+  operator, one worker); validates the config before any work. Returns the config."""
   import ml_collections
+  from habc.envs import hardware
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
   if task is not None:
     config.task = task
   if seed is not None:
     config.seed = seed
+  if hardware.is_hardware_task(config.task):
+    config.hardware = hardware_section(hardware_overrides)
+    if config.rollout.env_factory == SIMULATED_ENV_FACTORY:
+      config.rollout.env_factory = STATION_ENV_FACTORY
+    config.operator.enabled = False  # The station's operator runs inside its environment.
+    config.runtime.num_workers = 1  # One robot.
+  elif hardware_overrides:
+    names = ', '.join(hardware.list_tasks())
+    raise UsageError(f'--config.hardware.* applies to a hardware task ({names}); '
+                     f'--task={config.task} is simulated.')
   validate_config(config)
   return config
 
 
 def validate_config(config) -> None:
-  """Start-up checks: the task exists, the method is known, the batch divides the devices."""
+  """Start-up checks: the task exists, the method is known, the batch divides the devices, and a
+  hardware task has its teleop demonstrations and a consistent ``hardware`` section."""
   from habc import envs
-  if config.task not in envs.list_tasks():
-    raise UsageError(f'Unknown task {config.task!r}; simulated tasks: {", ".join(envs.list_tasks())}.')
+  from habc.envs import hardware
+  if config.task not in envs.list_tasks() + hardware.list_tasks():
+    raise UsageError(f'Unknown task {config.task!r}; simulated tasks: '
+                     f'{", ".join(envs.list_tasks())}; hardware tasks (the dm-robotics station): '
+                     f'{", ".join(hardware.list_tasks())}.')
+  if hardware.is_hardware_task(config.task):
+    if 'hardware' not in config:
+      raise UsageError(f'Task {config.task} runs on the station but the config has no hardware '
+                       'section; build it with launch.build_config.')
+    if not config.data.get('teleop_dir', ''):
+      raise UsageError(f'Task {config.task} runs on the station, which has no scripted expert: '
+                       'give its demonstrations with --config.data.teleop_dir=<folder of recorded '
+                       'ALOHA-style episode_*.hdf5 teleop episodes> (docs/hardware.md).')
+    if config.operator.enabled:
+      raise UsageError(f'Task {config.task}: config.operator.enabled must be False on the '
+                       'station (takeovers come from config.hardware.operator).')
+    if config.runtime.num_workers != 1:
+      raise UsageError(f'Task {config.task}: config.runtime.num_workers must be 1 (one robot).')
   weightings = ('habc', 'habc_v', 'bc', 'recap', 'awr')
   if config.method.weighting not in weightings:
     raise UsageError(f'config.method.weighting={config.method.weighting!r} is not one of '
@@ -183,7 +291,8 @@ def main(argv):
       raise UsageError('No experiment config was loaded.')
     # Before build_config: its jax.device_count() must count every host's devices.
     distributed.maybe_initialize(distributed.resolve(FLAGS, config=config))
-    config = build_config(config, task=FLAGS.task, seed=FLAGS.seed, experiment=FLAGS.experiment)
+    config = build_config(config, task=FLAGS.task, seed=FLAGS.seed, experiment=FLAGS.experiment,
+                          hardware_overrides=FLAGS.hardware_override)
   except (UsageError, distributed.DistributedConfigError) as e:
     sys.exit(f'launch.py: {e}')
   workdir = FLAGS.workdir or default_workdir(config, FLAGS.experiment)
@@ -203,9 +312,11 @@ def main(argv):
     sys.exit(f'launch.py: {e}')
   print(f'habc: {config.name} on {config.task}, seed {config.seed}, preset {config.preset}, '
         f'workdir {workdir}', flush=True)
+  from habc.data.converters import ConversionError
   try:
     summary = pipeline.run(config, workdir, mode=FLAGS.mode, overwrite=FLAGS.overwrite)
-  except (pipeline.ConfigMismatchError, pipeline.StageOrderError) as e:
+  except (pipeline.ConfigMismatchError, pipeline.StageOrderError, pipeline.TeleopDataError,
+          ConversionError) as e:
     sys.exit(f'launch.py: {e}')
   last = summary['rounds'][-1] if summary['rounds'] else None
   if last and 'eval' in last:
@@ -216,7 +327,7 @@ def main(argv):
 def run_cli(argv: list[str] | None = None) -> None:
   argv = list(sys.argv if argv is None else argv)
   try:
-    argv = config_argv(argv)
+    argv = config_argv(hardware_argv(argv))
   except UsageError as e:
     sys.exit(f'launch.py: {e}')
   sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv.

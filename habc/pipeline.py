@@ -59,6 +59,10 @@ class StageOrderError(RuntimeError):
   """A single stage was asked for before the stages it needs."""
 
 
+class TeleopDataError(ValueError):
+  """``data.teleop_dir`` does not hold usable teleop episodes (the message says what to fix)."""
+
+
 class Stop(Exception):
   """Raised by an ``on_event`` hook to stop the pipeline (tests use it to simulate a crash)."""
 
@@ -328,7 +332,12 @@ class Pipeline:
 
   # demonstrations ...............................................................................
   def demos(self) -> None:
+    """Demonstrations as RLDS: recorded teleop episodes (``data.teleop_dir``) when given, else
+    the scripted expert's (recorded to HDF5 by the workers, then converted the same way)."""
     if self.done('demos'):
+      return
+    if self.config.data.get('teleop_dir', ''):
+      self.teleop_demos()
       return
     c = self.config
     os.makedirs(self.paths.demo_hdf5, exist_ok=True)
@@ -372,6 +381,30 @@ class Pipeline:
     self.log(f'demos: {len(ok)} successful expert demonstrations ({len(failed)} failed, set '
              f'aside), converting to RLDS')
     self.backend.convert_demos(self.paths.demo_hdf5, self.paths.demo_data)
+    self.mark('demos')
+
+  def teleop_demos(self) -> None:
+    """Converts the ALOHA-style HDF5 teleop episodes of ``data.teleop_dir`` into the demos
+    dataset (a hardware task has no scripted expert; in simulation this replaces the expert).
+
+    Raises:
+      TeleopDataError: the folder is missing, holds no ``episode_*.hdf5``, or (obs=state) its
+        episodes lack ``privileged``.
+      habc.data.converters.ConversionError: a bad file (named, with the field).
+    """
+    from habc.data.converters import aloha_hdf5
+    folder = os.path.abspath(os.path.expanduser(self.config.data.teleop_dir))
+    flag = f'--config.data.teleop_dir={self.config.data.teleop_dir}'
+    if not os.path.isdir(folder):
+      raise TeleopDataError(f'{flag}: {folder} is not a folder. Give a folder of recorded '
+                              'teleop episodes (ALOHA-style episode_*.hdf5, docs/hardware.md).')
+    files = aloha_hdf5.list_episodes(folder)
+    if not files:
+      raise TeleopDataError(f'{flag}: {folder} holds no episode_*.hdf5 files (ALOHA-style '
+                              'teleop episodes, docs/data.md and docs/hardware.md).')
+    self.log(f'demos: converting {len(files)} teleop episodes from {folder} to RLDS')
+    self.backend.convert_teleop(folder, self.paths.demo_data)
+    self._event('teleop_demos', episodes=len(files), folder=folder)
     self.mark('demos')
 
   # SFT ...........................................................................................
@@ -780,11 +813,15 @@ class Backend:
     operator = None
     if c.operator.enabled:
       operator = {k: v for k, v in c.operator.to_dict().items() if k != 'enabled'}
+    # A hardware task's station takes its ``hardware`` section (as plain data); its operator runs
+    # inside the environment (config.hardware.operator), not as the rollout's simulated operator.
+    env_options = {'hardware': c.hardware.to_dict()} if 'hardware' in c else None
     return rollout.WorkerConfig(task=c.task, image_size=c.image_size, cameras=cameras,
                                 time_limit=c.rollout.time_limit or None,
                                 execute_steps=c.rollout.execute_steps, operator=operator,
                                 env_factory=c.rollout.env_factory,
-                                operator_factory=c.rollout.operator_factory)
+                                operator_factory=c.rollout.operator_factory,
+                                env_options=env_options)
 
   # data ........................................................................................
   def convert_demos(self, hdf5_dir: str, out_dir: str) -> None:
@@ -794,6 +831,26 @@ class Backend:
       shutil.rmtree(out_dir)  # A conversion cut short: redo it from the raw files.
     _convert_aloha(hdf5_dir, out_dir, task=self.config.task)
     stats_lib.save_stats(stats_lib.compute_dataset_stats(out_dir), out_dir)
+
+  def convert_teleop(self, teleop_dir: str, out_dir: str) -> None:
+    """Recorded teleop episodes (ALOHA-style HDF5) -> the demos dataset, with statistics.
+
+    The instruction is the task's own (what the policy reads in the environment), whatever the
+    files say; files that record no outcome count as successes; with vision observations the
+    config's cameras are kept (a missing one is an error naming the file), resized to image_size.
+    """
+    from habc.data import stats as stats_lib
+    if os.path.exists(out_dir):
+      shutil.rmtree(out_dir)  # A conversion cut short: redo it from the raw files.
+    c = self.config
+    vision = c.obs == 'vision'
+    _convert_aloha(teleop_dir, out_dir, task=c.task, operator='teleop',
+                   instruction=_task_instruction(c.task), success=True,
+                   cameras=tuple(c.cameras) if vision else None,
+                   resize=(c.image_size, c.image_size) if vision else None)
+    stats = stats_lib.compute_dataset_stats(out_dir)
+    _check_teleop_privileged(c, stats, teleop_dir)
+    stats_lib.save_stats(stats, out_dir)
 
   def open_writer(self, path: str) -> _LazyWriter:
     return _LazyWriter(path)
@@ -931,11 +988,34 @@ def _stats_tree(stats) -> dict:
           'std': {k: np.asarray(v) for k, v in stats.std.items()}}
 
 
-def _convert_aloha(hdf5_dir: str, out_dir: str, *, task: str) -> None:
-  """The recorder's HDF5 demonstrations -> RLDS (source 'demo'), by the data layer's converter."""
+def _convert_aloha(hdf5_dir: str, out_dir: str, *, task: str, operator: str = 'scripted_expert',
+                   **options) -> None:
+  """ALOHA-style HDF5 demonstrations (the recorder's, or recorded teleop) -> RLDS (source 'demo'),
+  by the data layer's converter; ``options`` as ``habc.data.converters.Options``."""
   from habc.data import converters
   converters.convert('aloha_hdf5', hdf5_dir, out_dir, progress=False, task=task, source='demo',
-                     operator='scripted_expert', image_format=IMAGE_FORMAT)
+                     operator=operator, image_format=IMAGE_FORMAT, **options)
+
+
+def _task_instruction(task: str) -> str:
+  """The language instruction of a simulated or hardware task (its class attribute; no build)."""
+  from habc import envs
+  from habc.envs import hardware
+  name = hardware.simulated_task(task) if hardware.is_hardware_task(task) else task
+  return str(envs.task_class(name).instruction)
+
+
+def _check_teleop_privileged(config, stats, teleop_dir: str) -> None:
+  """With state observations, the demos must carry the environment's ``privileged`` vector (the
+  station's is zeros [P]): the policy reads state ++ privileged in training and in the
+  environment alike. Raises TeleopDataError saying what to record otherwise."""
+  if config.obs != 'state' or 'privileged' in stats.mean:
+    return
+  raise TeleopDataError(
+      f'The teleop episodes in {teleop_dir} have no /observations/privileged, but obs=state reads '
+      'the environment\'s privileged vector (the simulated task\'s size; zeros on a station). '
+      'Record it (write_aloha_hdf5(privileged=...), zeros f32 [T, P] on a station) or run with '
+      '--config.obs=vision.')
 
 
 def run(config, workdir: str, *, mode: str = 'pipeline', overwrite: bool = False,

@@ -47,6 +47,9 @@ class WorkerConfig:
   env_factory: str = 'habc.envs:make'
   # 'module:Class' of the simulated operator: Class(config, seed) with reset() and act().
   operator_factory: str = 'habc.envs.operator:SimulatedOperator'
+  # Extra keyword arguments of env_factory (plain data), e.g. the station's ``hardware`` section
+  # for habc.envs.hardware:rollout_env. None: none.
+  env_options: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +140,8 @@ class _Episode:
     make_env = load_symbol(config.env_factory)
     self.config, self.request = config, request
     self.env = make_env(config.task, seed=request.seed, image_size=config.image_size,
-                        cameras=config.cameras, time_limit=config.time_limit)
+                        cameras=config.cameras, time_limit=config.time_limit,
+                        **(config.env_options or {}))
     self.operator = None
     if request.kind == 'rollout' and config.operator is not None:
       operator_cls = load_symbol(config.operator_factory)

@@ -6,7 +6,13 @@ the task's name, instruction, time limit and privileged size are read from the s
 the specs match it exactly; its control rate and action scale must equal the ``hardware`` config's.
 No robot is attached to these machines: ``config.rig = 'moma_sim'`` builds moma's simulated Sawyer
 arms. See docs/hardware.md for a real station.
+
+Hardware task names: ``hw_<task>`` for every simulated task (``list_tasks()``) is that task on the
+station. ``rollout_env`` builds one for the rollout workers (``launch.py --task=hw_fold``), with the
+operator of ``config.hardware.operator`` inside the environment.
 """
+
+import ml_collections
 
 from habc.envs.base import CAMERAS
 from habc.envs.hardware.config import default_config, validate
@@ -14,7 +20,50 @@ from habc.envs.hardware.env import HardwareEnv, InvalidTimeStep, is_invalid
 from habc.envs.hardware.operator import TeleopOperator
 
 __all__ = ['make', 'default_config', 'HardwareEnv', 'InvalidTimeStep', 'is_invalid',
-           'TeleopOperator', 'task_spec']
+           'TeleopOperator', 'task_spec', 'list_tasks', 'is_hardware_task', 'simulated_task',
+           'rollout_env', 'PREFIX']
+
+# A hardware task is a simulated task's name with this prefix: the same task on the station.
+PREFIX = 'hw_'
+
+
+def list_tasks() -> list:
+  """Names of the hardware tasks: ``hw_<task>`` for every simulated task."""
+  import habc.envs  # The simulated registry (light: the task modules load on use).
+  return [PREFIX + task for task in habc.envs.list_tasks()]
+
+
+def is_hardware_task(name: str) -> bool:
+  return isinstance(name, str) and name in list_tasks()
+
+
+def simulated_task(name: str) -> str:
+  """'hw_fold' -> 'fold': the simulated task whose spec a hardware task runs."""
+  if not is_hardware_task(name):
+    raise ValueError(f'Unknown hardware task {name!r}; hardware tasks: {", ".join(list_tasks())}.')
+  return name[len(PREFIX):]
+
+
+def rollout_env(task: str, *, seed: int, image_size: int = 64, cameras=CAMERAS, time_limit=None,
+                hardware=None) -> HardwareEnv:
+  """The rollout workers' environment factory for a hardware task (``habc.rollout.WorkerConfig``).
+
+  The signature of ``habc.envs.make`` plus ``hardware``: the run config's ``hardware`` section as a
+  plain dict (``WorkerConfig.env_options``; default ``default_config()``). The operator, built as
+  ``Class(config, seed)`` from ``hardware['operator']`` ('module:Class'; '' for none), runs inside
+  the environment: it may take over at any control step and reports the episode's outcome. The
+  environment's ``task_name`` is the hardware name (``hw_fold``), so station data says where it
+  came from; specs, instruction and time limit are the simulated task's.
+  """
+  from habc.rollout import load_symbol
+  c = default_config()
+  if hardware:
+    c.update(ml_collections.ConfigDict(dict(hardware)))
+  operator = load_symbol(c.operator)(c, seed) if c.get('operator') else None
+  env = make(simulated_task(task), seed=seed, image_size=image_size, cameras=cameras,
+             time_limit=time_limit, config=c, operator=operator)
+  env.task_name = task
+  return env
 
 
 def task_spec(task: str, *, seed: int = 0, time_limit=None) -> dict:

@@ -58,6 +58,9 @@ def default_config() -> ml_collections.ConfigDict:
   # collision geoms). The workspace boxes alone do not keep the arms' links apart.
   c.avoid_arm_collisions = True
   c.min_arm_distance = 0.05
+  # The takeover and outcome source of a station run ('module:Class', built as Class(config, seed)
+  # inside each environment, see habc.envs.hardware.rollout_env): what the teleop device feeds.
+  c.operator = 'habc.envs.hardware:TeleopOperator'
   return c
 
 
@@ -82,6 +85,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
                 'max_lin_vel', 'max_rot_vel', 'max_gripper_speed'):
     if not c[field] > 0:
       raise ValueError(f'config.hardware.{field} = {c[field]} must be positive.')
+  operator = c.get('operator', '')
+  if operator and (not isinstance(operator, str) or ':' not in operator):
+    raise ValueError(f'config.hardware.operator = {operator!r} must be "module:Class" (e.g. '
+                     '"habc.envs.hardware:TeleopOperator"), or empty for no operator.')
   substeps = 1.0 / (c.control_hz * c.physics_timestep)
   if abs(substeps - round(substeps)) > 1e-6:
     raise ValueError(f'config.hardware: 1 / (control_hz * physics_timestep) = {substeps} must be '

@@ -7,6 +7,8 @@ honoured at the next step: within one control period.
 
 ``TeleopOperator`` is the one a real teleop device feeds, from its own thread:
 ``take_over()``, then ``command(action)`` as often as it reads the device, then ``hand_back()``.
+The operator also judges the episode: ``report_outcome(success)`` (from any thread) is applied to
+the environment (``env.report_outcome``) at the next control step, which then ends the episode.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ class TeleopOperator:
   ``command`` (project action layout [ACTION_DIM], normalised); before the first command arrives
   it holds the arms still (``env.hold_action()``). The policy's proposal is still recorded by the
   environment (``env.last_policy_action``).
+
+  ``report_outcome(success)`` passes the operator's verdict on the running episode to the
+  environment at the next ``act`` (the next control step), which ends the episode there: a success
+  as a terminal, a failure as a truncation. Without a report the time limit ends it as a failure.
   """
 
   def __init__(self, config=None, seed=None):
@@ -32,6 +38,7 @@ class TeleopOperator:
     self._lock = threading.Lock()
     self._active = False
     self._latest = None
+    self._outcome = None  # A reported verdict not yet passed to the environment.
     self.takeovers = 0
 
   def take_over(self, action=None) -> None:
@@ -56,13 +63,24 @@ class TeleopOperator:
     with self._lock:
       return self._active
 
+  def report_outcome(self, success: bool) -> None:
+    """The operator's verdict on the running episode; it ends at the next control step."""
+    with self._lock:
+      self._outcome = bool(success)
+
   def reset(self) -> None:
-    """A new episode starts under policy control."""
-    self.hand_back()
+    """A new episode starts under policy control, with no verdict pending."""
+    with self._lock:
+      self._active = False
+      self._latest = None
+      self._outcome = None
 
   def act(self, env, policy_action):
     with self._lock:
-      active, latest = self._active, self._latest
+      active, latest, outcome = self._active, self._latest, self._outcome
+      self._outcome = None
+    if outcome is not None:
+      env.report_outcome(outcome)
     if not active:
       return policy_action, False
     return (env.hold_action() if latest is None else latest.copy()), True
