@@ -24,7 +24,8 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     z: the normal quantile (1.96 for 95%).
 
   Returns:
-    (low, high), both in [0, 1].
+    (low, high), with 0 <= low <= k/n <= high <= 1 (exactly 0 / 1 at k = 0 / k = n, where
+    rounding would otherwise leave a bound a hair on the wrong side of k/n).
   """
   if trials < 0 or successes < 0 or successes > trials:
     raise ValueError(f'Need 0 <= successes <= trials, got {successes} of {trials}.')
@@ -35,7 +36,9 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
   denom = 1.0 + z2 / trials
   centre = (p + z2 / (2 * trials)) / denom
   half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denom
-  return max(0.0, centre - half), min(1.0, centre + half)
+  low = 0.0 if successes == 0 else max(0.0, min(p, centre - half))
+  high = 1.0 if successes == trials else min(1.0, max(p, centre + half))
+  return low, high
 
 
 def summarize(successes: Sequence[bool], lengths: Sequence[int],

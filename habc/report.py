@@ -29,8 +29,9 @@ def plot_success(rounds: list[dict], path: str, title: str = '') -> None:
   xs = [r['round'] for r in rounds if 'eval' in r]
   ev = [r['eval'] for r in rounds if 'eval' in r]
   rate = np.array([e['success_rate'] for e in ev])
-  low = rate - np.array([e['ci_low'] for e in ev])
-  high = np.array([e['ci_high'] for e in ev]) - rate
+  # Clipped: intervals saved by older runs may have a bound a rounding error past the rate.
+  low = np.maximum(rate - np.array([e['ci_low'] for e in ev]), 0.0)
+  high = np.maximum(np.array([e['ci_high'] for e in ev]) - rate, 0.0)
   fig, ax = plt.subplots(figsize=(5, 3.2))
   ax.errorbar(xs, 100 * rate, yerr=100 * np.stack([low, high]), marker='o', capsize=4)
   ax.set_xlabel('round (0 = SFT)')

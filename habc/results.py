@@ -496,7 +496,7 @@ def plot_task(groups: dict, task: str, plots: str) -> list[str]:
     rate = np.array([c['rate'] for _, c in curve])
     low = np.array([c['ci_low'] for _, c in curve])
     high = np.array([c['ci_high'] for _, c in curve])
-    err = np.stack([rate - low, high - rate])
+    err = np.maximum(np.stack([rate - low, high - rate]), 0.0)  # Older runs: rounding past the rate.
     color = f'C{_index(METHODS, key[1]) % 10}'  # The same colour for a method in every figure.
     style = dict(marker='o', capsize=3, label=label, color=color,
                  linestyle='-' if len(xs) > 1 else 'none')

@@ -62,3 +62,20 @@ def test_mean_gate_weights_kinds_by_count_and_leaves_out_sft():
            'gate/unlabelled_mean': float('nan'), 'count/unlabelled': 0.0}
   assert evaluation.mean_gate(means) == pytest.approx((1.5 * 3 + 0.5) / 4)
   assert np.isnan(evaluation.mean_gate({'actor/loss': 1.0}))
+
+
+@pytest.mark.parametrize('n', [1, 7, 25, 50, 1000])
+def test_wilson_bounds_bracket_the_rate_exactly(n):
+  """k = 0 gives low exactly 0 and k = n high exactly 1 (a report's error bars need both >= 0)."""
+  assert evaluation.wilson_interval(0, n)[0] == 0.0
+  assert evaluation.wilson_interval(n, n)[1] == 1.0
+  for k in range(n + 1):
+    lo, hi = evaluation.wilson_interval(k, n)
+    assert lo <= k / n <= hi
+
+
+def test_success_plot_with_zero_successes(tmp_path):
+  from habc import report
+  ev = {'success_rate': 0.0, 'ci_low': 1.4e-17, 'ci_high': 0.13}  # As older runs saved it.
+  report.plot_success([{'round': 0, 'eval': ev}], str(tmp_path / 'success.png'))
+  assert (tmp_path / 'success.png').stat().st_size > 0
