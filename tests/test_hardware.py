@@ -343,6 +343,22 @@ def test_time_limit_and_reported_outcome(env):
     env.step(np.zeros(3, np.float32))
 
 
+def test_operator_reports_the_outcome_within_one_step(env):
+  op = env.operator
+  env.reset()
+  op.report_outcome(False)
+  env.reset()  # A verdict left pending from before a reset does not end the new episode.
+  assert env.step(_action()).mid()
+  op.report_outcome(True)  # E.g. from the teleop device's thread, between two steps.
+  ts = env.step(_action())
+  assert ts.last() and ts.discount == 0.0 and env.success() and not hardware.is_invalid(ts)
+  env.reset()
+  env.step(_action())
+  op.report_outcome(False)
+  ts = env.step(_action())
+  assert ts.last() and ts.discount == 1.0 and not env.success()
+
+
 def test_cameras_render_in_the_project_layout():
   cams = hardware.make(None, cameras=base.CAMERAS, image_size=32, time_limit=5)
   try:

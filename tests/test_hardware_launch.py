@@ -33,7 +33,8 @@ class ScriptedStationOperator(hardware.TeleopOperator):
   """A teleop device by script: one instance per episode (``Class(config, seed)``).
 
   The first episode of a process: takeover on TAKEOVER steps (arms held), then a reported success
-  at step REPORT_AT. Later episodes: no takeover, a reported failure at step REPORT_AT.
+  at step REPORT_AT. Later episodes: no takeover; at step REPORT_AT a reported failure (odd
+  episodes) or success (even ones).
   """
   episodes = 0  # Episodes built in this process.
 
@@ -50,7 +51,7 @@ class ScriptedStationOperator(hardware.TeleopOperator):
     if self.index == 0 and step == TAKEOVER[1]:
       self.hand_back()
     if step == REPORT_AT:
-      self.report_outcome(self.index == 0)
+      self.report_outcome(self.index % 2 == 0)
     return super().act(env, policy_action)
 
 
@@ -65,7 +66,8 @@ def test_hardware_task_names():
 
 def test_station_episodes_through_the_rollout_worker_code():
   """The worker's episode loop with the station factory: the operator inside the environment
-  flags its takeover steps, and its reports end the episodes (success: a terminal)."""
+  flags its takeover steps, and its reports end the episodes (success: a terminal), evaluation
+  episodes included."""
   import habc.envs
   section = hardware.default_config().to_dict()
   section.update(operator=OPERATOR, max_lin_vel=0.2)
@@ -75,8 +77,9 @@ def test_station_episodes_through_the_rollout_worker_code():
   ScriptedStationOperator.episodes = 0
   chunk = np.zeros((8, 10), np.float32)
   results = []
-  for i in range(2):
-    episode = rollout._Episode(config, rollout.EpisodeRequest(f'round001-{i:05d}', seed=i))
+  for i, kind in enumerate(('rollout', 'rollout', 'eval')):
+    request = rollout.EpisodeRequest(f'{kind}-{i:05d}', seed=i, kind=kind, record=kind != 'eval')
+    episode = rollout._Episode(config, request)
     if i == 0:  # The factory: hardware name, the run's section, its operator inside, sim specs.
       env = episode.env
       assert env.task_name == 'hw_fold' and env.config.max_lin_vel == 0.2
@@ -90,7 +93,7 @@ def test_station_episodes_through_the_rollout_worker_code():
     while not episode.run_chunk(chunk):
       pass
     results.append(episode.result())
-  first, second = results
+  first, second, evaluation = results
   steps = first['episode']['steps']
   flags = steps['is_intervention']
   expected = np.zeros(REPORT_AT + 2, bool)  # REPORT_AT + 1 executed steps and the final one.
@@ -102,25 +105,9 @@ def test_station_episodes_through_the_rollout_worker_code():
   np.testing.assert_array_equal(steps['policy_action'][:-1], 0.0)
   assert not second['success'] and second['length'] == REPORT_AT + 1
   assert second['intervention_steps'] == 0 and not second['episode']['steps']['is_terminal'][-1]
-
-
-def test_report_outcome_ends_the_episode_within_one_step_and_reset_clears_it():
-  op = hardware.TeleopOperator()
-  env = hardware.make(None, cameras=(), time_limit=20, operator=op)
-  try:
-    env.reset()
-    op.report_outcome(False)
-    env.reset()  # A verdict pending from before a reset does not end the new episode.
-    assert env.step(np.zeros(10, np.float32)).mid()
-    op.report_outcome(True)
-    ts = env.step(np.zeros(10, np.float32))
-    assert ts.last() and ts.discount == 0.0 and env.success()
-    env.reset()
-    op.report_outcome(False)
-    ts = env.step(np.zeros(10, np.float32))
-    assert ts.last() and ts.discount == 1.0 and not env.success()
-  finally:
-    env.close()
+  # Evaluation: the same loop without recording; the outcome is the operator's report.
+  assert evaluation['episode'] is None and evaluation['success']
+  assert evaluation['length'] == REPORT_AT + 1 and evaluation['intervention_steps'] == 0
 
 
 # ----- launch.py ---------------------------------------------------------------------------------
@@ -253,3 +240,55 @@ def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
   log = _rows(workdir / 'logs' / 'collect_round_001.jsonl')
   assert [(r['success'], r['intervention_steps']) for r in log] == [(True, 4), (False, 0)]
   assert 'tensorflow' not in sys.modules
+
+
+# ----- the demos stage from recorded teleop episodes (simulated task) ---------------------------
+
+def test_teleop_demos_in_simulation_and_their_errors(tmp_path):
+  from experiments import habc as habc_experiment
+  from habc import pipeline
+  from habc.data import reader
+  from habc.data.converters import ConversionError
+  from habc.data.converters import aloha_hdf5
+
+  def demos(teleop_dir, name, obs='state'):
+    config = habc_experiment.get_config('smoke')
+    config.task, config.obs = 'insert', obs
+    config.data.teleop_dir = str(teleop_dir)
+    run = pipeline.Pipeline(config, str(tmp_path / name), log=lambda line: None)
+    try:
+      run.demos()
+    finally:
+      run.close()
+    return run
+
+  teleop = tmp_path / 'teleop'
+  write_teleop_episodes(teleop, 2, task='insert')
+  run = demos(teleop, 'ok')
+  assert run.done('demos') and not os.path.exists(run.paths.demo_hdf5)  # No expert ran.
+  source = reader.EpisodeSource(run.paths.demo_data, cameras=())
+  assert len(source) == 2
+  episode = source[1]
+  assert episode['episode_metadata']['operator'] == 'teleop'
+  assert episode['episode_metadata']['task'] == 'insert'
+  assert episode['steps']['language_instruction'].startswith('pick up the socket')
+  from habc.data import stats as stats_lib
+  assert 'privileged' in stats_lib.load_stats(run.paths.demo_data).mean
+
+  with pytest.raises(pipeline.TeleopDataError, match='--config.data.teleop_dir=.*is not a folder'):
+    demos(tmp_path / 'missing', 'missing')
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(pipeline.TeleopDataError, match='holds no episode_'):
+    demos(tmp_path / 'empty', 'empty')
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  (bad / 'episode_0.hdf5').write_bytes(b'not an hdf5 file')
+  with pytest.raises(ConversionError, match='episode_0.hdf5'):
+    demos(bad, 'bad')
+  # obs=state reads the environment's privileged vector: episodes without one are refused.
+  bare = tmp_path / 'bare'
+  bare.mkdir()
+  aloha_hdf5.write_aloha_hdf5(str(bare / 'episode_0.hdf5'), qpos=np.zeros((5, 12), np.float32),
+                              action=np.zeros((5, 10), np.float32), images={}, success=True)
+  with pytest.raises(pipeline.TeleopDataError, match='no /observations/privileged'):
+    demos(bare, 'bare')

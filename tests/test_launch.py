@@ -19,7 +19,9 @@ def launch(*args, env_extra=None, timeout=120):
 
 @pytest.mark.parametrize('args, message', [
     (['--experiment=experiments/nope.py'], "Unknown experiment file 'experiments/nope.py'"),
-    (['--task=nope', '--preset=smoke'], "Unknown task 'nope'"),
+    (['--task=nope', '--preset=smoke'], "Unknown task 'nope'; simulated tasks: fold, pouch, "
+                                        'insert; hardware tasks (the dm-robotics station): '
+                                        'hw_fold, hw_pouch, hw_insert'),
     (['--preset=smoke', '--config.learner.nope=3'], "no 'nope' under learner"),
     (['--preset=smoke', '--config.pipline.rounds=3'], "no 'pipline' under <top level>"),
     (['--preset=smoke', '--config=experiments/habc.py'], 'Choose the experiment with'),
