@@ -202,7 +202,7 @@ def _rows(path):
     return [json.loads(line) for line in f]
 
 
-def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
+def test_launch_hw_fold_demos_sft_one_station_round_and_eval(tmp_path):
   teleop = tmp_path / 'teleop'
   write_teleop_episodes(teleop, 2)
   workdir = tmp_path / 'run'
@@ -210,7 +210,7 @@ def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
             f'--config.data.teleop_dir={teleop}', f'--config.hardware.operator={OPERATOR}',
             '--config.rollout.episodes_per_round=2', '--config.rollout.time_limit=30',
             '--config.eval.episodes=1', '--config.pipeline.rounds=1']
-  for mode in ('demos', 'sft', 'collect'):
+  for mode in ('demos', 'sft', 'collect', 'eval'):
     result = launch(*common, f'--mode={mode}')
     assert result.returncode == 0, (mode, result.stderr[-3000:])
   config = json.load(open(workdir / 'config.json'))
@@ -239,6 +239,10 @@ def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
   assert first['steps']['action'].shape[1:] == demo['steps']['action'].shape[1:] == (10,)
   log = _rows(workdir / 'logs' / 'collect_round_001.jsonl')
   assert [(r['success'], r['intervention_steps']) for r in log] == [(True, 4), (False, 0)]
+  # Evaluation of the SFT policy on the station: the outcome is the operator's report (the first
+  # episode of the worker: a success at step REPORT_AT).
+  evals = _rows(workdir / 'eval' / 'round_000.jsonl')
+  assert [(r['success'], r['length']) for r in evals] == [(True, REPORT_AT + 1)]
   assert 'tensorflow' not in sys.modules
 
 
