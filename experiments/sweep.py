@@ -5,7 +5,10 @@ r"""Runs several methods and seeds on one task and writes one comparison table.
 
 Each (method, seed) is one ``launch.py`` run in its own process and workdir
 (``<root>/<task>_<method>_<seed>``), so a sweep stopped at any point continues where it was when
-started again: finished runs are skipped, an unfinished one resumes. After each run a small JSON
+started again: finished runs are skipped, an unfinished one resumes. With ``--share_sft`` (the
+default) the ``sft`` run of each seed goes first, and every other method's workdir starts from its
+demonstrations, SFT checkpoint and round-0 evaluation (``habc.sft_share``): all methods of a seed
+start from the same policy, and the SFT stage runs once instead of once per method. After each run a small JSON
 summary goes to ``--results`` (``<task>_<method>_<seed>.json``), and the table
 (``<results>/comparison_<task>.md``) is rebuilt from every summary found there, so the table can
 also be regenerated alone with ``--table_only``. Extra ``--config.*`` overrides are passed on to
@@ -41,6 +44,10 @@ def _define_flags() -> None:
   flags.DEFINE_string('results', 'results', 'Where the per-run JSON summaries and the table go.')
   flags.DEFINE_bool('table_only', False, 'Only rebuild the table from the summaries there.')
   flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+  flags.DEFINE_bool('share_sft', True, 'Run sft first for each seed and start every other '
+                    'method from its SFT checkpoint (the same SFT policy for every method).')
+  flags.DEFINE_integer('eval_episodes', 50, 'Evaluation trials per checkpoint (passed as '
+                       '--config.eval.episodes unless an override sets it).')
 
 
 FLAGS = flags.FLAGS
@@ -50,14 +57,19 @@ def run_name(task: str, method: str, seed: int) -> str:
   return f'{task}_{method}_{seed}'
 
 
-def small_summary(summary: dict, seconds: float | None) -> dict:
-  """What a run contributes to the comparison: per-round evaluation and collection figures."""
-  rounds = []
+def small_summary(summary: dict, seconds: float | None, config: dict | None = None,
+                  sft_source: str | None = None) -> dict:
+  """What a run contributes to the comparison: per-round evaluation and collection figures, the
+  observation mode, wall-clock seconds, peak memory and where its SFT checkpoint came from."""
+  rounds, peak_mb = [], []
   for r in summary.get('rounds', []):
     ev = r.get('eval', {})
     row = {'round': r['round'], 'episodes': ev.get('episodes'), 'successes': ev.get('successes'),
            'success_rate': ev.get('success_rate'), 'ci_low': ev.get('ci_low'),
-           'ci_high': ev.get('ci_high'), 'mean_success_length': ev.get('mean_success_length')}
+           'ci_high': ev.get('ci_high'), 'mean_success_length': ev.get('mean_success_length'),
+           'std_success_length': ev.get('std_success_length')}
+    if r.get('resources', {}).get('rss_total_mb') is not None:
+      peak_mb.append(r['resources']['rss_total_mb'])
     if 'collect' in r:
       row['collect_successes'] = r['collect'].get('successes')
       row['episodes_with_intervention'] = r['collect'].get('episodes_with_intervention')
@@ -65,8 +77,53 @@ def small_summary(summary: dict, seconds: float | None) -> dict:
     if gates:
       row['gate_success_mean'] = gates[0]
     rounds.append(row)
-  return {'task': summary.get('task'), 'method': summary.get('method'), 'seed': summary.get('seed'),
-          'preset': summary.get('preset'), 'rounds': rounds, 'seconds': seconds}
+  out = {'task': summary.get('task'), 'method': summary.get('method'), 'seed': summary.get('seed'),
+         'preset': summary.get('preset'), 'rounds': rounds, 'seconds': seconds}
+  if config:
+    out['obs'] = config.get('obs')
+    out['eval_seed_offset'] = config.get('eval', {}).get('seed_offset')
+  if peak_mb:
+    out['peak_rss_mb'] = max(peak_mb)
+  if sft_source:
+    out['sft_source'] = sft_source
+  return out
+
+
+def _parse_value(text: str, current):
+  """An override's text as the type of the value it replaces (as ml_collections would)."""
+  import ast
+  if isinstance(current, bool):
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(f'expected a bool, got {text!r}')
+    return text.lower() in ('true', '1')
+  if isinstance(current, int):
+    return int(text)
+  if isinstance(current, float):
+    return float(text)
+  if isinstance(current, (tuple, list)):
+    value = ast.literal_eval(text)
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+  return text
+
+
+def experiment_config(method: str, preset: str, task: str, seed: int, overrides: list[str]):
+  """The config ``launch.py`` builds for one run (experiment file, preset, overrides, task, seed)."""
+  import importlib.util
+  import ml_collections
+  path = os.path.join(ROOT, 'experiments', f'{method}.py')
+  spec = importlib.util.spec_from_file_location(f'habc_sweep_{method}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = ml_collections.ConfigDict(module.get_config(preset).to_dict())
+  for arg in overrides:
+    key, _, text = arg[len('--config.'):].partition('=')
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = _parse_value(text, node[leaf])
+  config.task, config.seed = task, seed
+  return config
 
 
 def comparison_table(summaries: list[dict]) -> str:
@@ -117,6 +174,40 @@ def write_table(results: str, task: str) -> str:
   return path
 
 
+def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: bool = False) -> None:
+  """One launch.py run (skipped if its summary exists), then its small summary and the table."""
+  from habc import sft_share
+  name = run_name(task, method, seed)
+  out = os.path.join(FLAGS.results, f'{name}.json')
+  if os.path.exists(out):
+    print(f'sweep: {name} done already ({out})')
+    return
+  workdir = os.path.join(FLAGS.root, name)
+  sft_workdir = os.path.join(FLAGS.root, run_name(task, 'sft', seed)) if share_sft else None
+  cmd = [sys.executable, os.path.join(ROOT, 'launch.py'), f'--task={task}',
+         f'--experiment={os.path.join(ROOT, "experiments", method + ".py")}',
+         f'--seed={seed}', f'--preset={FLAGS.preset}', f'--workdir={workdir}'] + overrides
+  if sft_workdir:
+    print(f'sweep: {name} starts from the SFT checkpoint of {sft_workdir}', flush=True)
+  print('sweep:', ' '.join(cmd), flush=True)
+  if FLAGS.dry_run:
+    return
+  if sft_workdir:
+    config = experiment_config(method, FLAGS.preset, task, seed, overrides)
+    sft_share.seed_from_sft(sft_workdir, workdir, config)
+  start = time.time()
+  subprocess.run(cmd, check=True)
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = json.load(f)
+  with open(out, 'w') as f:
+    json.dump(small_summary(summary, time.time() - start, config,
+                            os.path.relpath(sft_workdir, FLAGS.root) if sft_workdir else None),
+              f, indent=1)
+  print(f'sweep: wrote {write_table(FLAGS.results, FLAGS.task)}', flush=True)
+
+
 def main(argv):
   overrides = [a for a in argv[1:] if a.startswith('--config.')]
   unknown = [a for a in argv[1:] if not a.startswith('--config.')]
@@ -127,27 +218,16 @@ def main(argv):
     for method in FLAGS.methods:
       if not os.path.exists(os.path.join(ROOT, 'experiments', f'{method}.py')):
         raise app.UsageError(f'No experiment file experiments/{method}.py.')
+    if not any(a.startswith('--config.eval.episodes=') for a in overrides):
+      overrides = overrides + [f'--config.eval.episodes={FLAGS.eval_episodes}']
+    methods = list(FLAGS.methods)
+    if FLAGS.share_sft and 'sft' in methods:
+      methods.remove('sft')
     for seed in [int(s) for s in FLAGS.seeds]:
-      for method in FLAGS.methods:
-        name = run_name(FLAGS.task, method, seed)
-        out = os.path.join(FLAGS.results, f'{name}.json')
-        if os.path.exists(out):
-          print(f'sweep: {name} done already ({out})')
-          continue
-        workdir = os.path.join(FLAGS.root, name)
-        cmd = [sys.executable, os.path.join(ROOT, 'launch.py'), f'--task={FLAGS.task}',
-               f'--experiment={os.path.join(ROOT, "experiments", method + ".py")}',
-               f'--seed={seed}', f'--preset={FLAGS.preset}', f'--workdir={workdir}'] + overrides
-        print('sweep:', ' '.join(cmd), flush=True)
-        if FLAGS.dry_run:
-          continue
-        start = time.time()
-        subprocess.run(cmd, check=True)
-        with open(os.path.join(workdir, 'summary.json')) as f:
-          summary = json.load(f)
-        with open(out, 'w') as f:
-          json.dump(small_summary(summary, time.time() - start), f, indent=1)
-        print(f'sweep: wrote {write_table(FLAGS.results, FLAGS.task)}', flush=True)
+      if FLAGS.share_sft:
+        _run(FLAGS.task, 'sft', seed, overrides)
+      for method in methods:
+        _run(FLAGS.task, method, seed, overrides, share_sft=FLAGS.share_sft)
   path = write_table(FLAGS.results, FLAGS.task)
   if os.path.exists(path):
     print(open(path).read())

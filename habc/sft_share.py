@@ -1,0 +1,115 @@
+"""One SFT checkpoint for every method: start a run's workdir from a finished ``sft`` run.
+
+The paper compares methods from the same SFT policy. A sweep therefore runs ``experiments/sft.py``
+once per (task, seed) and seeds every other method's workdir with its demonstrations, its SFT
+checkpoint and its round-0 evaluation; the method's own run then starts at round 1. Before it
+copies anything, ``sft_differences`` checks that the two configs agree on everything the SFT stage
+and the evaluation depend on: they may differ only in ``SFT_FREE_KEYS`` (the method and the online
+rounds).
+
+Only plain files are read and written here (no TensorFlow, no JAX).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+# Config keys (flat, dotted) that do not change the demonstrations, the SFT stage or its
+# evaluation. Prefixes end with '.'.
+SFT_FREE_KEYS = ('name', 'method.', 'credit.naive', 'operator.', 'rollout.episodes_per_round',
+                 'pipeline.rounds', 'pipeline.steps_per_round',
+                 'pipeline.intervention_reweighting_from_round', 'data.demo_fraction')
+SOURCE_FILE = 'sft_source.json'
+STAGES = ('demos', 'sft', 'eval_000')
+
+
+class SFTShareError(ValueError):
+  """The SFT run cannot be shared with this run (unfinished, or made with another config)."""
+
+
+def _free(key: str) -> bool:
+  return any(key == k or (k.endswith('.') and key.startswith(k)) for k in SFT_FREE_KEYS)
+
+
+def sft_differences(sft_identity: dict, run_identity: dict) -> list[str]:
+  """Lines 'key: sft=<a> run=<b>' for the flat config keys (``pipeline.config_identity``) that
+  differ outside ``SFT_FREE_KEYS``; empty when the SFT run can be shared."""
+  lines = []
+  for key in sorted(set(sft_identity) | set(run_identity)):
+    a, b = sft_identity.get(key, '<absent>'), run_identity.get(key, '<absent>')
+    if a != b and not _free(key):
+      lines.append(f'  {key}: sft={a!r} run={b!r}')
+  return lines
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _copy(src: str, dst: str) -> None:
+  if os.path.isdir(src):
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+  else:
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copy2(src, dst)
+
+
+def seed_from_sft(sft_workdir: str, workdir: str, run_config) -> bool:
+  """Copies the demos, SFT checkpoint and round-0 evaluation of ``sft_workdir`` into ``workdir``.
+
+  ``workdir`` must not have started (no progress yet); a workdir already seeded is left alone.
+  ``launch.py`` then writes its config.json and resumes it at round 1.
+
+  Returns:
+    True if files were copied, False if ``workdir`` was already seeded from this SFT run.
+  Raises:
+    SFTShareError: the SFT run is unfinished, the configs differ where SFT depends on them, or the
+      workdir has progress of its own.
+  """
+  from habc import pipeline  # Light: no TensorFlow or JAX at import.
+  progress_path = os.path.join(sft_workdir, 'progress.json')
+  progress = _read_json(progress_path) if os.path.exists(progress_path) else {}
+  missing = [s for s in STAGES if not progress.get(s)]
+  if missing:
+    raise SFTShareError(f'The SFT run {sft_workdir} has not finished {", ".join(missing)}; run it '
+                        'to the end first (launch.py --experiment=experiments/sft.py).')
+  sft_config = _read_json(os.path.join(sft_workdir, pipeline.CONFIG_FILE))
+  diff = sft_differences(pipeline.config_identity(sft_config),
+                         pipeline.config_identity(run_config))
+  if diff:
+    raise SFTShareError(f'{workdir} cannot start from the SFT run {sft_workdir}; their configs '
+                        'differ where SFT depends on them:\n' + '\n'.join(diff))
+  source = os.path.join(workdir, SOURCE_FILE)
+  own_progress = os.path.join(workdir, 'progress.json')
+  if os.path.exists(source):
+    if _read_json(source).get('sft_workdir') != os.path.abspath(sft_workdir):
+      raise SFTShareError(f'{workdir} was seeded from {_read_json(source)["sft_workdir"]}, not '
+                          f'{sft_workdir}.')
+    if not os.path.exists(own_progress):  # Stopped between the two last writes below.
+      pipeline._write_json(own_progress, {s: True for s in STAGES})  # pylint: disable=protected-access
+    return False
+  if os.path.exists(own_progress):
+    raise SFTShareError(f'{workdir} has progress of its own; seed only a new workdir (or delete '
+                        'it).')
+  step = int(sft_config['pipeline']['sft_steps'])
+  paths = pipeline.Paths(sft_workdir)
+  ckpt = os.path.join(paths.checkpoints, str(step))
+  if not os.path.isdir(ckpt):
+    raise SFTShareError(f'The SFT run {sft_workdir} has no checkpoint at step {step} ({ckpt}).')
+  os.makedirs(workdir, exist_ok=True)
+  dst = pipeline.Paths(workdir)
+  copies = [(paths.demo_data, dst.demo_data), (ckpt, os.path.join(dst.checkpoints, str(step))),
+            (os.path.join(paths.logs, 'train_sft.json'), os.path.join(dst.logs, 'train_sft.json'))]
+  copies += [(os.path.join(paths.eval_dir, name), os.path.join(dst.eval_dir, name))
+             for name in sorted(os.listdir(paths.eval_dir)) if name.startswith('round_000')]
+  for src, out in copies:
+    if os.path.exists(src):
+      _copy(src, out)
+  # The source, then the progress: a stop before the first leaves a workdir that is seeded again
+  # (the copies overwrite); a stop between them is completed on the next call.
+  pipeline._write_json(source, {'sft_workdir': os.path.abspath(sft_workdir), 'step': step})  # pylint: disable=protected-access
+  pipeline._write_json(own_progress, {s: True for s in STAGES})  # pylint: disable=protected-access
+  return True

@@ -1,0 +1,92 @@
+"""One SFT checkpoint for every method (habc.sft_share): a method's run starts from an sft run."""
+
+import json
+import os
+
+import jax
+import pytest
+
+from habc import pipeline, sft_share
+
+jax.config.update('jax_compilation_cache_dir',
+                  os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+
+
+def smoke_config(method: str, task: str = 'insert'):
+  import importlib
+  config = importlib.import_module(f'experiments.{method}').get_config('smoke')
+  config.task = task
+  return config
+
+
+def identity(method: str, **changes):
+  config = smoke_config(method)
+  for key, value in changes.items():
+    section, name = key.split('.')
+    config[section][name] = value
+  return pipeline.config_identity(config)
+
+
+def test_method_configs_differ_from_sft_only_where_sft_does_not_look():
+  sft = identity('sft')
+  for method in ('imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
+                 'awr_single_scalar'):
+    assert sft_share.sft_differences(sft, identity(method)) == [], method
+
+
+@pytest.mark.parametrize('key, value', [('data.num_demos', 7), ('model.embed_dim', 48),
+                                        ('pipeline.sft_steps', 9), ('eval.episodes', 3),
+                                        ('learner.actor_lr', 1e-3)])
+def test_a_difference_that_changes_sft_is_named(key, value):
+  diff = sft_share.sft_differences(identity('sft'), identity('habc', **{key: value}))
+  assert len(diff) == 1 and diff[0].strip().startswith(f'{key}:')
+
+
+def test_unfinished_sft_run_is_refused(tmp_path):
+  sft_dir = tmp_path / 'sft'
+  sft_dir.mkdir()
+  (sft_dir / 'progress.json').write_text(json.dumps({'demos': True, 'sft': True}))
+  with pytest.raises(sft_share.SFTShareError, match='eval_000'):
+    sft_share.seed_from_sft(str(sft_dir), str(tmp_path / 'habc'), smoke_config('habc'))
+
+
+def test_methods_start_from_the_same_sft_checkpoint(tmp_path):
+  sft_dir = str(tmp_path / 'sft')
+  pipeline.run(smoke_config('sft'), sft_dir, log=lambda _: None)
+
+  config = smoke_config('habc_v')
+  config.pipeline.rounds = 1  # Rounds do not change the SFT stage.
+  workdir = str(tmp_path / 'habc_v')
+  assert sft_share.seed_from_sft(sft_dir, workdir, config)
+  # The SFT checkpoint arrives byte for byte.
+  step = str(config.pipeline.sft_steps)
+  for root, _, files in os.walk(os.path.join(sft_dir, 'checkpoints', step)):
+    for name in files:
+      src = os.path.join(root, name)
+      dst = os.path.join(workdir, os.path.relpath(src, sft_dir))
+      assert open(src, 'rb').read() == open(dst, 'rb').read(), dst
+  assert not sft_share.seed_from_sft(sft_dir, workdir, config)  # Already seeded: left alone.
+  events = []
+  summary = pipeline.run(config, workdir, on_event=lambda e, i: events.append((e, i)),
+                         log=lambda _: None)
+  # Nothing of the SFT stage ran again: no demonstrations, no SFT updates, no round-0 evaluation.
+  names = [e for e, _ in events]
+  assert 'demo' not in names
+  assert not [i for e, i in events if e == 'train_step' and i.get('stage') == 'sft']
+  assert not [i for e, i in events if e == 'eval' and i.get('round') == 0]
+  sft_summary = json.load(open(os.path.join(sft_dir, 'summary.json')))
+  assert summary['rounds'][0]['eval'] == sft_summary['rounds'][0]['eval']
+  assert [r['round'] for r in summary['rounds']] == list(range(config.pipeline.rounds + 1))
+
+  # A run whose SFT stage would differ is refused, naming the key.
+  other = smoke_config('habc')
+  other.data.num_demos = 3
+  with pytest.raises(sft_share.SFTShareError, match='data.num_demos'):
+    sft_share.seed_from_sft(sft_dir, str(tmp_path / 'habc'), other)
+  # A workdir that has progress of its own is not overwritten.
+  own = tmp_path / 'own'
+  own.mkdir()
+  (own / 'progress.json').write_text(json.dumps({'demos': True}))
+  with pytest.raises(sft_share.SFTShareError, match='progress of its own'):
+    sft_share.seed_from_sft(sft_dir, str(own), smoke_config('habc'))
