@@ -146,11 +146,14 @@ def _parse_like(text: str, current, where: str):
         from None
 
 
-def hardware_section(overrides=()):
-  """The ``hardware`` config section (``habc.envs.hardware.config``) with ``path=value``
-  overrides applied; raises UsageError naming an unknown path or a bad value."""
+def hardware_section(overrides=(), base=None):
+  """The ``hardware`` config section (``base``, default ``habc.envs.hardware.config``'s) with
+  ``path=value`` overrides applied; raises UsageError naming an unknown path or a bad value."""
+  import ml_collections
   from habc.envs.hardware import config as hw_config
   section = hw_config.default_config()
+  if base is not None:
+    section.update(ml_collections.ConfigDict(base.to_dict() if hasattr(base, 'to_dict') else base))
   for item in overrides:
     path, _, text = item.partition('=')
     node, parts = section, path.split('.')
@@ -211,7 +214,7 @@ def build_config(config, *, task: str | None, seed: int | None, experiment: str,
   if seed is not None:
     config.seed = seed
   if hardware.is_hardware_task(config.task):
-    config.hardware = hardware_section(hardware_overrides)
+    config.hardware = hardware_section(hardware_overrides, base=config.get('hardware'))
     if config.rollout.env_factory == SIMULATED_ENV_FACTORY:
       config.rollout.env_factory = STATION_ENV_FACTORY
     config.operator.enabled = False  # The station's operator runs inside its environment.
