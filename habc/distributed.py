@@ -24,8 +24,15 @@ Example, two hosts (the same command on both, only the id differs)::
 
 ``maybe_initialize`` must run before anything touches a JAX device (including
 ``jax.device_count()`` in the launcher's config checks), and every host must see the same
-``learner.batch_size``, divisible by the global device count. Only process 0 should write
-checkpoints, logs and the report (``is_primary``); every process reads the same datasets.
+``learner.batch_size``, divisible by the global device count.
+
+Which modes may span hosts (``check_mode``): only ``--mode=learner`` (habc.stations.run_learner):
+every process feeds its share of each batch, every process takes part in each orbax save (orbax
+coordinates them; the checkpoint directory must be one directory that every host sees), and only
+process 0 (``is_primary``) writes config.json, logs and metrics and publishes to shared storage;
+process 0 also decides when to stop (``agree``). The modes that collect, evaluate or train through
+habc.pipeline write the workdir from every process and refuse to start under several processes:
+run ``--mode=learner`` on the learner hosts and ``--mode=actor`` on each robot station.
 """
 
 from __future__ import annotations
@@ -224,3 +231,61 @@ def is_primary() -> bool:
   """True in process 0 (the one that writes checkpoints, logs and the report)."""
   import jax
   return jax.process_index() == 0
+
+
+# Modes that may run under several processes (habc.stations.run_learner is written for it).
+MULTI_PROCESS_MODES = ('learner',)
+
+
+def check_mode(mode: str, process_count: int | None = None) -> None:
+  """Refuses a launch mode that cannot run under ``process_count`` processes.
+
+  Args:
+    mode: the launch.py mode (pipeline, demos, sft, collect, train, eval, report, actor, learner).
+    process_count: processes in the job; None: ``jax.process_count()`` (after
+      ``maybe_initialize``).
+
+  Raises:
+    DistributedConfigError: several processes and a mode other than ``learner``.
+  """
+  n = _process_count() if process_count is None else int(process_count)
+  if n <= 1 or mode in MULTI_PROCESS_MODES:
+    return
+  raise DistributedConfigError(
+      f'--mode={mode} runs on one host only, and this job has {n} processes: the pipeline\'s '
+      'stages (demonstrations, collection, evaluation, SFT, training, the report) and the actor '
+      'write the workdir from every process. Across several hosts use --mode=learner on the '
+      'learner hosts and --mode=actor (one process each, no multi-host flags) on the robot '
+      'stations, with the same --workdir; make the demonstrations and any SFT checkpoint on one '
+      'host first.')
+
+
+def _process_count() -> int:
+  import jax
+  return jax.process_count()
+
+
+def process_count() -> int:
+  """Processes in the job (1 unless ``jax.distributed`` was initialised)."""
+  return _process_count()
+
+
+def process_index() -> int:
+  import jax
+  return jax.process_index()
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier ``name`` (no-op with one process)."""
+  if process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def agree(flag: bool) -> bool:
+  """Process 0's ``flag``, in every process (each must call it at the same point)."""
+  if process_count() == 1:
+    return bool(flag)
+  import numpy as np
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag), np.int32)))

@@ -16,8 +16,10 @@ Writes that fail later anyway (the disk filled up during the run) are turned int
 The data layer commits episodes atomically (habc.data.writer), so such a failure loses at most the
 episode being written; the message says so.
 
-Only local paths are checked (``gs://`` and other URLs are skipped with a note: free space of a
-bucket is not a meaningful number and write permission is checked by the first real write).
+URLs (``gs://``, ``s3://``, ``file://``...) are checked by ``check_remote``: through habc.storage's
+tf.io.gfile helper process (TensorFlow never loads in the calling process) a probe file is
+written, read back and removed; the error says which step failed and what to check. Free space
+of a bucket is not a meaningful number and is not checked.
 """
 
 from __future__ import annotations
@@ -116,17 +118,50 @@ def check_free_space(path: str, min_free_gb: float | None = None) -> float:
   return free
 
 
-def check_workdir(path: str, min_free_gb: float | None = None) -> dict:
-  """All start-up checks of a (local) workdir; returns what was found.
+def check_remote(url: str, storage=None, timeout_s: float = 120.0) -> dict:
+  """Checks that a URL is reachable and writable (probe file through habc.storage).
+
+  Args:
+    url: e.g. gs://bucket/run (created if missing).
+    storage: a ``habc.storage.Storage`` to use (its helper stays up); None: a temporary one.
+    timeout_s: how long each probe step may take (a temporary storage only).
 
   Returns:
-    {'path', 'free_gb' (None for remote paths), 'checked': bool}.
+    {'path': url, 'free_gb': None, 'checked': True}.
 
   Raises:
-    StorageError: not writable, or not enough free space.
+    StorageError: the helper could not start or answer, or the URL cannot be written or read.
+  """
+  from habc import storage as storage_lib  # pylint: disable=import-outside-toplevel
+  own = storage is None
+  s = storage_lib.Storage(timeout_s=timeout_s, start_timeout_s=max(timeout_s, 180.0)) \
+      if own else storage
+  try:
+    s.probe(url)
+  except storage_lib.HelperError as e:
+    raise StorageError(f'Could not check the shared storage {url}: {e}') from e
+  except storage_lib.StorageError as e:
+    raise StorageError(
+        f'The shared storage {url} is not usable: {e}. Check the URL (bucket name, path), the '
+        'credentials of this machine (gs://: gcloud auth application-default login or '
+        'GOOGLE_APPLICATION_CREDENTIALS) and its write permission there.') from e
+  finally:
+    if own:
+      s.close()
+  return {'path': url, 'free_gb': None, 'checked': True}
+
+
+def check_workdir(path: str, min_free_gb: float | None = None, storage=None) -> dict:
+  """All start-up checks of a workdir (a local path, or a URL: ``check_remote``).
+
+  Returns:
+    {'path', 'free_gb' (None for URLs), 'checked': True}.
+
+  Raises:
+    StorageError: not writable, or not enough free space, or an unreachable URL.
   """
   if is_remote(path):
-    return {'path': path, 'free_gb': None, 'checked': False}
+    return check_remote(path, storage=storage)
   check_writable(path)
   free = check_free_space(path, min_free_gb)
   return {'path': os.path.abspath(path), 'free_gb': free, 'checked': True}

@@ -47,9 +47,17 @@ def env():
       os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))
 
 
-def test_bucket_paths_are_refused_with_the_reason():
-  with pytest.raises(stations.SharedStorageError, match='POSIX file system'):
-    stations.check_shared_dir('gs://bucket/run')
+def test_shared_locations():
+  assert stations.check_shared_dir('gs://bucket/run/') == 'gs://bucket/run'
+  assert stations.check_shared_dir('rel') == os.path.abspath('rel')
+  for bad in ('', 'gs://', 'gs:///'):
+    with pytest.raises(stations.SharedStorageError):
+      stations.check_shared_dir(bad)
+  shared = stations.open_shared('/tmp/x', 'learner')
+  assert shared.local == shared.url == '/tmp/x' and not shared.remote
+  a = stations.default_cache('gs://b/run', 'learner', base='/c')
+  assert a.startswith('/c/') and a.endswith('/learner')
+  assert a != stations.default_cache('gs://b/run2', 'learner', base='/c')
 
 
 def test_mixture_weights():
