@@ -202,7 +202,9 @@ def _rows(path):
     return [json.loads(line) for line in f]
 
 
-def test_launch_hw_fold_demos_sft_one_station_round_and_eval(tmp_path):
+def run_station(tmp_path, modes):
+  """launch.py --task=hw_fold --preset=smoke, one --mode at a time, with 2 teleop episodes made
+  by the simulated fold expert and the scripted operator; returns the workdir."""
   teleop = tmp_path / 'teleop'
   write_teleop_episodes(teleop, 2)
   workdir = tmp_path / 'run'
@@ -210,9 +212,14 @@ def test_launch_hw_fold_demos_sft_one_station_round_and_eval(tmp_path):
             f'--config.data.teleop_dir={teleop}', f'--config.hardware.operator={OPERATOR}',
             '--config.rollout.episodes_per_round=2', '--config.rollout.time_limit=30',
             '--config.eval.episodes=1', '--config.pipeline.rounds=1']
-  for mode in ('demos', 'sft', 'collect', 'eval'):
+  for mode in modes:
     result = launch(*common, f'--mode={mode}')
     assert result.returncode == 0, (mode, result.stderr[-3000:])
+  return workdir
+
+
+def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
+  workdir = run_station(tmp_path, ('demos', 'sft', 'collect'))
   config = json.load(open(workdir / 'config.json'))
   assert config['task'] == 'hw_fold' and config['hardware']['operator'] == OPERATOR
   assert config['runtime']['num_workers'] == 1 and not config['operator']['enabled']
@@ -239,11 +246,18 @@ def test_launch_hw_fold_demos_sft_one_station_round_and_eval(tmp_path):
   assert first['steps']['action'].shape[1:] == demo['steps']['action'].shape[1:] == (10,)
   log = _rows(workdir / 'logs' / 'collect_round_001.jsonl')
   assert [(r['success'], r['intervention_steps']) for r in log] == [(True, 4), (False, 0)]
+  assert 'tensorflow' not in sys.modules
+
+
+@pytest.mark.slow
+def test_launch_hw_fold_evaluates_on_the_station(tmp_path):
+  workdir = run_station(tmp_path, ('demos', 'sft', 'eval'))
   # Evaluation of the SFT policy on the station: the outcome is the operator's report (the first
-  # episode of the worker: a success at step REPORT_AT).
+  # episode of the worker process: a success at step REPORT_AT).
   evals = _rows(workdir / 'eval' / 'round_000.jsonl')
   assert [(r['success'], r['length']) for r in evals] == [(True, REPORT_AT + 1)]
-  assert 'tensorflow' not in sys.modules
+  summary = json.load(open(workdir / 'eval' / 'round_000.json'))
+  assert summary['success_rate'] == 1.0 and summary['episodes'] == 1
 
 
 # ----- the demos stage from recorded teleop episodes (simulated task) ---------------------------
