@@ -8,6 +8,7 @@ BENCHMARKS = {
     'data': 'habc.bench.data',  # Batch reader throughput vs the learner's consumption.
     'envs': 'habc.bench.envs',  # Control steps/s of every task, with and without rendering.
     'policy': 'habc.bench.policy',  # One action chunk vs the time it takes to execute.
+    'rollout': 'habc.bench.rollout',  # Env steps/s with the policy in the loop vs raw physics.
 }
 
 
