@@ -588,12 +588,19 @@ class Pipeline:
         held[index] = result
         while next_index[0] in held:
           res = held.pop(next_index[0])
+          # An evaluation measures the policy alone: an episode in which an operator took over
+          # (possible on a station, whose operator runs inside the environment) is a failure.
+          res['reported_success'] = bool(res['success'])
+          res['success'] = bool(res['success']) and not res.get('intervention_steps', 0)
           name = 'success' if res['success'] else 'failure'
           if name not in frames and res['frames'] is not None:
             frames[name] = res['frames']
             _savez_atomic(self.paths.eval_frames(r), frames)
-          f.write(json.dumps({k: res[k] for k in ('episode_id', 'seed', 'success', 'length')})
-                  + '\n')
+          row = {k: res[k] for k in ('episode_id', 'seed', 'success', 'length')}
+          if res.get('intervention_steps'):
+            row.update(intervention_steps=int(res['intervention_steps']),
+                       reported_success=res['reported_success'])
+          f.write(json.dumps(row) + '\n')
           f.flush()
           next_index[0] += 1
           bar.update(1)

@@ -252,12 +252,14 @@ def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
 @pytest.mark.slow
 def test_launch_hw_fold_evaluates_on_the_station(tmp_path):
   workdir = run_station(tmp_path, ('demos', 'sft', 'eval'))
-  # Evaluation of the SFT policy on the station: the outcome is the operator's report (the first
-  # episode of the worker process: a success at step REPORT_AT).
+  # Evaluation of the SFT policy on the station. The worker's first episode has a takeover and
+  # then a reported success at step REPORT_AT: evaluation measures the policy alone, so it counts
+  # as a failure, with the report and the takeover kept in the row.
   evals = _rows(workdir / 'eval' / 'round_000.jsonl')
-  assert [(r['success'], r['length']) for r in evals] == [(True, REPORT_AT + 1)]
+  assert [(r['success'], r['length']) for r in evals] == [(False, REPORT_AT + 1)]
+  assert evals[0]['reported_success'] and evals[0]['intervention_steps'] == TAKEOVER[1] - TAKEOVER[0]
   summary = json.load(open(workdir / 'eval' / 'round_000.json'))
-  assert summary['success_rate'] == 1.0 and summary['episodes'] == 1
+  assert summary['success_rate'] == 0.0 and summary['episodes'] == 1
 
 
 # ----- the demos stage from recorded teleop episodes (simulated task) ---------------------------
