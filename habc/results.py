@@ -37,7 +37,7 @@ METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'hab
            'awr_single_scalar')
 TASKS = ('fold', 'pouch', 'insert')
 BENCHMARKS = ('learner', 'data', 'envs')
-SKIP_DIRS = ('plots', 'bench')
+SKIP_DIRS = ('plots', 'bench', 'superseded')
 # Methods whose actor weight is a learned gate g_t (HABC's gate, or a variant of it).
 GATED = ('habc', 'habc_ir', 'habc_v', 'habc_naive_credit')
 SUCCESS_KIND = 1  # habc.labeling.SampleKind.SUCCESS (not imported: that pulls in jax).
