@@ -294,6 +294,7 @@ def main(argv):
       raise UsageError('No experiment config was loaded.')
     # Before build_config: its jax.device_count() must count every host's devices.
     distributed.maybe_initialize(distributed.resolve(FLAGS, config=config))
+    distributed.check_mode(FLAGS.mode)  # Several processes: only the learner role.
     config = build_config(config, task=FLAGS.task, seed=FLAGS.seed, experiment=FLAGS.experiment,
                           hardware_overrides=FLAGS.hardware_override)
   except (UsageError, distributed.DistributedConfigError) as e:

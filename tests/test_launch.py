@@ -95,3 +95,23 @@ def test_inconsistent_multi_host_flags_fail_at_start_up(tmp_path):
   assert result.returncode == 1 and result.stderr.startswith('launch.py: '), result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'run').exists()
+
+
+def test_pipeline_mode_is_refused_on_several_processes(tmp_path):
+  """Two real JAX processes (a local coordinator): --mode=pipeline stops in both, before work."""
+  import socket
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'launch.py'), '--task=insert', '--preset=smoke',
+       f'--workdir={workdir}', f'--coordinator_address=localhost:{port}', '--num_processes=2',
+       f'--process_id={i}'], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=180) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode != 0
+    assert '--mode=pipeline runs on one host only' in err and '--mode=learner' in err, err[-2000:]
+  assert not workdir.exists()
