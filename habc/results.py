@@ -597,10 +597,26 @@ def benchmark_section(bench_dir: str) -> list[str]:
               f'Command: `{b["command"]}`' if b['command'] else
               'Command: not recorded (the first line of the file should be `$ <command>`)',
               f', measured {b["measured"]}.', '', '```', b['body'], '```', '']
-  lines += ['Not in these tables: peak memory of the pipeline (each run logs `rss_main_mb` and '
-            '`rss_total_mb` per round in its workdir, `logs/resources_round_*.json`, but the sweep '
-            'summaries do not copy it), and environment steps/s with the learned policy in the '
-            'loop (`habc.bench envs` drives the scripted expert).', '']
+  return lines
+
+
+def memory_section(groups: dict) -> list[str]:
+  """Peak resident memory of each run's pipeline (main process + environment workers), from the
+  ``peak_rss_mb`` the sweep copies out of the run's per-round resource logs."""
+  rows = [(key, run) for key, runs in groups.items() for run in runs
+          if run.get('peak_rss_mb') is not None]
+  lines = ['### Peak memory of the pipeline', '']
+  if not rows:
+    return lines + ['No run summary records `peak_rss_mb` yet (sweeps from before it was added).',
+                    '']
+  lines += ['Resident memory of the main process and its environment workers, largest over the '
+            "rounds (target: < 8 GB, not growing from round to round; per-round values are in each "
+            "workdir's `logs/resources_round_*.json`).", '',
+            '| task | method | obs | seed | peak RSS (MB) | rounds |', '|---|---|---|---|---|---|']
+  for (task, method, obs, _), run in rows:
+    lines.append(f'| {task} | {method} | {obs} | {run["seed"]} | {run["peak_rss_mb"]:.0f} | '
+                 f'{len(run["rounds"]) - 1} |')
+  return lines + ['']
   return lines
 
 
@@ -807,6 +823,7 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
 
   lines += gate_section(groups)
   lines += benchmark_section(os.path.join(results, 'bench'))
+  lines += memory_section(groups)
   lines += commands_section(results)
   lines += ['## Honest reading', ''] + paper_reference() + [
       '### What the runs here show (generated)', ''] + gain_table(groups) + reading_lines(groups)

@@ -187,3 +187,13 @@ def test_subfolder_runs_are_not_pooled_with_the_same_seed(some_runs, tmp_path):
   assert '15.0% [' in row and '(vision, default)' in row  # 3/20 vision, on its own
   assert 'vision (folder name)' in text
   assert 'other/fold_habc_1.json: same task, method, seed' in text
+
+
+def test_peak_memory_table_from_the_summaries(tmp_path):
+  res = tmp_path / 'results'
+  _write(res, 'fold', 'habc', 0, [_round(0, 1), _round(1, 2)], peak_rss_mb=1234.4, obs='state')
+  _write(res, 'fold', 'sft', 0, [_round(0, 1)])  # An older summary without the field.
+  text = results.build(str(res), str(tmp_path / 'RESULTS.md'))
+  section = text[text.index('### Peak memory of the pipeline'):]
+  assert '| fold | habc | state | 0 | 1234 | 1 |' in section
+  assert '| fold | sft |' not in section.split('###')[1]
