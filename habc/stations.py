@@ -665,7 +665,16 @@ def process_batches(backend, datasets, seed: int, process_index: int, process_co
   share = copy.copy(backend)
   share.config = ml_collections.ConfigDict(backend.config.to_dict())
   share.config.learner.batch_size = batch_size // process_count
-  return share.batches(datasets, seed=rollout.seed_for(seed, 'process', process_index))
+  return share.batches(datasets, seed=rollout.seed_for(seed, 'process', 0, process_index))
+
+
+def params_digest(params) -> str:
+  """A short hash of every parameter's bytes (processes of one learner must agree)."""
+  import jax
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(jax.device_get(params)):
+    h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()[:16]
 
 
 def _publish_demos(shared: Shared, demo_dir: str) -> None:
@@ -709,7 +718,8 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
 
   Returns:
     {'step', 'episodes', 'stations', 'rescans', 'checkpoints', 'process', 'processes',
-    'tensorflow_loaded'} at the end.
+    'rows_per_batch' (this process's share of the last batch), 'params_digest' (equal in every
+    process), 'tensorflow_loaded'} at the end.
   """
   from habc import pipeline
   count = distributed.process_count()
@@ -809,6 +819,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
                   else backend.step)
     rescans = 0
     saved = 0
+    rows = 0
     first_step = last_saved = backend.step
     while True:
       step = backend.step
@@ -824,7 +835,9 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
           say(f'learner: time budget of {max_seconds:.0f} s spent')
         break
       # The gate's warm-up counts from where this learner started (e.g. an SFT checkpoint).
-      metrics = backend.update(next(batches), intervention_reweighting=ir,
+      batch = next(batches)
+      rows = len(batch['valid'])
+      metrics = backend.update(batch, intervention_reweighting=ir,
                                gate_warmup=step - first_step < c.method.warmup_steps)
       step = backend.step
       if step % c.pipeline.checkpoint_every == 0:
@@ -856,6 +869,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
     if backend.step != last_saved:
       save(total(stations))
       saved += 1
+    digest = params_digest(backend.learner.params)
   finally:
     if batches is not None and hasattr(batches, 'close'):
       batches.close()
@@ -865,6 +879,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
   say(f'learner: stopped at step {backend.step} with {total(stations)} station episodes')
   return {'step': backend.step, 'episodes': total(stations), 'stations': len(stations),
           'rescans': rescans, 'checkpoints': saved, 'process': index, 'processes': count,
+          'rows_per_batch': rows, 'params_digest': digest,
           'tensorflow_loaded': 'tensorflow' in sys.modules}
 
 

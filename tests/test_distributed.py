@@ -129,3 +129,93 @@ jax.distributed.shutdown()
   for i, (p, (out, err)) in enumerate(zip(procs, outs)):
     assert p.returncode == 0, err[-2000:]
     assert f'ok {i} 2 2 {i == 0}' in out, out + err[-2000:]
+
+
+@pytest.mark.parametrize('mode', ['pipeline', 'demos', 'collect', 'eval', 'actor', 'sft', 'train',
+                                  'report'])
+def test_only_the_learner_runs_under_several_processes(mode):
+  distributed.check_mode(mode, 1)
+  distributed.check_mode('learner', 4)
+  with pytest.raises(distributed.DistributedConfigError, match='--mode=learner on the learner '
+                     'hosts and --mode=actor') as err:
+    distributed.check_mode(mode, 2)
+  assert f'--mode={mode}' in str(err.value) and '2 processes' in str(err.value)
+
+
+def test_single_process_helpers():
+  assert distributed.check_mode('pipeline') is None  # This test process: one JAX process.
+  assert distributed.process_count() == 1 and distributed.process_index() == 0
+  distributed.barrier('nothing to wait for')
+  assert distributed.agree(True) and not distributed.agree(False)
+
+
+LEARNER = """
+import json, sys
+from habc import distributed, stations
+distributed.maybe_initialize(distributed.from_values(sys.argv[1], 2, int(sys.argv[2])))
+distributed.check_mode('learner')
+config = stations.load_config('habc', 'smoke', task='insert')
+config.pipeline.checkpoint_every = 2
+out = stations.run_learner(config, sys.argv[3], max_steps=5, min_free_gb=0.0, rescan_every=2,
+                           log=lambda line: print(line, flush=True))
+print('result ' + json.dumps(out), flush=True)
+"""
+
+
+def tiny_demos(path: str) -> None:
+  """A few synthetic demonstrations (state observations) and their statistics."""
+  import numpy as np
+  from habc.data import stats as stats_lib
+  from habc.data import synthetic
+  from habc.data import writer
+  rng = np.random.default_rng(0)
+  writer.write_episodes(path, [synthetic.synthetic_episode(
+      rng, num_steps=24, cameras=(), state_dim=6, action_dim=4, source='demo',
+      episode_id=f'demo-{i}', task='insert', instruction='insert the peg') for i in range(3)])
+  stats_lib.save_stats(stats_lib.compute_dataset_stats(path), path)
+
+
+def test_learner_on_two_processes(tmp_path):
+  """Two learner processes (one CPU device each) share a workdir: identical parameters, each fed
+  half of every batch, one log writer (process 0), and a checkpoint that restores."""
+  import json
+  shared = str(tmp_path / 'shared')
+  tiny_demos(os.path.join(shared, 'data', 'demos'))
+  address = f'localhost:{_free_port()}'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=os.path.join(
+      os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))
+  procs = [subprocess.Popen([sys.executable, '-c', LEARNER, address, str(i), shared], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=240) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  results = []
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, out[-2000:] + err[-3000:]
+    results.append(json.loads(out.split('result ', 1)[1].splitlines()[0]))
+  a, b = results
+  assert (a['process'], b['process']) == (0, 1) and a['processes'] == b['processes'] == 2
+  assert a['step'] == b['step'] == 5 and a['checkpoints'] == b['checkpoints']
+  assert a['params_digest'] == b['params_digest']
+  assert a['rows_per_batch'] == b['rows_per_batch'] == 4  # Half of the smoke batch (8) each.
+  assert not a['tensorflow_loaded'] and not b['tensorflow_loaded']
+  # Only process 0 speaks and writes the log: one line per checkpoint (steps 2 and 4).
+  assert 'saved the initial one' in outs[0][0] and 'learner:' not in outs[1][0]
+  logged = [json.loads(line) for line in open(os.path.join(shared, 'logs', 'learner.jsonl'))]
+  assert [row['step'] for row in logged] == [2, 4]
+  # The last checkpoint (step 5) restores, in one process, to the parameters both ended with.
+  from habc import pipeline
+  from habc import stations
+  config = stations.load_config('habc', 'smoke', task='insert')
+  config.pipeline.checkpoint_every = 2
+  backend = pipeline.Backend(config)
+  backend.bind(pipeline.Paths(shared))
+  try:
+    assert backend.load_latest(os.path.join(shared, 'checkpoints')) == 5
+    assert stations.params_digest(backend.learner.params) == a['params_digest']
+  finally:
+    backend.close()

@@ -72,9 +72,33 @@ def test_threshold_from_environment(tmp_path, monkeypatch):
     preflight.check_workdir(str(tmp_path))
 
 
-def test_remote_paths_are_not_checked():
-  assert preflight.check_workdir('gs://bucket/run', min_free_gb=1e9) == {
-      'path': 'gs://bucket/run', 'free_gb': None, 'checked': False}
+class FakeStorage:
+  """Stands in for habc.storage.Storage (no helper process): probe() fails as told."""
+
+  def __init__(self, error=None):
+    self.error = error
+    self.probed = []
+
+  def probe(self, url):
+    self.probed.append(url)
+    if self.error is not None:
+      raise self.error
+
+
+def test_urls_are_probed_through_storage():
+  from habc import storage
+  fake = FakeStorage()
+  assert preflight.check_workdir('gs://bucket/run', min_free_gb=1e9, storage=fake) == {
+      'path': 'gs://bucket/run', 'free_gb': None, 'checked': True}
+  assert fake.probed == ['gs://bucket/run']  # Free space is not asked of a bucket.
+  denied = FakeStorage(storage.StorageError('makedirs gs://bucket/run failed (tf.io.gfile): '
+                                            'PermissionDeniedError: 403'))
+  with pytest.raises(preflight.StorageError, match='not usable: makedirs') as err:
+    preflight.check_workdir('gs://bucket/run', storage=denied)
+  assert 'gs://bucket/run' in str(err.value) and 'credentials' in str(err.value)
+  dead = FakeStorage(storage.HelperError('The storage helper process died with exit code 1'))
+  with pytest.raises(preflight.StorageError, match='Could not check the shared storage gs://'):
+    preflight.check_workdir('gs://bucket/run', storage=dead)
 
 
 def test_disk_full_during_a_write_becomes_a_clear_error():

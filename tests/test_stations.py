@@ -97,27 +97,35 @@ def test_restarted_station_continues_numbering(tmp_path):
   assert stations.scan_stations(shared) == {stations.station_dataset(shared, 3): 3}
 
 
-def test_two_actors_and_a_learner(tmp_path):
-  shared = str(tmp_path / 'shared')
+@pytest.mark.parametrize('kind', ['url', pytest.param('path', marks=pytest.mark.slow)])
+def test_two_actors_and_a_learner(tmp_path, kind):
+  """kind 'url': the shared location is a file:// URL, so every copy goes through habc.storage's
+  tf.io.gfile helper process (as with a bucket), each role working in its own cache; 'path': one
+  directory that every role works in (local disk / NFS)."""
+  bucket = str(tmp_path / 'shared')
+  url = f'file://{bucket}' if kind == 'url' else bucket
+  cache = {name: str(tmp_path / 'cache' / name) for name in ('actor0', 'actor1', 'learner')}
+  # With a URL the demonstrations are made in the learner's cache; the learner publishes them.
+  demos_dir = cache['learner'] if kind == 'url' else bucket
   demos = subprocess.run([sys.executable, 'launch.py', *SMOKE, '--mode=demos',
-                          f'--workdir={shared}'], cwd=ROOT, env=env(), capture_output=True,
+                          f'--workdir={demos_dir}'], cwd=ROOT, env=env(), capture_output=True,
                          text=True, timeout=300)
   assert demos.returncode == 0, demos.stderr[-3000:]
-  common = [*SMOKE, f'--workdir={shared}', '--min_free_gb=0.05']
+  common = [*SMOKE, f'--workdir={url}', '--min_free_gb=0.05']
   module = [sys.executable, '-m', 'habc.stations']
-  logs = {name: open(tmp_path / f'{name}.log', 'w+') for name in ('actor0', 'actor1', 'learner')}
+  logs = {name: open(tmp_path / f'{name}.log', 'w+') for name in cache}
   procs = {}
   try:
     # The actors start first: they find no checkpoint and wait.
     for i in (0, 1):
       procs[f'actor{i}'] = subprocess.Popen(
           [*module, '--role=actor', f'--station_id={i}', '--max_episodes=2', '--poll=0.5',
-           '--wait_timeout=240', *common], cwd=ROOT, env=env(), stdout=logs[f'actor{i}'],
-          stderr=subprocess.STDOUT)
+           '--wait_timeout=240', f'--cache_dir={cache[f"actor{i}"]}', *common], cwd=ROOT,
+          env=env(), stdout=logs[f'actor{i}'], stderr=subprocess.STDOUT)
     procs['learner'] = subprocess.Popen(
         [*module, '--role=learner', '--until_episodes=4', '--max_seconds=240',
-         '--rescan_every=3', '--idle_log_s=2', *common], cwd=ROOT, env=env(),
-        stdout=logs['learner'], stderr=subprocess.STDOUT)
+         '--rescan_every=3', '--idle_log_s=2', f'--cache_dir={cache["learner"]}', *common],
+        cwd=ROOT, env=env(), stdout=logs['learner'], stderr=subprocess.STDOUT)
     for name, proc in procs.items():
       proc.wait(timeout=300)
   finally:
@@ -141,17 +149,29 @@ def test_two_actors_and_a_learner(tmp_path):
   assert 'no new episodes for' in text['learner']  # Trained on the demonstrations meanwhile.
   assert results['learner']['episodes'] == 4 and results['learner']['stations'] == 2
   assert results['learner']['checkpoints'] >= 2
+  assert not results['learner']['tensorflow_loaded']  # The actors check it themselves.
 
-  # Each station's dataset holds its own two episodes, whole, readable by plain tfds.
-  paths = [stations.station_dataset(shared, i) for i in (0, 1)]
+  # Each station's dataset in the shared location holds its own two episodes, whole, readable by
+  # plain tfds.
+  paths = [stations.station_dataset(bucket, i) for i in (0, 1)]
   found = tfds_episodes(*paths)
   for i, rows in enumerate(found):
     assert [r[0] for r in rows] == [stations.episode_id(i, k) for k in (0, 1)]
     assert all(r[1] >= 2 and r[2] and r[3] for r in rows)
-  logged = [json.loads(line) for line in open(stations.station_log(shared, 0))]
+  logged = [json.loads(line) for line in open(stations.station_log(bucket, 0))]
   assert [r['episode_id'] for r in logged] == [stations.episode_id(0, k) for k in (0, 1)]
-  # The learner's last checkpoint came after every episode joined.
+  # The learner's last checkpoint came after every episode joined, and (URL) was published whole.
   from habc import checkpoints
-  ckpt = checkpoints.Checkpointer(os.path.join(shared, 'checkpoints'), max_to_keep=None)
+  ckpt = checkpoints.Checkpointer(os.path.join(bucket, 'checkpoints'), max_to_keep=None)
   assert ckpt.latest_step() == results['learner']['step'] > 0
   ckpt.close()
+  if kind == 'url':
+    step_dir = os.path.join(bucket, 'checkpoints', str(results['learner']['step']))
+    marker = json.load(open(os.path.join(step_dir, stations.MARKER)))
+    assert sorted(marker['files']) == sorted(
+        os.path.relpath(os.path.join(d, f), step_dir) for d, _, files in os.walk(step_dir)
+        for f in files if f != stations.MARKER)
+    assert os.path.exists(os.path.join(bucket, 'data', 'demos', stations.MARKER))
+    assert os.path.exists(os.path.join(bucket, 'logs', stations.LEARNER_LOG))
+    for i in (0, 1):  # Nothing left under a temporary name.
+      assert not [n for n in os.listdir(paths[i]) if '.tmp-' in n]

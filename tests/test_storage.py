@@ -99,6 +99,16 @@ def test_probe_and_unwritable_url(remote):
   assert target in str(err.value)
 
 
+def test_preflight_checks_a_url_through_the_helper(remote):
+  from habc import preflight
+  s, url = remote
+  found = preflight.check_workdir(storage.join(url, 'run'), storage=s)
+  assert found == {'path': storage.join(url, 'run'), 'free_gb': None, 'checked': True}
+  with pytest.raises(preflight.StorageError, match='not usable: .*not writable') as err:
+    preflight.check_workdir('file:///proc/habc_run', storage=s)
+  assert 'file:///proc/habc_run' in str(err.value)
+
+
 def test_local_paths_need_no_helper(tmp_path):
   with storage.Storage() as s:
     s.write_bytes(str(tmp_path / 'a' / 'b.json'), b'{}')
