@@ -37,6 +37,7 @@ run ``--mode=learner`` on the learner hosts and ``--mode=actor`` on each robot s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any, Callable, Mapping
@@ -289,3 +290,38 @@ def agree(flag: bool) -> bool:
   import numpy as np
   from jax.experimental import multihost_utils
   return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag), np.int32)))
+
+
+def check_shared_directory(path: str, what: str = 'the checkpoint directory') -> None:
+  """Checks that every process sees the same ``path`` (orbax writes one checkpoint from all).
+
+  Process 0 writes a random token there; after a barrier every other process must read it back.
+  No-op with one process.
+
+  Raises:
+    DistributedConfigError: in a process that does not see process 0's file.
+  """
+  if process_count() == 1:
+    return
+  import numpy as np
+  from jax.experimental import multihost_utils
+  token_path = os.path.join(path, '.habc_shared_check')
+  token = int(np.random.default_rng().integers(1, 2**31 - 1)) if process_index() == 0 else 0
+  token = int(multihost_utils.broadcast_one_to_all(np.asarray(token, np.int32)))
+  if process_index() == 0:
+    os.makedirs(path, exist_ok=True)
+    tmp = f'{token_path}.tmp-{token}'
+    with open(tmp, 'w') as f:
+      f.write(str(token))
+    os.replace(tmp, token_path)
+  barrier('habc_shared_directory_written')
+  seen = None
+  with contextlib.suppress(OSError, ValueError):
+    with open(token_path) as f:
+      seen = int(f.read().strip())
+  barrier('habc_shared_directory_read')
+  if seen != token:
+    raise DistributedConfigError(
+        f'Process {process_index()} does not see process 0\'s files in {path}: {what} must be '
+        'one directory that every learner process shares (an NFS mount; with a URL --workdir '
+        'set HABC_STATION_CACHE, or --cache_dir, to a path on such a mount on every host).')

@@ -748,6 +748,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
         fetch_checkpoint(st, ckpt_url, remote_steps[-1], paths.checkpoints,
                          keep_local=max(3, int(config.pipeline.keep_checkpoints)))
     distributed.barrier('habc_learner_fetch')
+    distributed.check_shared_directory(shared.local, 'the learner\'s working directory')
     if not os.path.exists(os.path.join(paths.demo_data, 'dataset_info.json')):
       if shared.remote:
         raise FileNotFoundError(

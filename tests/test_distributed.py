@@ -219,3 +219,24 @@ def test_learner_on_two_processes(tmp_path):
     assert stations.params_digest(backend.learner.params) == a['params_digest']
   finally:
     backend.close()
+
+
+def test_processes_that_do_not_share_the_directory_are_refused(tmp_path):
+  code = """
+import sys
+from habc import distributed
+distributed.maybe_initialize(distributed.from_values(sys.argv[1], 2, int(sys.argv[2])))
+try:
+  distributed.check_shared_directory(sys.argv[3])
+  print('shared', flush=True)
+except distributed.DistributedConfigError as e:
+  print('refused:', e, flush=True)
+"""
+  address = f'localhost:{_free_port()}'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  procs = [subprocess.Popen([sys.executable, '-c', code, address, str(i), str(tmp_path / f'h{i}')],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  outs = [p.communicate(timeout=120)[0] for p in procs]
+  assert 'shared' in outs[0], outs
+  assert 'refused: Process 1 does not see process 0' in outs[1] and 'HABC_STATION_CACHE' in outs[1]
