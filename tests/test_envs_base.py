@@ -124,6 +124,30 @@ def test_gripper_command_opens_and_closes():
   assert state[0, 5] < 0.1 and state[1, 5] > 0.9
 
 
+@pytest.mark.parametrize('closed, grip, after', [
+    (False, 0.4, False), (False, 0.6, True), (True, -0.4, True), (True, -0.6, False),
+    (True, 0.0, True), (False, 0.0, False), (False, -1.0, False), (True, 1.0, True)])
+def test_gripper_state_has_a_dead_band(closed, grip, after):
+  assert base.gripper_state(closed, grip, 0.5) is after
+
+
+def test_hesitant_gripper_commands_keep_the_gripper_as_it_is():
+  env = _Box(seed=0, cameras=())
+  env.reset()
+  a = np.zeros(base.ACTION_DIM)
+  for grip, closed in [(0.3, False), (0.9, True), (-0.2, True), (0.1, True), (-0.7, False),
+                       (0.4, False)]:
+    a[4] = grip
+    ts = env.step(a)
+    assert env.gripper_closing('left') is closed, grip
+  for _ in range(3):  # The fingers follow the gripper's state, not the raw command.
+    a[4] = 0.9
+    env.step(a)
+    a[4] = -0.3
+    ts = env.step(a)
+  assert ts.observation['state'][5] < 0.1
+
+
 def test_seeds_are_reproducible():
   def run(seed):
     env = _Box(seed=seed, cameras=())

@@ -28,7 +28,10 @@ and optionally:
 Action layout (``ACTION_DIM = 10``, all in ``[-1, 1]``), per arm in ``SIDES`` order:
   ``[dx, dy, dz, dyaw, grip]``: end-effector position delta in the world frame (scaled by
   ``max_delta_pos`` metres per control step), yaw delta (``max_delta_yaw`` rad per control step),
-  and the gripper command (-1 fully open ... +1 fully closed; > 0 counts as "closing").
+  and the gripper command in [-1, 1]. The gripper is binary with hysteresis, like a teleop rig's
+  trigger: a command above ``+grip_deadband`` closes it, one below ``-grip_deadband`` opens it, and
+  anything between keeps its state (so a policy's hesitant sample near 0 neither drops a held part
+  nor half-opens the fingers).
 State layout (``STATE_DIM = 12``), per arm: ``[x, y, z, sin(yaw), cos(yaw), opening]`` with the
   opening in ``[0, 1]`` (1 = fully open), measured on the simulated gripper (not the mocap target).
 """
@@ -112,11 +115,22 @@ def quat_yaw(q: np.ndarray) -> float:
   return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
 
 
+def gripper_state(closed: bool, grip: float, deadband: float) -> bool:
+  """The binary gripper after command ``grip``: closes above +deadband, opens below -deadband."""
+  return bool(grip > deadband or (closed and grip >= -deadband))
+
+
+def finger_target(closed: bool) -> float:
+  """Finger actuator target (metres of opening) of a closed or open gripper."""
+  return 0.0 if closed else FINGER_TRAVEL
+
+
 @dataclasses.dataclass
 class _ArmCommand:
   pos: np.ndarray  # [3] mocap target at the end of the control step.
   yaw: float
-  grip: float  # Gripper command in [-1, 1].
+  grip: float  # Gripper command in [-1, 1], as last sent.
+  closed: bool = False  # The gripper's state after the deadband (see ``TaskEnv.grip_deadband``).
 
 
 class Expert(abc.ABC):
@@ -148,6 +162,8 @@ class TaskEnv(dm_env.Environment, abc.ABC):
   workspace = ((-0.45, -0.45, 0.01), (0.45, 0.45, 0.5))
   home = {'left': (-0.2, -0.25, 0.25), 'right': (0.2, -0.25, 0.25)}
   gripper_collides: bool = True
+  # Half width of the gripper command's dead band: |grip| must exceed it to change the gripper.
+  grip_deadband: float = 0.5
   option_xml: str = 'integrator="implicitfast" solver="Newton" iterations="50"'
 
   def __init__(self, seed: int, image_size: int = 64, cameras=CAMERAS, time_limit=None):
@@ -237,11 +253,12 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     self.data.qpos[a:a + 3] = pos - self._grasp_offset()
     self.data.qpos[a + 3:a + 7] = q
     self.data.qvel[self._free_qvel[side]:self._free_qvel[side] + 6] = 0
-    opening = FINGER_TRAVEL * (1 - grip) / 2
+    closed = bool(grip > 0)
+    opening = finger_target(closed)
     self.data.qpos[self._finger_qpos[side]] = opening
     self.data.qpos[self._finger_qpos_b[side]] = opening
     self.data.ctrl[self._actuator[side]] = opening
-    self._cmd[side] = _ArmCommand(pos.copy(), float(yaw), float(grip))
+    self._cmd[side] = _ArmCommand(pos.copy(), float(yaw), float(grip), closed)
     self.data.mocap_pos[self._mocap[side]] = pos - self._grasp_offset()
     mujoco.mj_forward(self.model, self.data)
 
@@ -266,7 +283,8 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     return self._cmd[side]
 
   def gripper_closing(self, side: str) -> bool:
-    return self._cmd[side].grip > 0
+    """Whether the gripper is closed/closing (its state after the dead band)."""
+    return self._cmd[side].closed
 
   def action_for(self, targets: dict) -> np.ndarray:
     """Action [ACTION_DIM] that moves each arm toward ``targets[side] = (pos [3], yaw, grip)``.
@@ -356,7 +374,8 @@ class TaskEnv(dm_env.Environment, abc.ABC):
       cmd.pos = np.clip(cmd.pos + d[:3] * self.max_delta_pos, lo, hi)
       cmd.yaw = float(np.clip(cmd.yaw + d[3] * self.max_delta_yaw, -np.pi / 2, np.pi / 2))
       cmd.grip = float(d[4])
-      self.data.ctrl[self._actuator[s]] = FINGER_TRAVEL * (1 - cmd.grip) / 2
+      cmd.closed = gripper_state(cmd.closed, cmd.grip, self.grip_deadband)
+      self.data.ctrl[self._actuator[s]] = finger_target(cmd.closed)
     self._after_control(a)
     off = self._grasp_offset()
     for k in range(1, self.n_substeps + 1):

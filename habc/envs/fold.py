@@ -4,7 +4,8 @@ Scene: a square cloth (2D flexcomp, ``N x N`` vertices, bending stiffness, no se
 on the table in front of the robot, shifted and rotated per seed. The two near corners (toward the
 robot, -y) must be lifted and laid onto the two far corners.
 
-Grasping: closing a gripper (gripper command going from <= 0 to > 0) with its grasp point within
+Grasping: closing a gripper (its binary state going from open to closed; ``habc.envs.base``:
+commands inside the dead band change nothing) with its grasp point within
 ``grasp_radius`` of a cloth corner switches on an equality ``connect`` between the palm and that
 corner vertex (``eq_active``); opening the gripper switches it off. The grippers do not collide
 with the cloth, so the grasp is the constraint alone (a rigid pinch, as with a real gripper).

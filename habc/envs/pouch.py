@@ -15,7 +15,8 @@ What an expert does: the left gripper holds the pouch by its handle; the right g
 marker, turns it along the slot, drops it through the slot into the pouch, then grasps the zipper
 tab and pulls it toward the robot (-y) until the pouch is closed.
 
-Grasping: closing a gripper (command going from <= 0 to > 0) with its grasp point within
+Grasping: closing a gripper (its binary state going from open to closed; ``habc.envs.base``:
+commands inside the dead band change nothing) with its grasp point within
 ``grasp_radius`` of a graspable part (the marker's axis, the handle, the zipper tab) switches on an
 equality ``weld`` between the palm and that part at their current relative pose; opening the
 gripper switches it off. The grippers also collide with the scene.
