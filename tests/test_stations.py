@@ -97,6 +97,62 @@ def test_restarted_station_continues_numbering(tmp_path):
   assert stations.scan_stations(shared) == {stations.station_dataset(shared, 3): 3}
 
 
+def test_publish_and_fetch_a_dataset_shard_by_shard(tmp_path):
+  """The copy logic of the URL case, run here on plain paths (same code, no helper process)."""
+  from habc import storage
+  from habc.data import synthetic
+  from habc.data import writer
+  rng = np.random.default_rng(0)
+  staging, shared, cache = (str(tmp_path / n) for n in ('staging', 'shared', 'cache'))
+  eps = [synthetic.synthetic_episode(rng, num_steps=5, cameras=(),
+                                     episode_id=stations.episode_id(0, i)) for i in range(3)]
+  st = storage.Storage()
+  writer.write_episodes(staging, eps[:2])
+  assert stations.remote_shards(st, shared) == 0
+  assert stations.publish_dataset(st, staging, shared, 0) == 2
+  assert stations.publish_dataset(st, staging, shared, 2) == 2  # Nothing new.
+  # A shard whose upload landed but whose dataset_info.json did not is invisible to readers.
+  writer.write_episodes(staging, eps[2:])
+  shard = sorted(n for n in os.listdir(staging) if 'array_record' in n)[-1]
+  st.upload(os.path.join(staging, shard), os.path.join(shared, shard))
+  assert stations.fetch_dataset(st, shared, cache) == 2
+  assert writer.num_episodes(cache) == 2 and not os.path.exists(os.path.join(cache, shard))
+  assert stations.publish_dataset(st, staging, shared, 2) == 3
+  assert stations.fetch_dataset(st, shared, cache) == 3 and writer.num_episodes(cache) == 3
+  assert not [n for n in os.listdir(cache) + os.listdir(shared) if '.tmp-' in n]
+  assert stations.scan_stations(str(tmp_path)) == {}  # Not under stations/: not a station.
+  # A listed shard that is missing is a clear error, not a half-copied dataset.
+  os.remove(os.path.join(shared, shard))
+  with pytest.raises(storage.StorageError, match=r'lists shard\(s\) \[2\]'):
+    stations.fetch_dataset(st, shared, str(tmp_path / 'other'))
+
+
+def test_checkpoints_are_published_whole_and_pruned(tmp_path):
+  from habc import storage
+  st = storage.Storage()
+  local, url, cache = (str(tmp_path / n) for n in ('ckpt', 'shared/checkpoints', 'cache'))
+  for step in (2, 4, 6, 8):
+    os.makedirs(os.path.join(local, str(step), 'state'))
+    for rel in ('commit_success.txt', 'state/d'):
+      with open(os.path.join(local, str(step), rel), 'w') as f:
+        f.write(f'{step} {rel}')
+    stations.publish_checkpoint(st, local, step, url, keep=3)
+  assert stations.published_steps(st, url) == [4, 6, 8]
+  assert not os.path.exists(os.path.join(url, '2'))
+  # A step directory without its marker (upload cut short) is not published.
+  os.makedirs(os.path.join(url, '10'))
+  assert stations.published_steps(st, url) == [4, 6, 8]
+  with pytest.raises(storage.NotFound):
+    stations.fetch_tree(st, os.path.join(url, '10'), os.path.join(cache, '10'))
+  for step in (4, 6, 8):
+    stations.fetch_checkpoint(st, url, step, cache, keep_local=2)
+  assert sorted(os.listdir(cache)) == ['6', '8']  # Older cached ones pruned, no temporaries.
+  with open(os.path.join(cache, '8', 'state', 'd')) as f:
+    assert f.read() == '8 state/d'
+  shared = stations.Shared(str(tmp_path / 'shared'), str(tmp_path / 'actor'), st)
+  assert stations.newest_checkpoint(shared) == 8
+
+
 @pytest.mark.parametrize('kind', ['url', pytest.param('path', marks=pytest.mark.slow)])
 def test_two_actors_and_a_learner(tmp_path, kind):
   """kind 'url': the shared location is a file:// URL, so every copy goes through habc.storage's
