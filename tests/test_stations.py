@@ -127,6 +127,30 @@ def test_publish_and_fetch_a_dataset_shard_by_shard(tmp_path):
     stations.fetch_dataset(st, shared, str(tmp_path / 'other'))
 
 
+def test_station_with_a_lost_cache_gets_its_episodes_back(tmp_path):
+  """An actor whose local cache is gone restores its published dataset and log before writing,
+  so its indices continue and no published shard is overwritten."""
+  from habc import storage
+  from habc.data import synthetic
+  from habc.data import writer
+  rng = np.random.default_rng(0)
+  st = storage.Storage()
+  url = str(tmp_path / 'shared')
+  first = stations.Shared(url, str(tmp_path / 'cache_a'), st)
+  local = stations.station_dataset(first.local, 2)
+  writer.write_episodes(local, [synthetic.synthetic_episode(
+      rng, num_steps=5, cameras=(), episode_id=stations.episode_id(2, i)) for i in (0, 1)])
+  stations.publish_dataset(st, local, stations.station_dataset(url, 2), 0)
+  with open(stations.station_log(first.local, 2), 'w') as f:
+    for i in range(3):  # Episode 2 was invalid: logged, not written.
+      f.write(json.dumps({'episode_id': stations.episode_id(2, i)}) + '\n')
+  st.upload(stations.station_log(first.local, 2), stations.station_log(url, 2))
+  again = stations.Shared(url, str(tmp_path / 'cache_b'), st)
+  assert stations._restore_station(again, 2) == 2  # pylint: disable=protected-access
+  assert writer.num_episodes(stations.station_dataset(again.local, 2)) == 2
+  assert stations.next_episode_index(again.local, 2) == 3
+
+
 def test_checkpoints_are_published_whole_and_pruned(tmp_path):
   from habc import storage
   st = storage.Storage()
