@@ -142,9 +142,10 @@ def check_remote(url: str, storage=None, timeout_s: float = 120.0) -> dict:
     raise StorageError(f'Could not check the shared storage {url}: {e}') from e
   except storage_lib.StorageError as e:
     raise StorageError(
-        f'The shared storage {url} is not usable: {e}. Check the URL (bucket name, path), the '
-        'credentials of this machine (gs://: gcloud auth application-default login or '
-        'GOOGLE_APPLICATION_CREDENTIALS) and its write permission there.') from e
+        f'The shared storage {url} is not usable: {e}. Check the URL (bucket name, path), that '
+        'this machine reaches it (network, proxy), its credentials (gs://: gcloud auth '
+        'application-default login or GOOGLE_APPLICATION_CREDENTIALS) and its write permission '
+        'there.') from e
   finally:
     if own:
       s.close()
