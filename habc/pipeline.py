@@ -868,7 +868,9 @@ class Backend:
       self.stats = stats_lib.load_stats(self.paths.demo_data)
     return self.stats
 
-  def batches(self, datasets, seed: int):
+  def batches(self, datasets, seed: int, batch_size: int | None = None):
+    """Training batches from ``datasets`` [(path, ratio)]; ``batch_size`` default: the learner's
+    (a multi-process learner draws its per-process share)."""
     from habc.data import reader
     c = self.config
     paths = [p for p, _ in datasets]
@@ -876,7 +878,7 @@ class Backend:
     return reader.make_batches(
         paths, ratios=ratios, horizon=c.model.action_horizon, next_offset=c.credit.next_offset,
         min_human_steps=c.credit.min_human_steps, naive=c.credit.naive,
-        batch_size=c.learner.batch_size, cameras=tuple(c.cameras), obs=c.obs,
+        batch_size=int(batch_size or c.learner.batch_size), cameras=tuple(c.cameras), obs=c.obs,
         max_instruction_len=c.model.max_instruction_len, stats=self._load_stats(),
         seed=int(seed) % (2**31 - 1))
 

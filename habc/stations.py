@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import json
@@ -652,20 +651,16 @@ def process_batches(backend, datasets, seed: int, process_index: int, process_co
   """This process's share of every global batch: ``batch_size / process_count`` rows drawn with
   its own seed (``Learner.put_batch`` assembles the global batch from every process's rows).
 
-  One process: ``backend.batches`` unchanged. Several: the same call on a shallow copy of the
-  backend whose config has the per-process batch size.
+  One process: ``backend.batches`` unchanged.
   """
   if process_count == 1:
     return backend.batches(datasets, seed=seed)
-  import ml_collections
   batch_size = int(backend.config.learner.batch_size)
   if batch_size % process_count:
     raise ValueError(f'config.learner.batch_size={batch_size} is not divisible by the '
                      f'{process_count} learner processes; use a multiple of {process_count}.')
-  share = copy.copy(backend)
-  share.config = ml_collections.ConfigDict(backend.config.to_dict())
-  share.config.learner.batch_size = batch_size // process_count
-  return share.batches(datasets, seed=rollout.seed_for(seed, 'process', 0, process_index))
+  return backend.batches(datasets, seed=rollout.seed_for(seed, 'process', 0, process_index),
+                         batch_size=batch_size // process_count)
 
 
 def params_digest(params) -> str:

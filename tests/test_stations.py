@@ -255,3 +255,22 @@ def test_two_actors_and_a_learner(tmp_path, kind):
     assert os.path.exists(os.path.join(bucket, 'logs', stations.LEARNER_LOG))
     for i in (0, 1):  # Nothing left under a temporary name.
       assert not [n for n in os.listdir(paths[i]) if '.tmp-' in n]
+
+
+def test_process_batches_draw_each_process_share_with_its_own_seed():
+  import ml_collections
+  from habc import stations
+
+  class Backend:
+    config = ml_collections.ConfigDict({'learner': {'batch_size': 8}})
+
+    def batches(self, datasets, seed, batch_size=None):
+      return (seed, batch_size)
+
+  backend = Backend()
+  assert stations.process_batches(backend, [], 3, 0, 1) == (3, None)
+  shares = [stations.process_batches(backend, [], 3, i, 2) for i in range(2)]
+  assert [size for _, size in shares] == [4, 4]
+  assert shares[0][0] != shares[1][0]
+  with pytest.raises(ValueError, match='not divisible by the 3 learner processes'):
+    stations.process_batches(backend, [], 3, 0, 3)
