@@ -593,10 +593,10 @@ def benchmark_section(bench_dir: str) -> list[str]:
               f'saves them to `{bench_dir}/`).', '']
   for path in paths:
     b = read_benchmark(path)
-    lines += [f'### {b["name"]}', '',
-              f'Command: `{b["command"]}`' if b['command'] else
-              'Command: not recorded (the first line of the file should be `$ <command>`)',
-              f', measured {b["measured"]}.', '', '```', b['body'], '```', '']
+    command = (f'Command: `{b["command"]}`' if b['command'] else
+               'Command: not recorded (the first line of the file should be `$ <command>`)')
+    lines += [f'### {b["name"]}', '', f'{command}, measured {b["measured"]}.', '', '```',
+              b['body'], '```', '']
   return lines
 
 
