@@ -30,7 +30,7 @@ import mujoco
 import numpy as np
 
 from habc.envs import base
-from habc.envs.pouch import (ArmGoal, Graspable, TeleopExpert, WeldGrasps, approach, axis_yaw,
+from habc.envs.rigid import (ArmGoal, Graspable, TeleopExpert, WeldGrasps, approach, axis_yaw,
                              body_axis, closeness, grasp_yaw, release, reachable_yaw, wrap)
 
 # ----- geometry (metres) -----------------------------------------------------------------------
