@@ -93,9 +93,17 @@ def test_batch_layout_vision_and_state(rollouts):
   assert batch['next_obs']['images'].shape == (8, 2, 8, 8, 3)
   assert batch['actions'].shape == (8, 5, 4) and batch['action_mask'].shape == (8, 5)
   for key, dtype in (('kind', np.int32), ('outcome', np.float32), ('viability_mask', bool),
-                     ('efficiency_mask', bool), ('next_is_terminal', bool), ('valid', bool)):
+                     ('efficiency_mask', bool), ('next_is_terminal', bool), ('valid', bool),
+                     ('steps_to_end', np.float32), ('episode_success', bool)):
     assert batch[key].shape == (8,) and batch[key].dtype == dtype, key
   assert batch['valid'].all()
+  # Every field of the learner's test batch (habc.learning.synthetic, what the objectives' tests
+  # run on) is in the reader's batch: a method's update must run on real data too.
+  from habc.learning.synthetic import synthetic_batch
+  fake = synthetic_batch(8, action_dim=4, state_dim=6, horizon=5, cameras=2, image_size=8,
+                         vision=True)
+  assert set(fake) <= set(batch), sorted(set(fake) - set(batch))
+  assert set(fake['obs']) <= set(batch['obs'])
   # Camera order follows the argument: row images match the episode's frames (JPEG-close).
   stats = stats_lib.load_stats(path)
   state = stats.unnormalise('state', batch['obs']['state'])

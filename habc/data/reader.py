@@ -306,7 +306,8 @@ def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], b
       'action_mask': empty((horizon,), bool),
       'kind': np.full((batch_size,), int(labeling.SampleKind.UNLABELLED), np.int32),
       'outcome': empty((), np.float32), 'viability_mask': empty((), bool),
-      'efficiency_mask': empty((), bool), 'next_is_terminal': empty((), bool)}
+      'efficiency_mask': empty((), bool), 'next_is_terminal': empty((), bool),
+      'steps_to_end': empty((), np.float32), 'episode_success': empty((), bool)}
   if obs == 'vision':  # Not zero-filled (large); padding rows are zeroed below.
     out['images'] = np.empty((batch_size,) + first['images'].shape[1:], np.uint8)
     out['next_images'] = np.empty_like(out['images'])
@@ -323,7 +324,8 @@ def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], b
     out['instruction'][rows] = pack['instruction']
     out['actions'][rows] = pack['actions'][pack['action_index'][idx]] * mask[..., None]
     out['action_mask'][rows] = mask
-    for key in ('kind', 'outcome', 'viability_mask', 'efficiency_mask', 'next_is_terminal'):
+    for key in ('kind', 'outcome', 'viability_mask', 'efficiency_mask', 'next_is_terminal',
+                'steps_to_end', 'episode_success'):
       out[key][rows] = pack[key][idx]
     row += len(idx)
   if obs == 'vision':
@@ -336,7 +338,8 @@ def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], b
   return {'obs': obs_now, 'next_obs': obs_next, 'actions': out['actions'],
           'action_mask': out['action_mask'], 'kind': out['kind'], 'outcome': out['outcome'],
           'viability_mask': out['viability_mask'], 'efficiency_mask': out['efficiency_mask'],
-          'next_is_terminal': out['next_is_terminal'], 'valid': np.arange(batch_size) < row}
+          'next_is_terminal': out['next_is_terminal'], 'steps_to_end': out['steps_to_end'],
+          'episode_success': out['episode_success'], 'valid': np.arange(batch_size) < row}
 
 
 class WindowPool:
