@@ -220,14 +220,6 @@ def _info_lengths(info: dict | None) -> list[int]:
   return writer_lib.existing_shards(info)[0] if info else []
 
 
-def _local_info(path: str) -> dict | None:
-  info_path = os.path.join(path, 'dataset_info.json')
-  if not os.path.exists(info_path):
-    return None
-  with open(info_path) as f:
-    return json.load(f)
-
-
 def _shard_files(names) -> dict[int, str]:
   """{shard index: file name} of the array_record shards among ``names``."""
   out = {}
@@ -252,7 +244,8 @@ def publish_dataset(st: storage_lib.Storage, local_dir: str, url: str, listed: i
 
   ``dataset_info.json`` goes last, so a reader that sees it finds every shard it lists.
   """
-  info = _local_info(local_dir)
+  from habc.data import writer as writer_lib
+  info = writer_lib.read_info_json(local_dir)
   n = len(_info_lengths(info))
   if n <= listed:
     return listed
@@ -271,12 +264,13 @@ def fetch_dataset(st: storage_lib.Storage, url: str, local_dir: str) -> int:
   New shards first, ``dataset_info.json`` last (replaced atomically): a local reader sees whole
   episodes only. Not while a writer has ``local_dir`` open.
   """
+  from habc.data import writer as writer_lib
   try:
     raw = st.read_bytes(storage_lib.join(url, 'dataset_info.json'))
   except storage_lib.NotFound:
-    return len(_info_lengths(_local_info(local_dir)))
+    return len(_info_lengths(writer_lib.read_info_json(local_dir)))
   remote = _info_lengths(json.loads(raw))
-  have = len(_info_lengths(_local_info(local_dir)))
+  have = len(_info_lengths(writer_lib.read_info_json(local_dir)))
   if len(remote) <= have:
     return have
   files = _shard_files(st.listdir(url))
@@ -504,11 +498,12 @@ def _no_tensorflow(where: str) -> None:
 def _restore_station(shared: Shared, station_id: int) -> int:
   """URL: brings the station's local dataset and log up to what was published; returns the
   number of shards published."""
+  from habc.data import writer as writer_lib
   st = shared.storage
   local = station_dataset(shared.local, station_id)
   remote = station_dataset(shared.url, station_id)
   listed = remote_shards(st, remote)
-  if listed > len(_info_lengths(_local_info(local))):
+  if listed > len(_info_lengths(writer_lib.read_info_json(local))):
     fetch_dataset(st, remote, local)
   log_path = station_log(shared.local, station_id)
   try:

@@ -56,7 +56,8 @@ def _fsync_dir(path: str) -> None:
     os.close(fd)
 
 
-def _read_info_json(path: str) -> dict | None:
+def read_info_json(path: str) -> dict | None:
+  """The dataset's dataset_info.json as a dict, or None when there is none yet."""
   info_path = os.path.join(path, 'dataset_info.json')
   if not os.path.exists(info_path):
     return None
@@ -151,7 +152,7 @@ class EpisodeWriter:
 
   def _open(self, spec, name, description):
     from tensorflow_datasets.core import example_serializer
-    info_json = _read_info_json(self.path)
+    info_json = read_info_json(self.path)
     if info_json is None:
       if spec is None:
         raise ValueError(f'{self.path} holds no dataset yet; pass the episode spec to create one.')
@@ -301,7 +302,7 @@ def write_episodes(path: str, episodes: Iterable[Mapping[str, Any]],
                    spec: schema.EpisodeSpec | None = None, **kwargs) -> int:
   """Appends episodes to a dataset (created if absent); returns the dataset's episode count."""
   episodes = iter(episodes)
-  if spec is None and _read_info_json(path) is None:
+  if spec is None and read_info_json(path) is None:
     first = next(episodes)
     spec = schema.spec_of_episode(first)
     episodes = _chain([first], episodes)
@@ -318,5 +319,5 @@ def _chain(head, tail):
 
 def num_episodes(path: str) -> int:
   """Episodes committed in a dataset directory (0 when there is none)."""
-  info = _read_info_json(path)
+  info = read_info_json(path)
   return sum(existing_shards(info)[0]) if info else 0
