@@ -938,7 +938,13 @@ class Backend:
 
   # policy .....................................................................................
   def policy(self, rng_seed: int) -> rollout.Policy:
-    """Raw observations -> action chunks in environment units, from the current parameters."""
+    """Raw observations and noise ids -> action chunks in environment units, from the current
+    parameters (``rollout.Policy``).
+
+    Row i's noise is drawn from ``fold_in(fold_in(PRNGKey(rng_seed), seed_i), decision_i)`` with
+    ``noise_ids[i] = (seed_i, decision_i)``: an episode's samples depend on the base seed and its
+    own ids only, not on the batch it was served in.
+    """
     import jax
     from habc.data import reader
     from habc.networks import policy as policy_lib
@@ -947,15 +953,21 @@ class Backend:
       self._policy_fn = policy_lib.make_policy_fn(self.model, self.config)
     params = self.learner.params
     stats = self._load_stats()
-    key = [jax.random.PRNGKey(int(rng_seed) % (2**31 - 1))]
+    base_key = jax.random.PRNGKey(int(rng_seed) % (2**31 - 1))
     c = self.config
 
-    def act(observations):
+    def act(observations, noise_ids):
       start = time.perf_counter()
-      key[0], sub = jax.random.split(key[0])
+      ids = np.asarray(noise_ids, np.int64)
+      if ids.shape != (len(observations), 2):
+        raise ValueError(f'The policy got {len(observations)} observations and noise ids of '
+                         f'shape {ids.shape}; give one (episode seed, decision index) per '
+                         'observation, int [N, 2] (rollout.noise_ids).')
+      ids = rollout.noise_ids(ids[:, 0], ids[:, 1])  # Checks the uint32 range.
+      keys = policy_lib.noise_keys_jit(base_key, ids.astype(np.uint32))
       obs = reader.env_model_inputs(observations, stats, cameras=tuple(c.cameras), obs=c.obs,
                                     max_len=c.model.max_instruction_len)
-      chunk = np.asarray(self._policy_fn(params, obs, sub), np.float32)
+      chunk = np.asarray(self._policy_fn(params, obs, keys), np.float32)
       self.policy_seconds.append(time.perf_counter() - start)
       return stats.unnormalise('action', chunk)
 

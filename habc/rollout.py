@@ -6,7 +6,9 @@ Each worker process owns one environment at a time (built per episode from the e
 an episode does not depend on which worker ran it) and, for online rollouts, a simulated operator.
 The main process holds the policy. Every decision point, the main process gathers the observations
 of all workers that wait for an action chunk, runs the policy once on the whole batch (padded to a
-fixed size so it compiles once), and sends each worker its chunk. A worker executes
+fixed size so it compiles once), and sends each worker its chunk. Each row of the call carries
+its noise id (episode seed, decision index), from which the policy draws that row's noise: an
+episode's actions do not depend on which other episodes shared its calls. A worker executes
 ``execute_steps`` control steps of its chunk, asking the operator at every step whether it takes
 over (``act(env, policy_action) -> (action, is_intervention)``), and records both the executed
 action and the policy's proposal. A finished episode goes back to the main process as the episode
@@ -346,10 +348,30 @@ class WorkerPool:
     return sorted(conns[c] for c in wait_connections(list(conns), timeout=timeout))
 
 
-# A policy maps a list of N raw observations (dicts as the environment returns them) to action
-# chunks in the environment's units, float32 [N, H, A]. ``habc.pipeline`` builds one from the
-# network and ``habc.data.reader.env_model_inputs`` (the reader's normalisation and tokenizer).
-Policy = Callable[[Sequence[dict]], np.ndarray]
+# A policy maps N raw observations (dicts as the environment returns them) and their noise ids to
+# action chunks in the environment's units: ``policy(observations, noise_ids) -> f32 [N, H, A]``.
+# noise_ids is int64 [N, 2] = (episode seed, decision index within the episode), see
+# ``noise_ids``; a stochastic policy must draw row i's noise from (its base seed, noise_ids[i])
+# alone, so that an episode's actions do not depend on which episodes share a call, on padding
+# or on worker timing. ``habc.pipeline`` builds one from the network and
+# ``habc.data.reader.env_model_inputs`` (the reader's normalisation and tokenizer).
+Policy = Callable[[Sequence[dict], np.ndarray], np.ndarray]
+
+NOISE_ID_LIMIT = 2**32  # Noise ids are folded into PRNG keys as uint32.
+
+
+def noise_ids(seeds: Sequence[int], decisions: Sequence[int]) -> np.ndarray:
+  """(episode seed, decision index) per row -> int64 [N, 2], checked to lie in [0, 2**32)."""
+  ids = np.stack([np.asarray(seeds, np.int64).reshape(-1),
+                  np.asarray(decisions, np.int64).reshape(-1)], axis=1)
+  bad = (ids < 0) | (ids >= NOISE_ID_LIMIT)
+  if bad.any():
+    row = int(np.argwhere(bad)[0, 0])
+    raise ValueError(
+        f'Noise id (seed {ids[row, 0]}, decision {ids[row, 1]}) is outside [0, 2**32): the '
+        'policy folds it into its PRNG key as uint32. Give episodes seeds in that range '
+        '(rollout.seed_for gives 31-bit seeds).')
+  return ids
 
 
 def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: Policy | None,
@@ -358,11 +380,14 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
 
   Every decision point, all workers that wait for an action are served by one batched policy
   call, padded to ``pad_to`` rows (default: the pool size) so the jitted policy compiles once.
+  Each row carries its noise id (episode seed, decision index): which episodes share a call
+  changes with the number of workers and their timing, an episode's noise ids do not.
 
   Args:
     pool: the worker processes.
     requests: episodes to run ('rollout', 'eval' or 'demo'; demos need no policy).
-    policy: observations -> chunks [N, H, A]; may be None when every request is a demo.
+    policy: ``policy(observations, noise_ids) -> chunks [N, H, A]`` (see ``Policy``); may be None
+      when every request is a demo.
     on_result: receives each finished episode's result (see ``_Episode.result``).
     pad_to: the policy's batch size.
   """
@@ -371,6 +396,8 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
   pad_to = pad_to or pool.num_workers
   busy: set[int] = set()
   waiting: dict[int, dict] = {}  # worker -> observation awaiting a chunk.
+  seeds: dict[int, int] = {}  # worker -> seed of the episode it runs.
+  decisions: dict[int, int] = {}  # worker -> chunks its episode has received so far.
   idle = list(range(pool.num_workers))
   while pending or busy:
     while idle and pending:
@@ -380,6 +407,8 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
       else:
         if policy is None:
           raise ValueError(f'Episode {request.episode_id} ({request.kind}) needs a policy.')
+        noise_ids([request.seed], [0])  # Fails now, naming the seed, if it cannot key noise.
+        seeds[worker], decisions[worker] = int(request.seed), 0
         pool.send(worker, 'start', request)
       busy.add(worker)
     # Wait for replies from every running worker that does not already wait for a chunk.
@@ -396,17 +425,24 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
     if waiting and all(w in waiting for w in busy):
       workers = sorted(waiting)
       observations = [waiting.pop(w) for w in workers]
-      chunks = _call_policy(policy, observations, pad_to)
+      ids = noise_ids([seeds[w] for w in workers], [decisions[w] for w in workers])
+      chunks = _call_policy(policy, observations, ids, pad_to)
       for worker, chunk in zip(workers, chunks):
+        decisions[worker] += 1
         pool.send(worker, 'chunk', chunk)
 
 
-def _call_policy(policy: Policy, observations: list[dict], pad_to: int) -> np.ndarray:
-  """Runs ``policy`` on the observations padded (by repetition) to a multiple of ``pad_to``."""
+def _call_policy(policy: Policy, observations: list[dict], ids: np.ndarray,
+                 pad_to: int) -> np.ndarray:
+  """Runs ``policy`` on the observations and noise ids int64 [N, 2], both padded (by repeating
+  the last row) to a multiple of ``pad_to``; returns the N real rows' chunks [N, H, A]."""
   n = len(observations)
+  if ids.shape != (n, 2):
+    raise ValueError(f'Expected noise ids [{n}, 2] for {n} observations, got {ids.shape}.')
   size = -(-n // pad_to) * pad_to
   padded = observations + [observations[-1]] * (size - n)
-  chunks = np.asarray(policy(padded), np.float32)
+  padded_ids = np.concatenate([ids, np.repeat(ids[-1:], size - n, axis=0)])
+  chunks = np.asarray(policy(padded, padded_ids), np.float32)
   if chunks.ndim != 3 or chunks.shape[0] != size:
     raise ValueError(f'The policy returned shape {chunks.shape}; expected [{size}, H, A].')
   return chunks[:n]

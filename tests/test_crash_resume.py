@@ -346,7 +346,7 @@ class FakeBackend:
     return self.wrap_writer(pipeline._LazyWriter(path))  # pylint: disable=protected-access
 
   def policy(self, rng_seed):
-    return lambda observations: np.zeros((len(observations), 8, 2), np.float32)
+    return lambda observations, noise_ids: np.zeros((len(observations), 8, 2), np.float32)
 
 
 def smoke_config():

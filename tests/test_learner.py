@@ -202,7 +202,8 @@ def train_toy(weighting, steps=400):
   for _ in range(steps):
     metrics = lrn.update(toy_batch(rows, 64, rng))
   start = {'state': np.zeros((512, 2), np.float32), 'instruction': np.zeros((512, 4), np.int32)}
-  chunk = make_policy_fn(model, c)(lrn.params, start, jax.random.PRNGKey(0))
+  chunk = make_policy_fn(model, c)(lrn.params, start,
+                                  jax.random.split(jax.random.PRNGKey(0), 512))
   first = np.asarray(chunk[:, 0, 0])
   return first, metrics
 

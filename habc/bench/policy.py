@@ -32,7 +32,7 @@ def time_chunk(obs: str, batch_size: int, steps: int) -> float:
   model = build_model(c, ACTION_DIM)
   params = create_train_state(c, model, batch, jax.random.PRNGKey(0)).params
   policy = make_policy_fn(model, c)
-  rng = jax.random.PRNGKey(1)
+  rng = jax.random.split(jax.random.PRNGKey(1), batch_size)  # One key per row.
   jax.block_until_ready(policy(params, batch['obs'], rng))
   start = time.perf_counter()
   for _ in range(steps):
