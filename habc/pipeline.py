@@ -457,8 +457,10 @@ class Pipeline:
 
       control_hz = []
       self.backend.policy_seconds.clear()
+      # The base key is the round's alone (not the resume point): with per-episode noise ids, a
+      # resumed round draws for its remaining episodes what an uninterrupted one would have.
       rollout.run_episodes(self.pool(), requests, self.backend.policy(rng_seed=rollout.seed_for(
-          c.seed, 'policy', r, start)), lambda res: (control_hz.append(res.get('control_hz', 0.0)),
+          c.seed, 'policy', r, 0)), lambda res: (control_hz.append(res.get('control_hz', 0.0)),
                                                      on_result(res)))
       bar.close()
     finally:
@@ -607,7 +609,7 @@ class Pipeline:
           self._event('eval', round=r, index=next_index[0] - 1)
 
       rollout.run_episodes(self.pool(), requests, self.backend.policy(rng_seed=rollout.seed_for(
-          c.seed, 'eval-policy', r, start)), on_result)
+          c.seed, 'eval-policy', r, 0)), on_result)
     bar.close()
     rows = _read_jsonl(path)
     stats = evaluation.summarize([row['success'] for row in rows], [row['length'] for row in rows])
