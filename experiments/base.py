@@ -71,7 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.learner = ml_collections.ConfigDict()
   c.learner.batch_size = 64
-  c.learner.actor_lr = 3e-4
+  c.learner.actor_lr = 3e-4  # Online rounds.
+  # Actor learning rate of the SFT stage (the first pipeline.sft_steps updates); 0: actor_lr.
+  # At 3e-4 for 1,500 steps the SFT policy fit its demonstrations no better than a linear map
+  # (python -m habc.policy_fit; results/notes.md, session 3).
+  c.learner.sft_actor_lr = 1e-3
   c.learner.critic_lr = 3e-4
   c.learner.weight_decay = 1e-4
   c.learner.grad_clip = 1.0

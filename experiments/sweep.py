@@ -36,8 +36,10 @@ def _define_flags() -> None:
   """The script's flags (defined only when run as a script, so importing this module for its
   table functions defines no absl flags)."""
   flags.DEFINE_string('task', 'fold', 'Task of every run.')
-  flags.DEFINE_list('methods', ['sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir'],
-                    'Experiment files (experiments/<name>.py).')
+  flags.DEFINE_list('methods', ['sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir',
+                                'habc_naive_credit', 'awr_single_scalar'],
+                    'Experiment files (experiments/<name>.py); the default is the whole comparison '
+                    '(issue 7).')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds.')
   flags.DEFINE_enum('preset', 'default', ['smoke', 'default', 'paper'], 'Size of every run.')
   flags.DEFINE_string('root', 'workdirs/sweep', 'Where the runs\' workdirs go.')

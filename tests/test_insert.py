@@ -72,7 +72,7 @@ def test_success_predicate_on_constructed_states():
   assert not env.success()
   _assembly(env, depth=0.04, lateral=I.HOLE_HALF + 0.004)
   assert not env.success()
-  _assembly(env, depth=0.04, tilt=np.deg2rad(15.0))
+  _assembly(env, depth=0.04, tilt=env.max_tilt + 0.05)
   assert not env.success()
   _assembly(env, depth=0.04, socket_z=I.SOCKET_HALF[2])
   assert not env.success()

@@ -229,3 +229,35 @@ def test_gate_warmup_holds_g_at_one():
   assert warm['gate/success_min'] == warm['gate/success_max'] == 1.0
   cold = lrn.update(batch, gate_warmup=False)
   assert cold['gate/success_min'] < cold['gate/success_max']
+
+
+def test_actor_learning_rate_switches_from_sft_to_online_at_sft_steps():
+  """With a constant gradient Adam's step is exactly the learning rate, so each update shows it."""
+  from experiments import presets
+  c = presets.make_config('smoke')
+  c.model.frozen = ()
+  c.learner.sft_actor_lr, c.learner.actor_lr, c.learner.critic_lr = 1e-3, 3e-4, 2e-4
+  sft_steps = c.pipeline.sft_steps
+  params = {'encoder': {'w': jnp.zeros(3)}, 'critic': {'w': jnp.zeros(3)}}
+  tx = learner_lib.make_optimizer(c, params)
+  opt_state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  actor_steps, critic_steps = [], []
+  for _ in range(sft_steps + 3):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    actor_steps.append(-float(updates['encoder']['w'][0]))
+    critic_steps.append(-float(updates['critic']['w'][0]))
+  np.testing.assert_allclose(actor_steps, [1e-3] * sft_steps + [3e-4] * 3, rtol=1e-4)
+  np.testing.assert_allclose(critic_steps, [2e-4] * (sft_steps + 3), rtol=1e-4)
+
+
+def test_actor_learning_rate_is_constant_without_sft_rate_or_pipeline():
+  c = small_config()  # No pipeline section.
+  assert learner_lib.actor_learning_rate(c) == c.learner.actor_lr
+  from experiments import presets
+  c = presets.make_config('smoke')
+  c.learner.sft_actor_lr = 0.0
+  assert learner_lib.actor_learning_rate(c) == c.learner.actor_lr
+  c.learner.sft_actor_lr = -1.0
+  with pytest.raises(ValueError, match='sft_actor_lr'):
+    learner_lib.actor_learning_rate(c)

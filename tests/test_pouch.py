@@ -72,7 +72,7 @@ def test_success_predicate_on_constructed_states():
   assert env.marker_inside() and env.zip_closed() and env.success()
   # Near misses: the zipper not quite closed; the marker poking out of the slot; the marker lying
   # beside the pouch.
-  env.set_pouch(xy, zip_fraction=0.9)
+  env.set_pouch(xy, zip_fraction=env.zip_closed_fraction - 0.05)
   assert env.marker_inside() and not env.success()
   env.set_pouch(xy, zip_fraction=1.0)
   env.set_marker([xy[0], xy[1], P.HEIGHT - P.WALL], yaw=0.0, axis_tilt=0.3)

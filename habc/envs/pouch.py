@@ -47,7 +47,7 @@ HALF_Y = 0.11  # Pouch half length (y, along the slot).
 HEIGHT = 0.05  # Pouch height (z).
 WALL = 0.006  # Wall and floor thickness.
 SLOT_HALF_LEN = 0.085  # Slot half length (y).
-SLOT_HALF_WIDTH = 0.015  # Slot half width (x): 6 mm clearance each side of the marker.
+SLOT_HALF_WIDTH = 0.025  # Slot half width (x): 16 mm clearance each side of the marker.
 TEETH = 10  # Zipper teeth segments along the slot.
 ZIP_START = SLOT_HALF_LEN + 0.008  # Slider's pouch-frame y when open (far end).
 ZIP_TRAVEL = 2 * ZIP_START  # Slide range: the slider closes toward -y.
@@ -145,14 +145,17 @@ class PouchEnv(base.TaskEnv):
   instruction = 'put the marker into the pencil pouch and zip it closed'
   default_time_limit = 220
   success_hold = 5
-  grasp_radius = 0.02
-  zip_closed_fraction = 0.97
+  # Calibrated (results/notes.md, sessions 3-4) so that SFT on the default demonstrations is
+  # mediocre: a 4 cm grasp radius, a wide slot, small marker yaws, and the zipper counted closed
+  # at 85% of its travel.
+  grasp_radius = 0.04
+  zip_closed_fraction = 0.85
   inside_tol = 0.002  # Metres the marker may poke past the cavity walls.
   # Difficulty and initial conditions (metres, radians), as data: a subclass may change them.
   slot_half_width = SLOT_HALF_WIDTH
   pouch_region = ((-0.07, -0.02), (0.01, 0.08))  # [[xmin, ymin], [xmax, ymax]] of its centre.
   marker_region = ((0.14, -0.14), (0.26, 0.1))  # The same for the marker's centre.
-  marker_yaw_range = (-np.pi, np.pi)
+  marker_yaw_range = (-0.5, 0.5)
   option_xml = 'integrator="implicitfast" solver="Newton" iterations="50"'
 
   parts = (Graspable('marker', 'marker', 'marker_center', axis=1, half_len=0.045),

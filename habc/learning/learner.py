@@ -48,6 +48,28 @@ def param_labels(params, frozen) -> dict:
   return {name: jax.tree.map(lambda _: label(name), sub) for name, sub in params.items()}
 
 
+def actor_learning_rate(config) -> float | optax.Schedule:
+  """The actor's learning rate: ``learner.sft_actor_lr`` for the first ``pipeline.sft_steps``
+  updates (the SFT stage), ``learner.actor_lr`` after them (the online rounds).
+
+  A plain ``actor_lr`` when ``sft_actor_lr`` is 0 or absent, or the config has no pipeline section.
+  The schedule counts the optimiser's own updates, which are saved in every checkpoint, so a
+  resumed run (or a method run started from a shared SFT checkpoint) continues on the right side
+  of the switch.
+  """
+  lc = config.learner
+  sft_lr = float(lc.get('sft_actor_lr', 0.0) or 0.0)
+  pipeline = config.get('pipeline')
+  if sft_lr < 0 or lc.actor_lr <= 0:
+    raise ValueError(f'config.learner: learning rates must be positive (actor_lr={lc.actor_lr}, '
+                     f'sft_actor_lr={sft_lr}; 0 turns sft_actor_lr off).')
+  if not sft_lr or pipeline is None or sft_lr == lc.actor_lr:
+    return lc.actor_lr
+  return optax.join_schedules([optax.constant_schedule(sft_lr),
+                               optax.constant_schedule(lc.actor_lr)],
+                              boundaries=[int(pipeline.sft_steps)])
+
+
 def make_optimizer(config, params) -> optax.GradientTransformation:
   """AdamW per group, partitioned by subtree; frozen subtrees get no updates and no state."""
   lc = config.learner
@@ -56,7 +78,7 @@ def make_optimizer(config, params) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(lc.grad_clip),
                        optax.adamw(lr, weight_decay=lc.weight_decay))
 
-  transforms = {'actor': group(lc.actor_lr), 'critic': group(lc.critic_lr),
+  transforms = {'actor': group(actor_learning_rate(config)), 'critic': group(lc.critic_lr),
                 'frozen': optax.set_to_zero()}
   return optax.multi_transform(transforms, param_labels(params, tuple(config.model.frozen)))
 
