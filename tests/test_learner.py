@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import base
+from experiments import presets
 from habc import labeling
 from habc.labeling import SampleKind
 from habc.learning import learner as learner_lib
@@ -233,7 +234,6 @@ def test_gate_warmup_holds_g_at_one():
 
 def test_actor_learning_rate_switches_from_sft_to_online_at_sft_steps():
   """With a constant gradient Adam's step is exactly the learning rate, so each update shows it."""
-  from experiments import presets
   c = presets.make_config('smoke')
   c.model.frozen = ()
   c.learner.sft_actor_lr, c.learner.actor_lr, c.learner.critic_lr = 1e-3, 3e-4, 2e-4
@@ -254,7 +254,6 @@ def test_actor_learning_rate_switches_from_sft_to_online_at_sft_steps():
 def test_actor_learning_rate_is_constant_without_sft_rate_or_pipeline():
   c = small_config()  # No pipeline section.
   assert learner_lib.actor_learning_rate(c) == c.learner.actor_lr
-  from experiments import presets
   c = presets.make_config('smoke')
   c.learner.sft_actor_lr = 0.0
   assert learner_lib.actor_learning_rate(c) == c.learner.actor_lr
