@@ -104,7 +104,29 @@ def test_gate_and_reading_sections(some_runs, tmp_path):
   assert 'fold (state, default): paper: habc > sft' in reading
   assert 'agrees (intervals do not overlap)' in reading
   assert '| HABC+IR | 92 | 88 | 38 |' in text
-  assert '| fold | state, default | habc | +57 | +24 |' in reading  # 35/40 - 18/60; 60 - 36.
+  # On the seeds habc and sft share (0, 1): 35/40 - 12/40; the paper's 60 - 36.
+  assert '| fold | state, default | habc | 0,1 | 30 -> 88 | +57 | +24 |' in reading
+
+
+def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
+  res = tmp_path / 'results'
+  # SFT seed 2 is far better than seeds 0-1; habc has only seeds 0-1 and gains 10 points on each.
+  for seed, k in enumerate((4, 4, 20)):
+    _write(res, 'insert', 'sft', seed, [_round(0, k)])
+  for seed in (0, 1):
+    _write(res, 'insert', 'habc', seed, [_round(0, 4), _round(3, 6)])
+  _write(res, 'insert', 'habc_v', 5, [_round(0, 4), _round(3, 6)])  # No seed shared with habc.
+  text = results.build(str(res), str(tmp_path / 'RESULTS.md'))
+  reading = text.split('### What the runs here show')[1]
+  # Pooled over all of SFT's seeds the gain would be 12/40 - 28/60 = -17 points.
+  assert '| insert | state, default | habc | 0,1 | 20 -> 30 | +10 | +10 |' in reading
+  assert 'paper: habc > sft; here, on seeds 0,1, 30% [' in reading
+  assert 'habc > habc_v' not in reading
+  assert 'for SFT, on seeds 0,1' in reading
+  a, b, seeds = results.on_shared_seeds(
+      [{'seed': 0, 'method': 'habc', 'rounds': [_round(3, 6)]}],
+      [{'seed': 1, 'method': 'habc_v', 'rounds': [_round(3, 6)]}])
+  assert (a, b, seeds) == (None, None, [])
 
 
 def test_gate_from_workdir_samples(some_runs, tmp_path):
