@@ -248,7 +248,47 @@ def pool(rows: list[dict]) -> dict:
   return {'successes': k, 'trials': n, 'rate': k / n if n else float('nan'), 'ci_low': low,
           'ci_high': high, 'per_seed': [r['successes'] / r['episodes'] if r['episodes'] else None
                                         for r in rows],
-          'mean_success_length': length}
+          'mean_success_length': length, 'success_length_sd': _pooled_length_sd(rows, length)}
+
+
+def _pooled_length_sd(rows: list[dict], mean: float | None) -> float | None:
+  """Sample SD (ddof 1) of the lengths of all successful episodes of ``rows``.
+
+  Rebuilt from each row's count, mean and population SD (``std_success_length``, ddof 0), so the
+  spread between seeds' means counts too. None with fewer than 2 successes or a row without SD.
+  """
+  stats = [(r['successes'], r['mean_success_length'], r.get('std_success_length'))
+           for r in rows if r['successes'] and r.get('mean_success_length') is not None]
+  count = sum(c for c, _, _ in stats)
+  if mean is None or count < 2 or any(sd is None for _, _, sd in stats):
+    return None
+  second = sum(c * (sd * sd + m * m) for c, m, sd in stats) / count
+  return float(np.sqrt(max(second - mean * mean, 0.0) * count / (count - 1)))
+
+
+def length_difference(a: dict, b: dict) -> tuple[float, float, float] | None:
+  """Mean length of successful episodes, a minus b, with a Welch 95% interval.
+
+  Args:
+    a, b: pooled cells (``pool``): mean_success_length, success_length_sd, successes.
+
+  Returns:
+    (difference, low, high) in control steps, or None when either side lacks 2 successes or SDs.
+  """
+  from scipy import stats  # Only the reading needs it.
+
+  if None in (a['mean_success_length'], b['mean_success_length'], a['success_length_sd'],
+              b['success_length_sd']):
+    return None
+  va = a['success_length_sd'] ** 2 / a['successes']
+  vb = b['success_length_sd'] ** 2 / b['successes']
+  diff = a['mean_success_length'] - b['mean_success_length']
+  se = float(np.sqrt(va + vb))
+  if se == 0.0:
+    return diff, diff, diff
+  df = (va + vb) ** 2 / (va ** 2 / (a['successes'] - 1) + vb ** 2 / (b['successes'] - 1))
+  half = float(stats.t.ppf(0.975, df)) * se
+  return diff, diff - half, diff + half
 
 
 def final_cell(runs: list[dict]) -> dict | None:
@@ -705,13 +745,22 @@ def reading_lines(groups: dict) -> list[str]:
                    f'{100 * a["rate"]:.0f}% [{100 * a["ci_low"]:.0f}, {100 * a["ci_high"]:.0f}] vs '
                    f'{100 * b["rate"]:.0f}% [{100 * b["ci_low"]:.0f}, {100 * b["ci_high"]:.0f}]: '
                    f'{verdicts[result]}.')
-    a, b, seeds = on_shared_seeds(runs.get('habc'), runs.get('sft'))
-    if a is not None and b is not None:
-      la, lb = a['mean_success_length'], b['mean_success_length']
-      if la is not None and lb is not None:
-        lines.append(f'- {task} ({obs}, {preset}): successful episodes {la:.0f} control steps '
-                     f'after HABC vs {lb:.0f} for SFT, on {_seed_list(seeds)} (means only: the '
-                     'summaries carry no spread, so no interval).')
+    for other, name in (('sft', 'SFT'), ('habc_v', 'HABC-V')):
+      a, b, seeds = on_shared_seeds(runs.get('habc'), runs.get(other))
+      if a is None or b is None or None in (a['mean_success_length'], b['mean_success_length']):
+        continue
+      line = (f'- {task} ({obs}, {preset}): successful episodes {a["mean_success_length"]:.1f} '
+              f'control steps after HABC vs {b["mean_success_length"]:.1f} for {name}, on '
+              f'{_seed_list(seeds)}')
+      diff = length_difference(a, b)
+      if diff is None:
+        line += ' (means only: too few successes or no spread in the summaries).'
+      else:
+        shorter = ('HABC shorter (interval below 0)' if diff[2] < 0 else
+                   'HABC longer (interval above 0)' if diff[1] > 0 else 'interval includes 0')
+        line += (f': difference {diff[0]:+.1f} [{diff[1]:+.1f}, {diff[2]:+.1f}] (Welch 95%, '
+                 f'{a["successes"]} and {b["successes"]} successful episodes): {shorter}.')
+      lines.append(line)
   if not lines:
     return ['No comparison possible yet: no task has two of the compared methods.', '']
   return lines + ['', '"paper": the ordering of the paper\'s numbers; "design": an ablation the '

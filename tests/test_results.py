@@ -55,6 +55,28 @@ def test_pool_matches_wilson_on_summed_counts():
   assert cell['mean_success_length'] == pytest.approx((16 * 80 + 19 * 90) / 35)
 
 
+def test_length_spread_and_welch_interval_match_the_raw_episodes():
+  rng = np.random.default_rng(0)
+  seeds_a = [rng.normal(60, 8, 12), rng.normal(70, 5, 9)]  # Two seeds' successful lengths.
+  seeds_b = [rng.normal(75, 10, 7), rng.normal(66, 6, 11)]
+
+  def rows(groups):
+    return [dict(_round(3, len(x), length=float(x.mean())), std_success_length=float(x.std()))
+            for x in groups]
+
+  a, b = results.pool(rows(seeds_a)), results.pool(rows(seeds_b))
+  all_a, all_b = np.concatenate(seeds_a), np.concatenate(seeds_b)
+  assert a['success_length_sd'] == pytest.approx(all_a.std(ddof=1))
+  diff, low, high = results.length_difference(a, b)
+  from scipy import stats
+  ci = stats.ttest_ind(all_a, all_b, equal_var=False).confidence_interval(0.95)
+  assert diff == pytest.approx(all_a.mean() - all_b.mean())
+  assert (low, high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+  # Without a spread (an old summary) or with one success there is no interval.
+  no_sd = results.pool([_round(3, 5)])
+  assert no_sd['success_length_sd'] is None and results.length_difference(no_sd, b) is None
+
+
 def test_table_has_pooled_final_round_and_missing_cells(some_runs, tmp_path):
   out = tmp_path / 'RESULTS.md'
   text = results.build(str(some_runs), str(out))
@@ -122,7 +144,7 @@ def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
   assert '| insert | state, default | habc | 0,1 | 20 -> 30 | +10 | +10 |' in reading
   assert 'paper: habc > sft; here, on seeds 0,1, 30% [' in reading
   assert 'habc > habc_v' not in reading
-  assert 'for SFT, on seeds 0,1' in reading
+  assert 'for SFT, on seeds 0,1 (means only' in reading  # The fabricated rows have no SD.
   a, b, seeds = results.on_shared_seeds(
       [{'seed': 0, 'method': 'habc', 'rounds': [_round(3, 6)]}],
       [{'seed': 1, 'method': 'habc_v', 'rounds': [_round(3, 6)]}])
