@@ -41,6 +41,25 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
   return low, high
 
 
+def difference_interval(k1: int, n1: int, k2: int, n2: int,
+                        z: float = Z_95) -> tuple[float, float, float]:
+  """Difference of two independent proportions k1/n1 - k2/n2 with Newcombe's hybrid score
+  interval (his method 10: the two Wilson intervals combined).
+
+  Returns:
+    (difference, low, high), all in [-1, 1]. Raises ValueError on n = 0 or k outside [0, n].
+  """
+  if n1 <= 0 or n2 <= 0:
+    raise ValueError(f'Need trials on both sides for a difference, got n1={n1}, n2={n2}.')
+  p1, p2 = k1 / n1, k2 / n2
+  l1, u1 = wilson_interval(k1, n1, z)
+  l2, u2 = wilson_interval(k2, n2, z)
+  d = p1 - p2
+  low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+  high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+  return d, max(-1.0, low), min(1.0, high)
+
+
 def summarize(successes: Sequence[bool], lengths: Sequence[int],
               interventions: Sequence[int] | None = None) -> dict:
   """Summary of a set of episodes.

@@ -422,15 +422,21 @@ def _seed_list(seeds: list[int]) -> str:
   return f'seed{"s" if len(seeds) != 1 else ""} {",".join(str(s) for s in seeds)}'
 
 
-def compare(a: dict | None, b: dict | None) -> str:
-  """'higher'/'lower' when a's and b's Wilson intervals do not overlap, 'overlap', or 'no data'."""
-  if a is None or b is None:
-    return 'no data'
-  if a['ci_low'] > b['ci_high']:
-    return 'higher'
-  if a['ci_high'] < b['ci_low']:
-    return 'lower'
-  return 'overlap'
+def compare(a: dict | None, b: dict | None) -> tuple[str, tuple[float, float, float] | None]:
+  """Success of a minus b with Newcombe's 95% interval, and the verdict.
+
+  Returns:
+    ('higher' / 'lower' when the difference interval excludes 0, else 'overlap'; 'no data'
+    without both cells or trials), (difference, low, high) or None.
+  """
+  if a is None or b is None or not a['trials'] or not b['trials']:
+    return 'no data', None
+  diff = evaluation.difference_interval(a['successes'], a['trials'], b['successes'], b['trials'])
+  if diff[1] > 0:
+    return 'higher', diff
+  if diff[2] < 0:
+    return 'lower', diff
+  return 'overlap', diff
 
 
 def _settings(groups: dict) -> list[tuple[str, str, str]]:
@@ -726,25 +732,26 @@ def gain_table(groups: dict) -> list[str]:
 
 
 def reading_lines(groups: dict) -> list[str]:
-  """Each of the paper's orderings, checked per task/obs/preset with non-overlapping intervals."""
+  """Each of the paper's orderings per task/obs/preset: difference interval, on shared seeds."""
   settings = _settings(groups)
   lines = []
-  verdicts = {'higher': 'agrees (intervals do not overlap)',
-              'lower': '**contradicts** (intervals do not overlap, the other way)',
-              'overlap': 'not shown (intervals overlap)'}
+  verdicts = {'higher': 'agrees (difference interval above 0)',
+              'lower': '**contradicts** (difference interval below 0)',
+              'overlap': 'not shown (difference interval includes 0)'}
   for task, obs, preset in settings:
     runs = {k[1]: groups[k] for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)}
     for better, worse in CLAIMS:
       a, b, seeds = on_shared_seeds(runs.get(better), runs.get(worse))
-      result = compare(a, b)
+      result, diff = compare(a, b)
       if result == 'no data':
         continue
       source = 'paper' if better in PAPER_SUCCESS and worse in PAPER_SUCCESS else 'design'
       lines.append(f'- {task} ({obs}, {preset}): {source}: {better} > {worse}; here, on '
                    f'{_seed_list(seeds)}, '
                    f'{100 * a["rate"]:.0f}% [{100 * a["ci_low"]:.0f}, {100 * a["ci_high"]:.0f}] vs '
-                   f'{100 * b["rate"]:.0f}% [{100 * b["ci_low"]:.0f}, {100 * b["ci_high"]:.0f}]: '
-                   f'{verdicts[result]}.')
+                   f'{100 * b["rate"]:.0f}% [{100 * b["ci_low"]:.0f}, {100 * b["ci_high"]:.0f}], '
+                   f'difference {100 * diff[0]:+.1f} [{100 * diff[1]:+.1f}, '
+                   f'{100 * diff[2]:+.1f}] points: {verdicts[result]}.')
     for other, name in (('sft', 'SFT'), ('habc_v', 'HABC-V')):
       a, b, seeds = on_shared_seeds(runs.get('habc'), runs.get(other))
       if a is None or b is None or None in (a['mean_success_length'], b['mean_success_length']):
@@ -765,8 +772,11 @@ def reading_lines(groups: dict) -> list[str]:
     return ['No comparison possible yet: no task has two of the compared methods.', '']
   return lines + ['', '"paper": the ordering of the paper\'s numbers; "design": an ablation the '
                   'paper\'s table does not report, expected from the method\'s design.', '',
-                  'How to read this: non-overlapping Wilson 95% intervals are a conservative '
-                  'sign of a difference; overlapping ones do not show that the methods are equal. '
+                  'How to read this: each ordering is judged by the 95% interval of the '
+                  'difference in success rate (Newcombe\'s hybrid score interval, built from the '
+                  'two Wilson intervals); an interval that includes 0 does not show that the '
+                  'methods are equal. The lengths of successful episodes are compared with a '
+                  'Welch t interval. '
                   'Each comparison pools only the seeds both methods have (the paper-form '
                   'table above pools each cell over its own seeds). '
                   'Pooling treats trials of different seeds as independent, which understates the '

@@ -79,3 +79,20 @@ def test_success_plot_with_zero_successes(tmp_path):
   ev = {'success_rate': 0.0, 'ci_low': 1.4e-17, 'ci_high': 0.13}  # As older runs saved it.
   report.plot_success([{'round': 0, 'eval': ev}], str(tmp_path / 'success.png'))
   assert (tmp_path / 'success.png').stat().st_size > 0
+
+
+@pytest.mark.parametrize('k1, n1, k2, n2, low, high', [
+    # Newcombe (1998), Statistics in Medicine 17:873, Table II, method 10.
+    (56, 70, 48, 80, 0.0524, 0.3339),
+    (9, 10, 3, 10, 0.1705, 0.8090),
+    (5, 56, 0, 29, -0.0381, 0.1926),
+])
+def test_difference_interval_matches_published_values(k1, n1, k2, n2, low, high):
+  d, lo, hi = evaluation.difference_interval(k1, n1, k2, n2)
+  assert d == pytest.approx(k1 / n1 - k2 / n2)
+  assert (lo, hi) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
+
+
+def test_difference_interval_rejects_empty_sides():
+  with pytest.raises(ValueError, match='trials on both sides'):
+    evaluation.difference_interval(0, 0, 3, 10)
