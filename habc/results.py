@@ -719,16 +719,20 @@ def gain_table(groups: dict) -> list[str]:
         continue
       paper = (PAPER_SUCCESS[method][t] - PAPER_SUCCESS['sft'][t]
                if method in PAPER_SUCCESS and t is not None else None)
+      mine = dict(zip(cell['seeds'], cell['per_seed']))
+      base = dict(zip(sft_cell['seeds'], sft_cell['per_seed']))
+      per_seed = ' / '.join(f'{100 * (mine[x] - base[x]):+.0f}' for x in seeds
+                            if mine.get(x) is not None and base.get(x) is not None)
       rows.append(f'| {task} | {obs}, {preset} | {method} | {",".join(map(str, seeds))} | '
                   f'{100 * sft_cell["rate"]:.0f} -> {100 * cell["rate"]:.0f} | '
-                  f'{100 * (cell["rate"] - sft_cell["rate"]):+.0f} | '
+                  f'{100 * (cell["rate"] - sft_cell["rate"]):+.0f} | {per_seed} | '
                   f'{"-" if paper is None else f"{paper:+d}"} |')
   if not rows:
     return []
   return ['Change over SFT (final round minus round 0, percentage points), on the seeds the method '
-          'and SFT share:', '',
-          '| task | obs, preset | method | seeds | SFT -> method % | here | paper |',
-          '|---|---|---|---|---|---|---|'] + rows + ['']
+          'and SFT share, pooled and per seed:', '',
+          '| task | obs, preset | method | seeds | SFT -> method % | here | per seed | paper |',
+          '|---|---|---|---|---|---|---|---|'] + rows + ['']
 
 
 def reading_lines(groups: dict) -> list[str]:

@@ -127,7 +127,7 @@ def test_gate_and_reading_sections(some_runs, tmp_path):
   assert 'agrees (difference interval above 0)' in reading
   assert '| HABC+IR | 92 | 88 | 38 |' in text
   # On the seeds habc and sft share (0, 1): 35/40 - 12/40; the paper's 60 - 36.
-  assert '| fold | state, default | habc | 0,1 | 30 -> 88 | +57 | +24 |' in reading
+  assert '| fold | state, default | habc | 0,1 | 30 -> 88 | +57 | +55 / +60 | +24 |' in reading
 
 
 def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
@@ -141,7 +141,7 @@ def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
   text = results.build(str(res), str(tmp_path / 'RESULTS.md'))
   reading = text.split('### What the runs here show')[1]
   # Pooled over all of SFT's seeds the gain would be 12/40 - 28/60 = -17 points.
-  assert '| insert | state, default | habc | 0,1 | 20 -> 30 | +10 | +10 |' in reading
+  assert '| insert | state, default | habc | 0,1 | 20 -> 30 | +10 | +10 / +10 | +10 |' in reading
   assert 'paper: habc > sft; here, on seeds 0,1, 30% [' in reading
   d = evaluation.difference_interval(12, 40, 8, 40)
   assert (f'difference {100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}] points: '
