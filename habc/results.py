@@ -30,6 +30,7 @@ import sys
 import time
 
 import numpy as np
+from scipy import stats
 
 from habc import evaluation
 
@@ -257,12 +258,12 @@ def _pooled_length_sd(rows: list[dict], mean: float | None) -> float | None:
   Rebuilt from each row's count, mean and population SD (``std_success_length``, ddof 0), so the
   spread between seeds' means counts too. None with fewer than 2 successes or a row without SD.
   """
-  stats = [(r['successes'], r['mean_success_length'], r.get('std_success_length'))
+  parts = [(r['successes'], r['mean_success_length'], r.get('std_success_length'))
            for r in rows if r['successes'] and r.get('mean_success_length') is not None]
-  count = sum(c for c, _, _ in stats)
-  if mean is None or count < 2 or any(sd is None for _, _, sd in stats):
+  count = sum(c for c, _, _ in parts)
+  if mean is None or count < 2 or any(sd is None for _, _, sd in parts):
     return None
-  second = sum(c * (sd * sd + m * m) for c, m, sd in stats) / count
+  second = sum(c * (sd * sd + m * m) for c, m, sd in parts) / count
   return float(np.sqrt(max(second - mean * mean, 0.0) * count / (count - 1)))
 
 
@@ -275,8 +276,6 @@ def length_difference(a: dict, b: dict) -> tuple[float, float, float] | None:
   Returns:
     (difference, low, high) in control steps, or None when either side lacks 2 successes or SDs.
   """
-  from scipy import stats  # Only the reading needs it.
-
   if None in (a['mean_success_length'], b['mean_success_length'], a['success_length_sd'],
               b['success_length_sd']):
     return None
