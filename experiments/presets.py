@@ -79,9 +79,9 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
   """Sets the sizes of a preset, in place.
 
   smoke:   seconds per stage, for tests: state observations, a tiny model, a handful of episodes.
-  default: the whole pipeline on a 2-core CPU in under an hour (state observations; session 4,
-           with other runs sharing the machine: demos + SFT + evaluation 26-27 min, then three
-           rounds 10-12 min on pouch and insert, 34 min on fold).
+  default: the whole pipeline on a 2-core CPU in about 30-85 minutes (state observations;
+           sessions 4-5, with other runs sharing the machine: demos + SFT + evaluation 23-41 min,
+           then three rounds 5-17 min on pouch and insert, 18-42 min on fold).
   paper:   the paper's scale: 200 demos, 100 rollouts a round, 6k steps a round at batch 256,
            50 evaluation trials, vision.
   """
