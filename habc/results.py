@@ -36,6 +36,9 @@ from habc import evaluation
 
 METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
            'awr_single_scalar')
+# Diagnostic runs that are not in the paper's comparison: listed after the methods where they
+# were run, never counted as missing.
+CONTROLS = ('sft_continued',)
 TASKS = ('fold', 'pouch', 'insert')
 BENCHMARKS = ('learner', 'data', 'envs')
 SKIP_DIRS = ('plots', 'bench', 'superseded')
@@ -164,7 +167,7 @@ def group_runs(summaries: list[dict]) -> tuple[dict[tuple, list[dict]], list[str
 
 def _group_order(item):
   task, method, obs, preset = item[0]
-  return (_index(TASKS, task), _index(METHODS, method), obs, preset)
+  return (_index(TASKS, task), _index(METHODS + CONTROLS, method), obs, preset)
 
 
 def _index(seq, value):
@@ -465,7 +468,10 @@ def paper_table(groups: dict) -> tuple[list[str], list[str], int]:
     (lines, missing '<task>/<method>' cells, number of cells).
   """
   tasks = list(TASKS) + sorted({k[0] for k in groups} - set(TASKS))
-  methods = list(METHODS) + sorted({k[1] for k in groups} - set(METHODS))
+  known = METHODS + CONTROLS
+  methods = list(known) + sorted({k[1] for k in groups} - set(known))
+  run = {k[1] for k in groups}
+  methods = [m for m in methods if m not in CONTROLS or m in run]
   lines = ['| method | ' + ' | '.join(tasks) + ' |', '|---|' + '---|' * len(tasks)]
   missing = []
   for method in methods:
@@ -473,6 +479,9 @@ def paper_table(groups: dict) -> tuple[list[str], list[str], int]:
     for task in tasks:
       found = [(k, final_cell(groups[k])) for k in groups if k[0] == task and k[1] == method]
       found = [(k, c) for k, c in found if c is not None]
+      if not found and method in CONTROLS:
+        cells.append('not run')
+        continue
       if not found:
         missing.append(f'{task}/{method}')
         cells.append('**missing**')
@@ -481,7 +490,7 @@ def paper_table(groups: dict) -> tuple[list[str], list[str], int]:
                                for k, c in found))
     label = 'sft (round 0)' if method == 'sft' else method
     lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
-  return lines, missing, len(tasks) * len(methods)
+  return lines, missing, len(tasks) * len([m for m in methods if m not in CONTROLS])
 
 
 def detail_table(groups: dict) -> list[str]:
@@ -567,7 +576,8 @@ def plot_task(groups: dict, task: str, plots: str) -> list[str]:
     low = np.array([c['ci_low'] for _, c in curve])
     high = np.array([c['ci_high'] for _, c in curve])
     err = np.maximum(np.stack([rate - low, high - rate]), 0.0)  # Older runs: rounding past the rate.
-    color = f'C{_index(METHODS, key[1]) % 10}'  # The same colour for a method in every figure.
+    # The same colour for a method in every figure.
+    color = f'C{_index(METHODS + CONTROLS, key[1]) % 10}'
     style = dict(marker='o', capsize=3, label=label, color=color,
                  linestyle='-' if len(xs) > 1 else 'none')
     ax_s.errorbar(xs, 100 * rate, yerr=100 * err, **style)
@@ -712,7 +722,7 @@ def gain_table(groups: dict) -> list[str]:
     if not sft:
       continue
     t = TASKS.index(task) if task in TASKS else None
-    for method in METHODS[1:]:
+    for method in METHODS[1:] + CONTROLS:
       cell, sft_cell, seeds = on_shared_seeds(groups.get((task, method, obs, preset)), sft)
       if cell is None or sft_cell is None:
         continue

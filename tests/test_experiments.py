@@ -12,7 +12,7 @@ import pytest
 from experiments import presets
 
 METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
-           'awr_single_scalar')
+           'awr_single_scalar', 'sft_continued')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -65,6 +65,9 @@ def test_method_choices():
   dagger = load('imit_dagger')
   assert dagger.method.weighting == 'bc' and not dagger.method.use_autonomous
   assert dagger.data.demo_fraction == 0.5
+  control = load('sft_continued')  # Demonstrations only, for as many updates as the others.
+  assert control.method.weighting == 'bc' and control.data.demo_fraction == 1.0
+  assert control.pipeline.rounds == load('habc').pipeline.rounds
   assert load('imit_recap').method.weighting == 'recap'
   assert load('habc_v').method.weighting == 'habc_v'
   assert load('habc_naive_credit').credit.naive and not load('habc').credit.naive

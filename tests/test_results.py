@@ -130,6 +130,22 @@ def test_gate_and_reading_sections(some_runs, tmp_path):
   assert '| fold | state, default | habc | 0,1 | 30 -> 88 | +57 | +55 / +60 | +24 |' in reading
 
 
+def test_control_runs_are_listed_but_never_missing(some_runs, tmp_path):
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  assert 'sft_continued' not in text  # Not run: no row, not counted as missing.
+  _write(some_runs, 'fold', 'sft_continued', 0, [_round(0, 5), _round(3, 4)])
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  table = text.split('## Success rate (paper form)')[1].split('### Per cell')[0]
+  rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
+          for line in table.splitlines() if line.startswith('| ') and '---' not in line}
+  assert list(rows)[-1] == 'sft_continued'
+  assert rows['sft_continued'][0].startswith('20.0% [') and rows['sft_continued'][1] == 'not run'
+  assert 'Missing cells (20 of 24)' in text
+  reading = text.split('### What the runs here show')[1]
+  # Its gain over SFT on seed 0 (4/20 against 5/20), with no paper value.
+  assert '| fold | state, default | sft_continued | 0 | 25 -> 20 | -5 | -5 | - |' in reading
+
+
 def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
   res = tmp_path / 'results'
   # SFT seed 2 is far better than seeds 0-1; habc has only seeds 0-1 and gains 10 points on each.

@@ -3,5 +3,6 @@
 Modules: ``schema`` (the one spec and validator), ``writer`` (atomic appends), ``reader``
 (episodes -> windows -> batches, mixing), ``stats`` (normalisation), ``text`` (instruction
 tokens), ``images`` (storage codec), ``converters`` (teleop formats), ``export`` (TFRecord copy),
-``synthetic`` (test data). See docs/data.md.
+``synthetic`` (test data), ``coverage`` (online data against the demonstrations). See
+docs/data.md.
 """
