@@ -9,7 +9,8 @@ started again: finished runs are skipped, an unfinished one resumes. With ``--sh
 default) the ``sft`` run of each seed goes first, and every other method's workdir starts from its
 demonstrations, SFT checkpoint and round-0 evaluation (``habc.sft_share``): all methods of a seed
 start from the same policy, and the SFT stage runs once instead of once per method. After each run a small JSON
-summary goes to ``--results`` (``<task>_<method>_<seed>.json``), and the table
+summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds`` add up every piece
+of a run that was stopped and resumed), and the table
 (``<results>/comparison_<task>.md``) is rebuilt from every summary found there, so the table can
 also be regenerated alone with ``--table_only``. Extra ``--config.*`` overrides are passed on to
 every run.
@@ -176,6 +177,50 @@ def write_table(results: str, task: str) -> str:
   return path
 
 
+TIME_FILE = 'sweep_seconds.json'  # In each run's workdir: its wall-clock seconds over every start.
+
+
+def run_timed(cmd: list[str], workdir: str, tick: float = 30.0) -> float:
+  """Runs ``cmd`` to the end and returns the run's wall-clock seconds over all its starts.
+
+  A run stopped and started again is timed as the sum of its pieces: the running total is saved
+  in ``<workdir>/sweep_seconds.json`` every ``tick`` seconds, so a stop loses at most ``tick``.
+  Raises subprocess.CalledProcessError if the command fails (the time so far is kept).
+  """
+  path = os.path.join(workdir, TIME_FILE)
+  prior = 0.0
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        prior = float(json.load(f)['seconds'])
+    except (ValueError, KeyError, TypeError) as e:
+      print(f'sweep: unreadable {path} ({e}); timing this run from 0', flush=True)
+
+  def save(total):
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+      json.dump({'seconds': total}, f)
+    os.replace(path + '.tmp', path)
+
+  start = time.time()
+  proc = subprocess.Popen(cmd)
+  try:
+    while True:
+      try:
+        code = proc.wait(timeout=tick)
+        break
+      except subprocess.TimeoutExpired:
+        save(prior + time.time() - start)
+  finally:
+    if proc.poll() is None:  # Interrupted here: stop the run too (it resumes when started again).
+      proc.terminate()
+      proc.wait()
+    save(prior + time.time() - start)
+  if code:
+    raise subprocess.CalledProcessError(code, cmd)
+  return prior + time.time() - start
+
+
 def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: bool = False) -> None:
   """One launch.py run (skipped if its summary exists), then its small summary and the table."""
   from habc import sft_share
@@ -197,14 +242,13 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
   if sft_workdir:
     config = experiment_config(method, FLAGS.preset, task, seed, overrides)
     sft_share.seed_from_sft(sft_workdir, workdir, config)
-  start = time.time()
-  subprocess.run(cmd, check=True)
+  seconds = run_timed(cmd, workdir)
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   with open(os.path.join(workdir, 'config.json')) as f:
     config = json.load(f)
   with open(out, 'w') as f:
-    json.dump(small_summary(summary, time.time() - start, config,
+    json.dump(small_summary(summary, seconds, config,
                             os.path.relpath(sft_workdir, FLAGS.root) if sft_workdir else None),
               f, indent=1)
   print(f'sweep: wrote {write_table(FLAGS.results, FLAGS.task)}', flush=True)

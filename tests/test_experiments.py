@@ -151,6 +151,26 @@ def test_sweep_small_summary_keeps_what_the_table_needs():
   assert small['seconds'] == 12.0
 
 
+def test_sweep_times_a_run_over_all_its_starts(tmp_path):
+  import json
+  import subprocess
+  import sys
+  from experiments import sweep
+  workdir = str(tmp_path / 'run')
+  # A first piece that fails after 0.3 s: the error comes through and its time is kept.
+  with pytest.raises(subprocess.CalledProcessError):
+    sweep.run_timed([sys.executable, '-c', 'import time, sys; time.sleep(0.3); sys.exit(3)'],
+                    workdir, tick=0.05)
+  with open(os.path.join(workdir, sweep.TIME_FILE)) as f:
+    first = json.load(f)['seconds']
+  assert 0.3 <= first < 30
+  total = sweep.run_timed([sys.executable, '-c', 'import time; time.sleep(0.2)'], workdir,
+                          tick=0.05)
+  assert total >= first + 0.2
+  with open(os.path.join(workdir, sweep.TIME_FILE)) as f:
+    assert json.load(f)['seconds'] == pytest.approx(total, abs=0.05)
+
+
 @pytest.mark.slow
 def test_sweep_smoke_end_to_end(tmp_path):
   import subprocess
