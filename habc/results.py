@@ -39,6 +39,7 @@ METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'hab
 # Diagnostic runs that are not in the paper's comparison: listed after the methods where they
 # were run, never counted as missing.
 CONTROLS = ('sft_continued',)
+ORDER = METHODS + CONTROLS  # Row order and colours of every table and figure.
 TASKS = ('fold', 'pouch', 'insert')
 BENCHMARKS = ('learner', 'data', 'envs')
 SKIP_DIRS = ('plots', 'bench', 'superseded')
@@ -167,7 +168,7 @@ def group_runs(summaries: list[dict]) -> tuple[dict[tuple, list[dict]], list[str
 
 def _group_order(item):
   task, method, obs, preset = item[0]
-  return (_index(TASKS, task), _index(METHODS + CONTROLS, method), obs, preset)
+  return (_index(TASKS, task), _index(ORDER, method), obs, preset)
 
 
 def _index(seq, value):
@@ -468,10 +469,9 @@ def paper_table(groups: dict) -> tuple[list[str], list[str], int]:
     (lines, missing '<task>/<method>' cells, number of cells).
   """
   tasks = list(TASKS) + sorted({k[0] for k in groups} - set(TASKS))
-  known = METHODS + CONTROLS
-  methods = list(known) + sorted({k[1] for k in groups} - set(known))
   run = {k[1] for k in groups}
-  methods = [m for m in methods if m not in CONTROLS or m in run]
+  methods = (list(METHODS) + [m for m in CONTROLS if m in run] +
+             sorted(run - set(ORDER)))
   lines = ['| method | ' + ' | '.join(tasks) + ' |', '|---|' + '---|' * len(tasks)]
   missing = []
   for method in methods:
@@ -577,7 +577,7 @@ def plot_task(groups: dict, task: str, plots: str) -> list[str]:
     high = np.array([c['ci_high'] for _, c in curve])
     err = np.maximum(np.stack([rate - low, high - rate]), 0.0)  # Older runs: rounding past the rate.
     # The same colour for a method in every figure.
-    color = f'C{_index(METHODS + CONTROLS, key[1]) % 10}'
+    color = f'C{_index(ORDER, key[1]) % 10}'
     style = dict(marker='o', capsize=3, label=label, color=color,
                  linestyle='-' if len(xs) > 1 else 'none')
     ax_s.errorbar(xs, 100 * rate, yerr=100 * err, **style)

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from habc.data import reader
+from habc.data import stats as stats_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Coverage:
   action_gap_mean: float
 
 
-def scales(states: np.ndarray, actions: np.ndarray, min_std: float = 1e-2):
+def scales(states: np.ndarray, actions: np.ndarray, min_std: float = stats_lib.MIN_STD):
   """Per-dimension (mean [S], std [S], action std [A]) of reference steps, std floored."""
   return (states.mean(0), np.maximum(states.std(0), min_std),
           np.maximum(actions.std(0), min_std))
