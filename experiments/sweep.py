@@ -18,6 +18,7 @@ every run.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -47,6 +48,9 @@ def _define_flags() -> None:
   flags.DEFINE_string('results', 'results', 'Where the per-run JSON summaries and the table go.')
   flags.DEFINE_bool('table_only', False, 'Only rebuild the table from the summaries there.')
   flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+  flags.DEFINE_bool('add_outcomes', False, 'Run nothing: add the per-trial evaluation outcomes '
+                    'from <root>/<run> to every summary in --results that lacks them (summaries '
+                    'written before session 7 have only the counts).')
   flags.DEFINE_bool('share_sft', True, 'Run sft first for each seed and start every other '
                     'method from its SFT checkpoint (the same SFT policy for every method).')
   flags.DEFINE_integer('eval_episodes', 50, 'Evaluation trials per checkpoint (passed as '
@@ -60,10 +64,45 @@ def run_name(task: str, method: str, seed: int) -> str:
   return f'{task}_{method}_{seed}'
 
 
+def eval_outcomes(workdir: str, r: int) -> dict | None:
+  """Per-trial results of round r's evaluation, for comparisons paired on the initial state.
+
+  Returns:
+    {'seeds': [environment seed of each trial], 'success': '0110...'} in trial order, or None
+    when the workdir has no evaluation file for that round.
+  """
+  path = os.path.join(workdir, 'eval', f'round_{r:03d}.jsonl')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return {'seeds': [int(x['seed']) for x in rows],
+          'success': ''.join('1' if x['success'] else '0' for x in rows)}
+
+
+def add_outcomes(small: dict, workdir: str) -> dict:
+  """``small`` with each round's ``eval_outcomes`` from ``workdir`` (rounds without a file are
+  left as they are). Checks that the file agrees with the summary's success count."""
+  rounds = []
+  for row in small['rounds']:
+    outcomes = eval_outcomes(workdir, row['round'])
+    if outcomes is not None:
+      wins = outcomes['success'].count('1')
+      if (wins, len(outcomes['seeds'])) != (row.get('successes'), row.get('episodes')):
+        raise ValueError(
+            f'{workdir}: round {row["round"]} evaluation file has {wins}/{len(outcomes["seeds"])} '
+            f'successes, the summary {row.get("successes")}/{row.get("episodes")}; the workdir '
+            'does not belong to this summary (pass the --root the run was made under).')
+      row = dict(row, eval_outcomes=outcomes)
+    rounds.append(row)
+  return dict(small, rounds=rounds)
+
+
 def small_summary(summary: dict, seconds: float | None, config: dict | None = None,
-                  sft_source: str | None = None) -> dict:
-  """What a run contributes to the comparison: per-round evaluation and collection figures, the
-  observation mode, wall-clock seconds, peak memory and where its SFT checkpoint came from."""
+                  sft_source: str | None = None, workdir: str | None = None) -> dict:
+  """What a run contributes to the comparison: per-round evaluation and collection figures (with
+  the per-trial outcomes when ``workdir`` is given), the observation mode, wall-clock seconds,
+  peak memory and where its SFT checkpoint came from."""
   rounds, peak_mb = [], []
   for r in summary.get('rounds', []):
     ev = r.get('eval', {})
@@ -89,7 +128,7 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
     out['peak_rss_mb'] = max(peak_mb)
   if sft_source:
     out['sft_source'] = sft_source
-  return out
+  return add_outcomes(out, workdir) if workdir else out
 
 
 def _parse_value(text: str, current):
@@ -249,9 +288,37 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
     config = json.load(f)
   with open(out, 'w') as f:
     json.dump(small_summary(summary, seconds, config,
-                            os.path.relpath(sft_workdir, FLAGS.root) if sft_workdir else None),
-              f, indent=1)
+                            os.path.relpath(sft_workdir, FLAGS.root) if sft_workdir else None,
+                            workdir), f, indent=1)
   print(f'sweep: wrote {write_table(FLAGS.results, FLAGS.task)}', flush=True)
+
+
+def backfill_outcomes(results: str, root: str) -> list[str]:
+  """Adds per-trial outcomes to the summaries in ``results`` that lack them, from their workdirs
+  under ``root``.
+
+  Returns:
+    The names of the summaries rewritten; summaries without a workdir are left alone.
+  """
+  done = []
+  for path in sorted(glob.glob(os.path.join(results, '*.json'))):
+    with open(path) as f:
+      small = json.load(f)
+    if not isinstance(small, dict) or 'rounds' not in small:
+      continue
+    if all('eval_outcomes' in row for row in small['rounds']):
+      continue
+    workdir = os.path.join(root, os.path.splitext(os.path.basename(path))[0])
+    if not os.path.isdir(workdir):
+      continue
+    updated = add_outcomes(small, workdir)
+    if updated != small:
+      tmp = path + '.tmp'
+      with open(tmp, 'w') as f:
+        json.dump(updated, f, indent=1)
+      os.replace(tmp, path)
+      done.append(os.path.basename(path))
+  return done
 
 
 def main(argv):
@@ -260,6 +327,11 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'Unexpected arguments: {unknown}')
   os.makedirs(FLAGS.results, exist_ok=True)
+  if FLAGS.add_outcomes:
+    done = backfill_outcomes(FLAGS.results, FLAGS.root)
+    print(f'sweep: added per-trial outcomes to {len(done)} summaries in {FLAGS.results}'
+          + (f': {", ".join(done)}' if done else ''))
+    return
   if not FLAGS.table_only:
     for method in FLAGS.methods:
       if not os.path.exists(os.path.join(ROOT, 'experiments', f'{method}.py')):

@@ -60,6 +60,41 @@ def difference_interval(k1: int, n1: int, k2: int, n2: int,
   return d, max(-1.0, low), min(1.0, high)
 
 
+def paired_difference_interval(both: int, only_a: int, only_b: int, neither: int,
+                               z: float = Z_95) -> tuple[float, float, float]:
+  """Difference of two proportions measured on the same items, p_a - p_b, with Newcombe's score
+  interval for paired data (his 1998 method 10, no continuity correction).
+
+  Use it when both methods are evaluated on the same initial states: an initial state that is
+  hard for one method tends to be hard for the other, and the independent interval
+  (``difference_interval``) ignores that agreement.
+
+  Args:
+    both, only_a, only_b, neither: counts of pairs where both succeed, only a, only b, neither.
+
+  Returns:
+    (difference, low, high), all in [-1, 1]; with no correlation between the two outcomes
+    (both * neither == only_a * only_b) the same as ``difference_interval`` on n pairs.
+    Raises ValueError on a negative count or no pairs.
+  """
+  counts = (both, only_a, only_b, neither)
+  if min(counts) < 0 or sum(counts) == 0:
+    raise ValueError(f'Need non-negative pair counts with at least one pair, got {counts}.')
+  n = sum(counts)
+  k_a, k_b = both + only_a, both + only_b
+  p_a, p_b = k_a / n, k_b / n
+  l_a, u_a = wilson_interval(k_a, n, z)
+  l_b, u_b = wilson_interval(k_b, n, z)
+  margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+  phi = (both * neither - only_a * only_b) / math.sqrt(margins) if margins > 0 else 0.0
+  d = p_a - p_b
+  low2 = (p_a - l_a) ** 2 - 2 * phi * (p_a - l_a) * (u_b - p_b) + (u_b - p_b) ** 2
+  high2 = (u_a - p_a) ** 2 - 2 * phi * (u_a - p_a) * (p_b - l_b) + (p_b - l_b) ** 2
+  low = d - math.sqrt(max(0.0, low2))
+  high = d + math.sqrt(max(0.0, high2))
+  return d, max(-1.0, low), min(1.0, high)
+
+
 def summarize(successes: Sequence[bool], lengths: Sequence[int],
               interventions: Sequence[int] | None = None) -> dict:
   """Summary of a set of episodes.

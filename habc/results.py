@@ -14,7 +14,9 @@ Inputs (all optional; zero, some or all runs may be present):
 
 Cells are grouped by (task, method, observation mode, preset); runs of different modes or presets
 are never pooled. Pooling adds successes and trials over seeds (treats every trial as independent;
-the seed-to-seed spread is shown by the per-seed rates next to it).
+the seed-to-seed spread is shown by the per-seed rates next to it). Where the summaries carry
+per-trial outcomes (``eval_outcomes``), two methods are also compared paired on the (seed, initial
+state), since every evaluation draws the same initial states.
 """
 
 from __future__ import annotations
@@ -306,10 +308,52 @@ def final_cell(runs: list[dict]) -> dict | None:
   if not chosen:
     return None
   cell = pool([row for _, row in chosen])
+  cell['outcomes'] = trial_outcomes(chosen)
   cell['seeds'] = [run['seed'] for run, _ in chosen]
   cell['rounds'] = sorted({row['round'] for _, row in chosen})
   cell['minutes'] = [run['seconds'] / 60 if run.get('seconds') else None for run, _ in chosen]
   return cell
+
+
+def trial_outcomes(chosen: list[tuple[dict, dict]]) -> dict | None:
+  """{(run seed, initial-state seed): success} over the chosen (run, round row) pairs.
+
+  None when any row lacks ``eval_outcomes`` (summaries written before session 7 without a
+  backfill) or repeats an initial state: such a cell can only be compared unpaired.
+  """
+  out = {}
+  for run, row in chosen:
+    trials = row.get('eval_outcomes')
+    if not trials or len(trials['seeds']) != len(trials['success']):
+      return None
+    for env_seed, ok in zip(trials['seeds'], trials['success']):
+      key = (run['seed'], env_seed)
+      if key in out:
+        return None
+      out[key] = ok == '1'
+  return out
+
+
+def paired_compare(a: dict | None, b: dict | None) -> tuple[tuple[float, float, float], int] | None:
+  """Success of a minus b paired on the initial state (Newcombe's paired method 10).
+
+  Every evaluation draws its initial states from the same seeds (``eval.seed_offset``), so two
+  cells of the same run seeds hold the same initial states; an initial state hard for one method
+  tends to be hard for the other, and pairing removes that shared part of the spread.
+
+  Returns:
+    ((difference, low, high), number of pairs), or None when either cell lacks per-trial
+    outcomes or the two cells do not hold the same initial states.
+  """
+  if a is None or b is None or not a.get('outcomes') or not b.get('outcomes'):
+    return None
+  if a['outcomes'].keys() != b['outcomes'].keys():
+    return None
+  table = [0, 0, 0, 0]  # both, only a, only b, neither
+  for key, ok_a in a['outcomes'].items():
+    ok_b = b['outcomes'][key]
+    table[0 if ok_a and ok_b else 1 if ok_a else 2 if ok_b else 3] += 1
+  return evaluation.paired_difference_interval(*table), len(a['outcomes'])
 
 
 def per_round(runs: list[dict]) -> list[tuple[int, dict]]:
@@ -425,21 +469,33 @@ def _seed_list(seeds: list[int]) -> str:
   return f'seed{"s" if len(seeds) != 1 else ""} {",".join(str(s) for s in seeds)}'
 
 
-def compare(a: dict | None, b: dict | None) -> tuple[str, tuple[float, float, float] | None]:
-  """Success of a minus b with Newcombe's 95% interval, and the verdict.
+def compare(a: dict | None, b: dict | None) -> tuple[str, tuple[float, float, float] | None,
+                                                  tuple[tuple[float, float, float], int] | None]:
+  """Success of a minus b with Newcombe's 95% intervals, unpaired and paired, and the verdict.
 
   Returns:
     ('higher' / 'lower' when the difference interval excludes 0, else 'overlap'; 'no data'
-    without both cells or trials), (difference, low, high) or None.
+    without both cells or trials; judged by the paired interval where there is one, else by the
+    unpaired one), unpaired (difference, low, high) or None, ``paired_compare``'s result or None.
   """
   if a is None or b is None or not a['trials'] or not b['trials']:
-    return 'no data', None
+    return 'no data', None, None
   diff = evaluation.difference_interval(a['successes'], a['trials'], b['successes'], b['trials'])
-  if diff[1] > 0:
-    return 'higher', diff
-  if diff[2] < 0:
-    return 'lower', diff
-  return 'overlap', diff
+  paired = paired_compare(a, b)
+  judged = paired[0] if paired else diff
+  if judged[1] > 0:
+    return 'higher', diff, paired
+  if judged[2] < 0:
+    return 'lower', diff, paired
+  return 'overlap', diff, paired
+
+
+def _bounds_text(diff: tuple[float, float, float]) -> str:
+  return f'[{100 * diff[1]:+.1f}, {100 * diff[2]:+.1f}]'
+
+
+def _interval_text(diff: tuple[float, float, float]) -> str:
+  return f'{100 * diff[0]:+.1f} {_bounds_text(diff)}'
 
 
 def _settings(groups: dict) -> list[tuple[str, str, str]]:
@@ -732,16 +788,20 @@ def gain_table(groups: dict) -> list[str]:
       base = dict(zip(sft_cell['seeds'], sft_cell['per_seed']))
       per_seed = ' / '.join(f'{100 * (mine[x] - base[x]):+.0f}' for x in seeds
                             if mine.get(x) is not None and base.get(x) is not None)
+      paired = paired_compare(cell, sft_cell)
       rows.append(f'| {task} | {obs}, {preset} | {method} | {",".join(map(str, seeds))} | '
                   f'{100 * sft_cell["rate"]:.0f} -> {100 * cell["rate"]:.0f} | '
-                  f'{100 * (cell["rate"] - sft_cell["rate"]):+.0f} | {per_seed} | '
+                  f'{100 * (cell["rate"] - sft_cell["rate"]):+.0f} | '
+                  f'{"-" if paired is None else _bounds_text(paired[0])} | {per_seed} | '
                   f'{"-" if paper is None else f"{paper:+d}"} |')
   if not rows:
     return []
   return ['Change over SFT (final round minus round 0, percentage points), on the seeds the method '
-          'and SFT share, pooled and per seed:', '',
-          '| task | obs, preset | method | seeds | SFT -> method % | here | per seed | paper |',
-          '|---|---|---|---|---|---|---|---|'] + rows + ['']
+          'and SFT share, pooled (with its 95% interval paired on the initial state, where the '
+          'summaries have per-trial outcomes) and per seed:', '',
+          '| task | obs, preset | method | seeds | SFT -> method % | here | paired 95% | per seed '
+          '| paper |',
+          '|---|---|---|---|---|---|---|---|---|'] + rows + ['']
 
 
 def reading_lines(groups: dict) -> list[str]:
@@ -755,16 +815,17 @@ def reading_lines(groups: dict) -> list[str]:
     runs = {k[1]: groups[k] for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)}
     for better, worse in CLAIMS:
       a, b, seeds = on_shared_seeds(runs.get(better), runs.get(worse))
-      result, diff = compare(a, b)
+      result, diff, paired = compare(a, b)
       if result == 'no data':
         continue
       source = 'paper' if better in PAPER_SUCCESS and worse in PAPER_SUCCESS else 'design'
+      interval = (f'paired on {paired[1]} initial states {_interval_text(paired[0])}, unpaired '
+                  f'{_interval_text(diff)}' if paired else f'unpaired {_interval_text(diff)}')
       lines.append(f'- {task} ({obs}, {preset}): {source}: {better} > {worse}; here, on '
                    f'{_seed_list(seeds)}, '
                    f'{100 * a["rate"]:.0f}% [{100 * a["ci_low"]:.0f}, {100 * a["ci_high"]:.0f}] vs '
                    f'{100 * b["rate"]:.0f}% [{100 * b["ci_low"]:.0f}, {100 * b["ci_high"]:.0f}], '
-                   f'difference {100 * diff[0]:+.1f} [{100 * diff[1]:+.1f}, '
-                   f'{100 * diff[2]:+.1f}] points: {verdicts[result]}.')
+                   f'difference {interval} points: {verdicts[result]}.')
     for other, name in (('sft', 'SFT'), ('habc_v', 'HABC-V')):
       a, b, seeds = on_shared_seeds(runs.get('habc'), runs.get(other))
       if a is None or b is None or None in (a['mean_success_length'], b['mean_success_length']):
@@ -788,7 +849,11 @@ def reading_lines(groups: dict) -> list[str]:
                   'How to read this: each ordering is judged by the 95% interval of the '
                   'difference in success rate (Newcombe\'s hybrid score interval, built from the '
                   'two Wilson intervals); an interval that includes 0 does not show that the '
-                  'methods are equal. The lengths of successful episodes are compared with a '
+                  'methods are equal. Every evaluation uses the same initial states, so where '
+                  'both cells have per-trial outcomes the difference is paired on the (seed, '
+                  'initial state) and judged by Newcombe\'s interval for paired data, which '
+                  'takes the agreement of the two methods on an initial state into account; the '
+                  'unpaired interval is given next to it. The lengths of successful episodes are compared with a '
                   'Welch t interval. The intervals are not corrected for the number of '
                   'comparisons: among twenty true nulls about one interval excludes 0 by chance. '
                   'Each comparison pools only the seeds both methods have (the paper-form '

@@ -96,3 +96,53 @@ def test_difference_interval_matches_published_values(k1, n1, k2, n2, low, high)
 def test_difference_interval_rejects_empty_sides():
   with pytest.raises(ValueError, match='trials on both sides'):
     evaluation.difference_interval(0, 0, 3, 10)
+
+
+def test_paired_interval_without_correlation_is_the_independent_one():
+  # both * neither == only_a * only_b: phi = 0, so the paired interval reduces to method 10 for
+  # independent samples of the same size.
+  paired = evaluation.paired_difference_interval(6, 9, 2, 3)
+  independent = evaluation.difference_interval(15, 20, 8, 20)
+  assert paired == pytest.approx(independent)
+
+
+def test_paired_interval_is_narrower_when_outcomes_agree():
+  # Same margins (30/100 vs 20/100), strongly agreeing outcomes.
+  d, lo, hi = evaluation.paired_difference_interval(20, 10, 0, 70)
+  d_ind, lo_ind, hi_ind = evaluation.difference_interval(30, 100, 20, 100)
+  assert d == pytest.approx(d_ind) == pytest.approx(0.1)
+  assert lo_ind < 0 < lo  # Only the paired interval shows the difference.
+  assert hi - lo < hi_ind - lo_ind
+
+
+def test_paired_interval_extremes_stay_in_range():
+  # All of a's successes, none of b's: no spread, so phi = 0 and the independent interval.
+  d, lo, hi = evaluation.paired_difference_interval(0, 10, 0, 0)
+  assert (d, lo, hi) == pytest.approx(evaluation.difference_interval(10, 10, 0, 10))
+  assert 0.5 < lo < 1 and hi == 1
+  d, lo, hi = evaluation.paired_difference_interval(0, 0, 0, 10)
+  assert d == 0 and -1 <= lo <= 0 <= hi <= 1
+  d, lo, hi = evaluation.paired_difference_interval(0, 0, 7, 0)
+  assert d == -1 and lo == -1 and hi < 0
+
+
+def test_paired_interval_covers_at_about_95_percent():
+  # Correlated pairs: P(both, only a, only b, neither) = (.15, .15, .05, .65), true difference .1.
+  rng = np.random.default_rng(0)
+  probs, n, reps = (0.15, 0.15, 0.05, 0.65), 100, 2000
+  covered = covered_ind = 0
+  for counts in rng.multinomial(n, probs, size=reps):
+    _, lo, hi = evaluation.paired_difference_interval(*map(int, counts))
+    covered += lo <= 0.1 <= hi
+    k_a, k_b = counts[0] + counts[1], counts[0] + counts[2]
+    _, lo, hi = evaluation.difference_interval(int(k_a), n, int(k_b), n)
+    covered_ind += lo <= 0.1 <= hi
+  assert 0.93 <= covered / reps <= 0.975
+  assert covered_ind / reps > covered / reps  # The independent interval is conservative here.
+
+
+def test_paired_interval_rejects_bad_counts():
+  with pytest.raises(ValueError, match='non-negative pair counts'):
+    evaluation.paired_difference_interval(0, 0, 0, 0)
+  with pytest.raises(ValueError, match='non-negative pair counts'):
+    evaluation.paired_difference_interval(3, -1, 0, 2)

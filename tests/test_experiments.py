@@ -151,6 +151,38 @@ def test_sweep_small_summary_keeps_what_the_table_needs():
   assert small['seconds'] == 12.0
 
 
+def _eval_file(workdir, r, outcomes):
+  import json
+  os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
+  with open(os.path.join(workdir, 'eval', f'round_{r:03d}.jsonl'), 'w') as f:
+    for i, ok in enumerate(outcomes):
+      f.write(json.dumps({'episode_id': f'eval{r:03d}-{i:05d}', 'seed': 100 + i,
+                          'success': bool(ok), 'length': 10}) + '\n')
+
+
+def test_sweep_backfills_per_trial_outcomes_and_checks_them(tmp_path):
+  import json
+  from experiments import sweep
+  results, root = tmp_path / 'results', tmp_path / 'runs'
+  results.mkdir()
+  small = {'task': 'fold', 'method': 'habc', 'seed': 0, 'preset': 'smoke', 'rounds': [
+      {'round': 0, 'episodes': 3, 'successes': 1}, {'round': 1, 'episodes': 3, 'successes': 2}]}
+  (results / 'fold_habc_0.json').write_text(json.dumps(small))
+  (results / 'fold_sft_0.json').write_text(json.dumps(dict(small, method='sft')))  # No workdir.
+  _eval_file(str(root / 'fold_habc_0'), 0, [0, 1, 0])
+  _eval_file(str(root / 'fold_habc_0'), 1, [1, 1, 0])
+  assert sweep.backfill_outcomes(str(results), str(root)) == ['fold_habc_0.json']
+  rounds = json.loads((results / 'fold_habc_0.json').read_text())['rounds']
+  assert rounds[1]['eval_outcomes'] == {'seeds': [100, 101, 102], 'success': '110'}
+  assert rounds[0]['eval_outcomes']['success'] == '010' and rounds[0]['successes'] == 1
+  assert 'eval_outcomes' not in json.loads((results / 'fold_sft_0.json').read_text())['rounds'][0]
+  assert sweep.backfill_outcomes(str(results), str(root)) == []  # Nothing left to add.
+  # A workdir whose evaluation disagrees with the summary is refused, not merged.
+  _eval_file(str(root / 'fold_sft_0'), 0, [1, 1, 1])
+  with pytest.raises(ValueError, match='does not belong to this summary'):
+    sweep.backfill_outcomes(str(results), str(root))
+
+
 def test_sweep_times_a_run_over_all_its_starts(tmp_path):
   import json
   import subprocess

@@ -127,7 +127,7 @@ def test_gate_and_reading_sections(some_runs, tmp_path):
   assert 'agrees (difference interval above 0)' in reading
   assert '| HABC+IR | 92 | 88 | 38 |' in text
   # On the seeds habc and sft share (0, 1): 35/40 - 12/40; the paper's 60 - 36.
-  assert '| fold | state, default | habc | 0,1 | 30 -> 88 | +57 | +55 / +60 | +24 |' in reading
+  assert '| fold | state, default | habc | 0,1 | 30 -> 88 | +57 | - | +55 / +60 | +24 |' in reading
 
 
 def test_control_runs_are_listed_but_never_missing(some_runs, tmp_path):
@@ -143,7 +143,7 @@ def test_control_runs_are_listed_but_never_missing(some_runs, tmp_path):
   assert 'Missing cells (20 of 24)' in text
   reading = text.split('### What the runs here show')[1]
   # Its gain over SFT on seed 0 (4/20 against 5/20), with no paper value.
-  assert '| fold | state, default | sft_continued | 0 | 25 -> 20 | -5 | -5 | - |' in reading
+  assert '| fold | state, default | sft_continued | 0 | 25 -> 20 | -5 | - | -5 | - |' in reading
 
 
 def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
@@ -157,10 +157,10 @@ def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
   text = results.build(str(res), str(tmp_path / 'RESULTS.md'))
   reading = text.split('### What the runs here show')[1]
   # Pooled over all of SFT's seeds the gain would be 12/40 - 28/60 = -17 points.
-  assert '| insert | state, default | habc | 0,1 | 20 -> 30 | +10 | +10 / +10 | +10 |' in reading
+  assert '| insert | state, default | habc | 0,1 | 20 -> 30 | +10 | - | +10 / +10 | +10 |' in reading
   assert 'paper: habc > sft; here, on seeds 0,1, 30% [' in reading
   d = evaluation.difference_interval(12, 40, 8, 40)
-  assert (f'difference {100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}] points: '
+  assert (f'difference unpaired {100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}] points: '
           'not shown (difference interval includes 0)') in reading
   assert 'habc > habc_v' not in reading
   assert 'for SFT, on seeds 0,1 (means only' in reading  # The fabricated rows have no SD.
@@ -260,3 +260,41 @@ def test_peak_memory_table_from_the_summaries(tmp_path):
   section = text[text.index('### Peak memory of the pipeline'):]
   assert '| fold | habc | state | 0 | 1234 | 1 |' in section
   assert '| fold | sft |' not in section.split('###')[1]
+
+
+def _with_outcomes(row, success, seeds=None):
+  seeds = list(range(1000, 1000 + len(success))) if seeds is None else seeds
+  return dict(row, eval_outcomes={'seeds': seeds, 'success': success})
+
+
+def test_comparisons_pair_trials_on_the_initial_state(tmp_path):
+  res = tmp_path / 'results'
+  # 20 initial states per seed. habc wins on 3 states per seed where SFT failed and loses on
+  # none; both win on 4. The unpaired interval cannot show the +15 points; the paired one can.
+  sft = '1111' + '0' * 16
+  habc = '1111' + '111' + '0' * 13
+  for seed in (0, 1):
+    _write(res, 'fold', 'sft', seed, [_with_outcomes(_round(0, 4), sft)])
+    _write(res, 'fold', 'habc', seed, [_with_outcomes(_round(0, 4), sft),
+                                      _with_outcomes(_round(3, 7), habc)])
+  # habc_v's trials are on other initial states: it can only be compared unpaired.
+  _write(res, 'fold', 'habc_v', 0, [_round(0, 4), _with_outcomes(_round(3, 7), habc,
+                                                                  seeds=list(range(20)))])
+  _write(res, 'fold', 'habc_v', 1, [_round(0, 4), _with_outcomes(_round(3, 7), habc)])
+  text = results.build(str(res), str(tmp_path / 'RESULTS.md'))
+  reading = text.split('### What the runs here show')[1]
+  paired = evaluation.paired_difference_interval(8, 6, 0, 26)
+  unpaired = evaluation.difference_interval(14, 40, 8, 40)
+  assert unpaired[1] < 0 < paired[1]
+  line = next(x for x in reading.splitlines() if 'paper: habc > sft' in x)
+  assert (f'paired on 40 initial states {100 * paired[0]:+.1f} [{100 * paired[1]:+.1f}, '
+          f'{100 * paired[2]:+.1f}], unpaired {100 * unpaired[0]:+.1f} '
+          f'[{100 * unpaired[1]:+.1f}, {100 * unpaired[2]:+.1f}] points: agrees') in line
+  assert (f'| fold | state, default | habc | 0,1 | 20 -> 35 | +15 | [{100 * paired[1]:+.1f}, '
+          f'{100 * paired[2]:+.1f}] |') in reading
+  line = next(x for x in reading.splitlines() if 'paper: habc_v > sft' in x)
+  assert 'difference unpaired' in line and 'paired on' not in line
+  # A cell that repeats an initial state of a seed is not paired either.
+  cell = results.final_cell([{'seed': 0, 'method': 'habc', 'seconds': None, 'rounds': [
+      _with_outcomes(_round(3, 2, episodes=3), '110', seeds=[5, 5, 6])]}])
+  assert cell['outcomes'] is None and results.paired_compare(cell, cell) is None
