@@ -144,6 +144,11 @@ def test_control_runs_are_listed_but_never_missing(some_runs, tmp_path):
   reading = text.split('### What the runs here show')[1]
   # Its gain over SFT on seed 0 (4/20 against 5/20), with no paper value.
   assert '| fold | state, default | sft_continued | 0 | 25 -> 20 | -5 | - | -5 | - |' in reading
+  # HABC against the control on their shared seed 0: 16/20 against 4/20.
+  d = evaluation.difference_interval(16, 20, 4, 20)
+  assert ('fold (state, default): control: habc > sft_continued; here, on seed 0, 80% [' in reading
+          and f'unpaired {100 * d[0]:+.1f} [{100 * d[1]:+.1f}, ' in reading)
+  assert 'habc_v > sft_continued' not in reading  # habc_v was not run.
 
 
 def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
