@@ -33,13 +33,22 @@ def _free(key: str) -> bool:
   return any(key == k or (k.endswith('.') and key.startswith(k)) for k in SFT_FREE_KEYS)
 
 
+def _online_only(key: str, sft_identity: dict, run_identity: dict) -> bool:
+  """``learner.actor_lr`` is the online rounds' rate alone when both runs give the SFT stage its
+  own non-zero ``learner.sft_actor_lr`` (``habc.learning.learner.actor_learning_rate``)."""
+  sft_lr = sft_identity.get('learner.sft_actor_lr')
+  return (key == 'learner.actor_lr' and sft_lr == run_identity.get('learner.sft_actor_lr')
+          and isinstance(sft_lr, (int, float)) and sft_lr > 0)
+
+
 def sft_differences(sft_identity: dict, run_identity: dict) -> list[str]:
   """Lines 'key: sft=<a> run=<b>' for the flat config keys (``pipeline.config_identity``) that
-  differ outside ``SFT_FREE_KEYS``; empty when the SFT run can be shared."""
+  differ outside ``SFT_FREE_KEYS`` (and outside ``learner.actor_lr`` where the SFT stage has a
+  rate of its own); empty when the SFT run can be shared."""
   lines = []
   for key in sorted(set(sft_identity) | set(run_identity)):
     a, b = sft_identity.get(key, '<absent>'), run_identity.get(key, '<absent>')
-    if a != b and not _free(key):
+    if a != b and not _free(key) and not _online_only(key, sft_identity, run_identity):
       lines.append(f'  {key}: sft={a!r} run={b!r}')
   return lines
 

@@ -37,10 +37,21 @@ def test_method_configs_differ_from_sft_only_where_sft_does_not_look():
 
 @pytest.mark.parametrize('key, value', [('data.num_demos', 7), ('model.embed_dim', 48),
                                         ('pipeline.sft_steps', 9), ('eval.episodes', 3),
-                                        ('learner.actor_lr', 1e-3)])
+                                        ('learner.sft_actor_lr', 5e-4)])
 def test_a_difference_that_changes_sft_is_named(key, value):
   diff = sft_share.sft_differences(identity('sft'), identity('habc', **{key: value}))
   assert len(diff) == 1 and diff[0].strip().startswith(f'{key}:')
+
+
+def test_online_learning_rate_is_free_only_where_sft_has_its_own():
+  sft = identity('sft')
+  assert sft['learner.sft_actor_lr'] > 0
+  assert sft_share.sft_differences(sft, identity('habc', **{'learner.actor_lr': 1e-3})) == []
+  # With sft_actor_lr = 0 the SFT stage runs at actor_lr, so a different actor_lr changes it.
+  sft = identity('sft', **{'learner.sft_actor_lr': 0.0})
+  diff = sft_share.sft_differences(sft, identity('habc', **{'learner.sft_actor_lr': 0.0,
+                                                            'learner.actor_lr': 1e-3}))
+  assert len(diff) == 1 and diff[0].strip().startswith('learner.actor_lr:')
 
 
 def test_unfinished_sft_run_is_refused(tmp_path):
