@@ -251,6 +251,19 @@ def test_actor_learning_rate_switches_from_sft_to_online_at_sft_steps():
   np.testing.assert_allclose(critic_steps, [2e-4] * (sft_steps + 3), rtol=1e-4)
 
 
+def test_optimiser_state_has_one_structure_whatever_the_online_rate():
+  # An SFT checkpoint is shared by runs that differ in actor_lr (habc.sft_share), so its saved
+  # optimiser state must restore into each of them, the rate equal to sft_actor_lr included.
+  params = {'encoder': {'w': jnp.zeros(3)}, 'critic': {'w': jnp.zeros(3)}}
+  structures = []
+  for actor_lr in (3e-4, 1e-3):
+    c = presets.make_config('smoke')
+    c.learner.sft_actor_lr, c.learner.actor_lr = 1e-3, actor_lr
+    state = learner_lib.make_optimizer(c, params).init(params)
+    structures.append(jax.tree_util.tree_structure(state))
+  assert structures[0] == structures[1]
+
+
 def test_actor_learning_rate_is_constant_without_sft_rate_or_pipeline():
   c = small_config()  # No pipeline section.
   assert learner_lib.actor_learning_rate(c) == c.learner.actor_lr

@@ -53,7 +53,9 @@ def actor_learning_rate(config) -> float | optax.Schedule:
   updates (the SFT stage), ``learner.actor_lr`` after them (the online rounds).
 
   A plain ``actor_lr`` when ``sft_actor_lr`` is 0 or absent, or the config has no pipeline section.
-  The schedule counts the optimiser's own updates, which are saved in every checkpoint, so a
+  Otherwise always the two-piece schedule, even where the two rates are equal, so the optimiser's
+  state has one structure whatever the online rate: runs with different ``actor_lr`` can start
+  from one SFT checkpoint (``habc.sft_share``). The schedule counts the optimiser's own updates, which are saved in every checkpoint, so a
   resumed run (or a method run started from a shared SFT checkpoint) continues on the right side
   of the switch.
   """
@@ -63,7 +65,7 @@ def actor_learning_rate(config) -> float | optax.Schedule:
   if sft_lr < 0 or lc.actor_lr <= 0:
     raise ValueError(f'config.learner: learning rates must be positive (actor_lr={lc.actor_lr}, '
                      f'sft_actor_lr={sft_lr}; 0 turns sft_actor_lr off).')
-  if not sft_lr or pipeline is None or sft_lr == lc.actor_lr:
+  if not sft_lr or pipeline is None:
     return lc.actor_lr
   return optax.join_schedules([optax.constant_schedule(sft_lr),
                                optax.constant_schedule(lc.actor_lr)],
