@@ -44,7 +44,7 @@ CONTROLS = ('sft_continued',)
 ORDER = METHODS + CONTROLS  # Row order and colours of every table and figure.
 TASKS = ('fold', 'pouch', 'insert')
 BENCHMARKS = ('learner', 'data', 'envs')
-SKIP_DIRS = ('plots', 'bench', 'superseded')
+SKIP_DIRS = ('plots', 'bench', 'superseded', 'diagnostics')  # Not read as comparison cells.
 # Methods whose actor weight is a learned gate g_t (HABC's gate, or a variant of it).
 GATED = ('habc', 'habc_ir', 'habc_v', 'habc_naive_credit')
 SUCCESS_KIND = 1  # habc.labeling.SampleKind.SUCCESS (not imported: that pulls in jax).

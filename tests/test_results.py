@@ -303,3 +303,10 @@ def test_comparisons_pair_trials_on_the_initial_state(tmp_path):
   cell = results.final_cell([{'seed': 0, 'method': 'habc', 'seconds': None, 'rounds': [
       _with_outcomes(_round(3, 2, episodes=3), '110', seeds=[5, 5, 6])]}])
   assert cell['outcomes'] is None and results.paired_compare(cell, cell) is None
+
+
+def test_superseded_and_diagnostic_runs_are_not_comparison_cells(some_runs, tmp_path):
+  for folder in ('superseded', 'diagnostics'):
+    _write(some_runs / folder, 'insert', 'habc', 0, [_round(0, 2), _round(1, 3)])
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  assert 'insert/habc' in text.split('Missing cells')[1].split('\n')[0]
