@@ -112,7 +112,7 @@ def test_station_episodes_through_the_rollout_worker_code():
 
 # ----- launch.py ---------------------------------------------------------------------------------
 
-def launch(*args, timeout=300):
+def launch(*args, timeout=900):  # Generous: the suite may share a loaded machine.
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'), *args], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout)
