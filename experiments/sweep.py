@@ -49,8 +49,8 @@ def _define_flags() -> None:
   flags.DEFINE_bool('table_only', False, 'Only rebuild the table from the summaries there.')
   flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
   flags.DEFINE_bool('add_outcomes', False, 'Run nothing: add the per-trial evaluation outcomes '
-                    'from <root>/<run> to every summary in --results that lacks them (summaries '
-                    'written before session 7 have only the counts).')
+                    'from <root>/<run> to every summary in --results that lacks them (older '
+                    'summaries have only the counts).')
   flags.DEFINE_bool('share_sft', True, 'Run sft first for each seed and start every other '
                     'method from its SFT checkpoint (the same SFT policy for every method).')
   flags.DEFINE_integer('eval_episodes', 50, 'Evaluation trials per checkpoint (passed as '

@@ -320,8 +320,9 @@ def final_cell(runs: list[dict]) -> dict | None:
 def trial_outcomes(chosen: list[tuple[dict, dict]]) -> dict | None:
   """{(run seed, initial-state seed): success} over the chosen (run, round row) pairs.
 
-  None when any row lacks ``eval_outcomes`` (summaries written before session 7 without a
-  backfill) or repeats an initial state: such a cell can only be compared unpaired.
+  None when any row lacks ``eval_outcomes`` (summaries written before they were recorded, not
+  backfilled with ``sweep.py --add_outcomes``) or repeats an initial state: such a cell can only
+  be compared unpaired.
   """
   out = {}
   for run, row in chosen:
@@ -859,8 +860,8 @@ def reading_lines(groups: dict) -> list[str]:
                   'both cells have per-trial outcomes the difference is paired on the (seed, '
                   'initial state) and judged by Newcombe\'s interval for paired data, which '
                   'takes the agreement of the two methods on an initial state into account; the '
-                  'unpaired interval is given next to it. The lengths of successful episodes are compared with a '
-                  'Welch t interval. The intervals are not corrected for the number of '
+                  'unpaired interval is given next to it. The lengths of successful episodes '
+                  'are compared with a Welch t interval. The intervals are not corrected for the number of '
                   'comparisons: among twenty true nulls about one interval excludes 0 by chance. '
                   'Each comparison pools only the seeds both methods have (the paper-form '
                   'table above pools each cell over its own seeds). '

@@ -162,7 +162,8 @@ def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
   text = results.build(str(res), str(tmp_path / 'RESULTS.md'))
   reading = text.split('### What the runs here show')[1]
   # Pooled over all of SFT's seeds the gain would be 12/40 - 28/60 = -17 points.
-  assert '| insert | state, default | habc | 0,1 | 20 -> 30 | +10 | - | +10 / +10 | +10 |' in reading
+  assert ('| insert | state, default | habc | 0,1 | 20 -> 30 | +10 | - | +10 / +10 | +10 |'
+          in reading)
   assert 'paper: habc > sft; here, on seeds 0,1, 30% [' in reading
   d = evaluation.difference_interval(12, 40, 8, 40)
   assert (f'difference unpaired {100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}] points: '

@@ -55,9 +55,9 @@ def actor_learning_rate(config) -> float | optax.Schedule:
   A plain ``actor_lr`` when ``sft_actor_lr`` is 0 or absent, or the config has no pipeline section.
   Otherwise always the two-piece schedule, even where the two rates are equal, so the optimiser's
   state has one structure whatever the online rate: runs with different ``actor_lr`` can start
-  from one SFT checkpoint (``habc.sft_share``). The schedule counts the optimiser's own updates, which are saved in every checkpoint, so a
-  resumed run (or a method run started from a shared SFT checkpoint) continues on the right side
-  of the switch.
+  from one SFT checkpoint (``habc.sft_share``). The schedule counts the optimiser's own updates,
+  which are saved in every checkpoint, so a resumed run (or a method run started from a shared SFT
+  checkpoint) continues on the right side of the switch.
   """
   lc = config.learner
   sft_lr = float(lc.get('sft_actor_lr', 0.0) or 0.0)
