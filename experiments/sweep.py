@@ -33,6 +33,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from habc import evaluation  # noqa: E402  (numpy only)
+from habc import pipeline  # noqa: E402  (no JAX or TensorFlow at import)
 
 def _define_flags() -> None:
   """The script's flags (defined only when run as a script, so importing this module for its
@@ -71,7 +72,7 @@ def eval_outcomes(workdir: str, r: int) -> dict | None:
     {'seeds': [environment seed of each trial], 'success': '0110...'} in trial order, or None
     when the workdir has no evaluation file for that round.
   """
-  path = os.path.join(workdir, 'eval', f'round_{r:03d}.jsonl')
+  path = pipeline.Paths(workdir).eval_results(r)
   if not os.path.exists(path):
     return None
   with open(path) as f:
