@@ -76,6 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
   # At 3e-4 for 1,500 steps the SFT policy fit its demonstrations no better than a linear map
   # (python -m habc.policy_fit; results/notes.md, session 3).
   c.learner.sft_actor_lr = 1e-3
+  # Over the SFT stage's last N updates the actor's rate falls linearly from sft_actor_lr to
+  # actor_lr, so the SFT policy ends at the online rate. 0: no fall (every result so far). On fold
+  # the control gained most in its first 600 updates at the lower rate (results/notes.md, session 7).
+  c.learner.sft_anneal_steps = 0
   c.learner.critic_lr = 3e-4
   c.learner.weight_decay = 1e-4
   c.learner.grad_clip = 1.0

@@ -82,14 +82,21 @@ def _flatten(d: dict, prefix: str = '') -> dict:
   return out
 
 
+# Config keys added after workdirs were made, each with the value every earlier run had in
+# effect. A saved config without the key reads as having that value, so those workdirs still
+# resume (``prepare_workdir``) and their SFT checkpoints are still shared (``habc.sft_share``).
+ADDED_KEYS = {'learner.sft_anneal_steps': 0}
+
+
 def config_identity(config) -> dict:
-  """The config as flat JSON values, without the sections that do not change results."""
+  """The config as flat JSON values, without the sections that do not change results; keys of
+  ``ADDED_KEYS`` that it lacks get their earlier value."""
   from experiments import presets
   d = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
   d = json.loads(json.dumps(d, default=list))
   for section in presets.RUNTIME_SECTIONS:
     d.pop(section, None)
-  return _flatten(d)
+  return {**ADDED_KEYS, **_flatten(d)}
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:

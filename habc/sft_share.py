@@ -35,10 +35,12 @@ def _free(key: str) -> bool:
 
 def _online_only(key: str, sft_identity: dict, run_identity: dict) -> bool:
   """``learner.actor_lr`` is the online rounds' rate alone when both runs give the SFT stage its
-  own non-zero ``learner.sft_actor_lr`` (``habc.learning.learner.actor_learning_rate``)."""
+  own non-zero ``learner.sft_actor_lr`` and no anneal towards ``actor_lr``
+  (``habc.learning.learner.actor_learning_rate``)."""
   sft_lr = sft_identity.get('learner.sft_actor_lr')
+  no_anneal = all(d.get('learner.sft_anneal_steps', 0) == 0 for d in (sft_identity, run_identity))
   return (key == 'learner.actor_lr' and sft_lr == run_identity.get('learner.sft_actor_lr')
-          and isinstance(sft_lr, (int, float)) and sft_lr > 0)
+          and isinstance(sft_lr, (int, float)) and sft_lr > 0 and no_anneal)
 
 
 def sft_differences(sft_identity: dict, run_identity: dict) -> list[str]:

@@ -251,6 +251,25 @@ def test_actor_learning_rate_switches_from_sft_to_online_at_sft_steps():
   np.testing.assert_allclose(critic_steps, [2e-4] * (sft_steps + 3), rtol=1e-4)
 
 
+def test_sft_anneal_falls_linearly_to_the_online_rate_over_the_last_sft_steps():
+  c = presets.make_config('smoke')
+  c.pipeline.sft_steps = 10
+  c.learner.sft_actor_lr, c.learner.actor_lr, c.learner.sft_anneal_steps = 1e-3, 2e-4, 4
+  lr = learner_lib.actor_learning_rate(c)
+  got = [float(lr(i)) for i in range(13)]
+  want = [1e-3] * 6 + [1e-3, 8e-4, 6e-4, 4e-4] + [2e-4] * 3
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # Off by default, as in every run before the key existed.
+  assert presets.make_config('default').learner.sft_anneal_steps == 0
+  for steps in (-1, 11):
+    c.learner.sft_anneal_steps = steps
+    with pytest.raises(ValueError, match='sft_anneal_steps'):
+      learner_lib.actor_learning_rate(c)
+  c.learner.sft_anneal_steps, c.learner.sft_actor_lr = 4, 0.0
+  with pytest.raises(ValueError, match='sft_actor_lr > 0'):
+    learner_lib.actor_learning_rate(c)
+
+
 def test_optimiser_state_has_one_structure_whatever_the_online_rate():
   # An SFT checkpoint is shared by runs that differ in actor_lr (habc.sft_share), so its saved
   # optimiser state must restore into each of them, the rate equal to sft_actor_lr included.

@@ -52,6 +52,29 @@ def test_online_learning_rate_is_free_only_where_sft_has_its_own():
   diff = sft_share.sft_differences(sft, identity('habc', **{'learner.sft_actor_lr': 0.0,
                                                             'learner.actor_lr': 1e-3}))
   assert len(diff) == 1 and diff[0].strip().startswith('learner.actor_lr:')
+  # An SFT stage that anneals towards actor_lr depends on it too.
+  sft = identity('sft', **{'learner.sft_anneal_steps': 2})
+  diff = sft_share.sft_differences(sft, identity('habc', **{'learner.sft_anneal_steps': 2,
+                                                            'learner.actor_lr': 1e-3}))
+  assert len(diff) == 1 and diff[0].strip().startswith('learner.actor_lr:')
+
+
+def test_a_config_saved_before_a_key_was_added_reads_as_its_earlier_value(tmp_path):
+  config = smoke_config('habc')
+  saved = config.to_dict()  # As config.json holds it, written before the key existed.
+  del saved['learner']['sft_anneal_steps']
+  assert 'learner.sft_anneal_steps' in pipeline.ADDED_KEYS
+  assert pipeline.config_identity(saved) == pipeline.config_identity(config)
+  assert sft_share.sft_differences(pipeline.config_identity(saved), identity('habc')) == []
+  # Such a workdir resumes under the current code...
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / pipeline.CONFIG_FILE).write_text(json.dumps(saved))
+  pipeline.prepare_workdir(config, str(workdir))
+  # ...but not with the new key set to something else.
+  config.learner.sft_anneal_steps = 5
+  with pytest.raises(pipeline.ConfigMismatchError, match='sft_anneal_steps'):
+    pipeline.prepare_workdir(config, str(workdir))
 
 
 def test_unfinished_sft_run_is_refused(tmp_path):

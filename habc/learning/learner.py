@@ -52,24 +52,37 @@ def actor_learning_rate(config) -> float | optax.Schedule:
   """The actor's learning rate: ``learner.sft_actor_lr`` for the first ``pipeline.sft_steps``
   updates (the SFT stage), ``learner.actor_lr`` after them (the online rounds).
 
+  With ``learner.sft_anneal_steps`` = N > 0 the rate falls linearly from ``sft_actor_lr`` to
+  ``actor_lr`` over the SFT stage's last N updates, so SFT ends at the online rate.
+
   A plain ``actor_lr`` when ``sft_actor_lr`` is 0 or absent, or the config has no pipeline section.
-  Otherwise always the two-piece schedule, even where the two rates are equal, so the optimiser's
-  state has one structure whatever the online rate: runs with different ``actor_lr`` can start
-  from one SFT checkpoint (``habc.sft_share``). The schedule counts the optimiser's own updates,
-  which are saved in every checkpoint, so a resumed run (or a method run started from a shared SFT
+  Otherwise always a schedule, even where the two rates are equal, so the optimiser's state has
+  one structure whatever the online rate: runs with different ``actor_lr`` can start from one SFT
+  checkpoint (``habc.sft_share``). The schedule counts the optimiser's own updates, which are
+  saved in every checkpoint, so a resumed run (or a method run started from a shared SFT
   checkpoint) continues on the right side of the switch.
   """
   lc = config.learner
   sft_lr = float(lc.get('sft_actor_lr', 0.0) or 0.0)
+  anneal = int(lc.get('sft_anneal_steps', 0) or 0)
   pipeline = config.get('pipeline')
   if sft_lr < 0 or lc.actor_lr <= 0:
     raise ValueError(f'config.learner: learning rates must be positive (actor_lr={lc.actor_lr}, '
                      f'sft_actor_lr={sft_lr}; 0 turns sft_actor_lr off).')
   if not sft_lr or pipeline is None:
+    if anneal:
+      raise ValueError(f'config.learner.sft_anneal_steps={anneal} needs an SFT rate of its own: '
+                       'set learner.sft_actor_lr > 0 (and a pipeline section), or the steps to 0.')
     return lc.actor_lr
-  return optax.join_schedules([optax.constant_schedule(sft_lr),
-                               optax.constant_schedule(lc.actor_lr)],
-                              boundaries=[int(pipeline.sft_steps)])
+  sft_steps = int(pipeline.sft_steps)
+  if not 0 <= anneal <= sft_steps:
+    raise ValueError(f'config.learner.sft_anneal_steps={anneal} must lie in [0, '
+                     f'pipeline.sft_steps={sft_steps}]: it counts the SFT stage\'s last updates.')
+  return optax.join_schedules(
+      [optax.constant_schedule(sft_lr),
+       optax.linear_schedule(sft_lr, lc.actor_lr, transition_steps=max(anneal, 1)),
+       optax.constant_schedule(lc.actor_lr)],
+      boundaries=[sft_steps - anneal, sft_steps])
 
 
 def make_optimizer(config, params) -> optax.GradientTransformation:
