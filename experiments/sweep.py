@@ -10,7 +10,8 @@ default) the ``sft`` run of each seed goes first, and every other method's workd
 demonstrations, SFT checkpoint and round-0 evaluation (``habc.sft_share``): all methods of a seed
 start from the same policy, and the SFT stage runs once instead of once per method. After each run a small JSON
 summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds`` add up every piece
-of a run that was stopped and resumed), and the table
+of a run that was stopped and resumed; its ``settings`` are the config keys the run changed from
+its experiment file and preset, so ``habc.results`` keeps runs of other settings apart), and the table
 (``<results>/comparison_<task>.md``) is rebuilt from every summary found there, so the table can
 also be regenerated alone with ``--table_only``. Extra ``--config.*`` overrides are passed on to
 every run.
@@ -50,7 +51,8 @@ def _define_flags() -> None:
   flags.DEFINE_bool('table_only', False, 'Only rebuild the table from the summaries there.')
   flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
   flags.DEFINE_bool('add_outcomes', False, 'Run nothing: add the per-trial evaluation outcomes '
-                    'from <root>/<run> to every summary in --results that lacks them (older '
+                    'and the settings (config keys changed from the experiment file) from '
+                    '<root>/<run> to every summary in --results that lacks them (older '
                     'summaries have only the counts).')
   flags.DEFINE_bool('share_sft', True, 'Run sft first for each seed and start every other '
                     'method from its SFT checkpoint (the same SFT policy for every method).')
@@ -63,6 +65,27 @@ FLAGS = flags.FLAGS
 
 def run_name(task: str, method: str, seed: int) -> str:
   return f'{task}_{method}_{seed}'
+
+
+# Config keys that are not a setting of the method: the run's identity, the observation mode
+# (its own column in RESULTS.md) and the number of evaluation trials (counted in every round).
+NOT_SETTINGS = ('task', 'seed', 'obs', 'eval.episodes')
+
+
+def run_settings(saved: dict, method: str, preset: str, task: str, seed: int) -> dict:
+  """The config keys a run changed from its experiment file and preset.
+
+  Args:
+    saved: the run's config.json.
+  Returns:
+    {dotted key: the run's value} for every key (outside ``NOT_SETTINGS`` and the runtime
+    section) whose value differs from ``experiments/<method>.py`` at ``preset``; {} for a run of
+    the experiment as written.
+  """
+  default = pipeline.config_identity(experiment_config(method, preset, task, seed, []))
+  ran = pipeline.config_identity(saved)
+  return {key: ran.get(key, '<absent>') for key in sorted(set(default) | set(ran))
+          if key not in NOT_SETTINGS and ran.get(key, '<absent>') != default.get(key, '<absent>')}
 
 
 def eval_outcomes(workdir: str, r: int) -> dict | None:
@@ -102,8 +125,9 @@ def add_outcomes(small: dict, workdir: str) -> dict:
 def small_summary(summary: dict, seconds: float | None, config: dict | None = None,
                   sft_source: str | None = None, workdir: str | None = None) -> dict:
   """What a run contributes to the comparison: per-round evaluation and collection figures (with
-  the per-trial outcomes when ``workdir`` is given), the observation mode, wall-clock seconds,
-  peak memory and where its SFT checkpoint came from."""
+  the per-trial outcomes when ``workdir`` is given), the observation mode and settings (with
+  ``config``, the run's config.json), wall-clock seconds, peak memory and where its SFT
+  checkpoint came from."""
   rounds, peak_mb = [], []
   for r in summary.get('rounds', []):
     ev = r.get('eval', {})
@@ -125,6 +149,7 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
   if config:
     out['obs'] = config.get('obs')
     out['eval_seed_offset'] = config.get('eval', {}).get('seed_offset')
+    out['settings'] = run_settings(config, out['method'], out['preset'], out['task'], out['seed'])
   if peak_mb:
     out['peak_rss_mb'] = max(peak_mb)
   if sft_source:
@@ -295,8 +320,8 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
 
 
 def backfill_outcomes(results: str, root: str) -> list[str]:
-  """Adds per-trial outcomes to the summaries in ``results`` that lack them, from their workdirs
-  under ``root``.
+  """Adds per-trial outcomes and settings to the summaries in ``results`` that lack them, from
+  their workdirs under ``root`` (``eval/`` and ``config.json``).
 
   Returns:
     The names of the summaries rewritten; summaries without a workdir are left alone.
@@ -307,12 +332,18 @@ def backfill_outcomes(results: str, root: str) -> list[str]:
       small = json.load(f)
     if not isinstance(small, dict) or 'rounds' not in small:
       continue
-    if all('eval_outcomes' in row for row in small['rounds']):
-      continue
     workdir = os.path.join(root, os.path.splitext(os.path.basename(path))[0])
     if not os.path.isdir(workdir):
       continue
-    updated = add_outcomes(small, workdir)
+    updated = small
+    if not all('eval_outcomes' in row for row in small['rounds']):
+      updated = add_outcomes(small, workdir)
+    config_path = os.path.join(workdir, 'config.json')
+    if 'settings' not in updated and os.path.exists(config_path):
+      with open(config_path) as f:
+        config = json.load(f)
+      updated = dict(updated, settings=run_settings(config, small['method'], small['preset'],
+                                                    small['task'], small['seed']))
     if updated != small:
       tmp = path + '.tmp'
       with open(tmp, 'w') as f:
@@ -330,7 +361,8 @@ def main(argv):
   os.makedirs(FLAGS.results, exist_ok=True)
   if FLAGS.add_outcomes:
     done = backfill_outcomes(FLAGS.results, FLAGS.root)
-    print(f'sweep: added per-trial outcomes to {len(done)} summaries in {FLAGS.results}'
+    print(f'sweep: added per-trial outcomes or settings to {len(done)} summaries in '
+          f'{FLAGS.results}'
           + (f': {", ".join(done)}' if done else ''))
     return
   if not FLAGS.table_only:

@@ -12,8 +12,10 @@ Inputs (all optional; zero, some or all runs may be present):
   <workdirs>/[<folder>/]<task>_<method>_<seed>/   with ``--workdirs``: the run's ``config.json``
                                             (observation mode) and ``logs/gates_round_*.npz``
 
-Cells are grouped by (task, method, observation mode, preset); runs of different modes or presets
-are never pooled. Pooling adds successes and trials over seeds (treats every trial as independent;
+Cells are grouped by (task, method, observation mode, setting); the setting is the preset plus
+any config keys the run changed from its experiment file (the summary's ``settings``, e.g.
+``default; learner.sft_anneal_steps=2000``), and runs of different modes or settings are never
+pooled. Pooling adds successes and trials over seeds (treats every trial as independent;
 the seed-to-seed spread is shown by the per-seed rates next to it). Where the summaries carry
 per-trial outcomes (``eval_outcomes``), two methods are also compared paired on the (seed, initial
 state), since every evaluation draws the same initial states.
@@ -145,24 +147,35 @@ def _read_json(path: str):
 
 
 # Statistics .......................................................................................
+def setting_label(summary: dict) -> str:
+  """The preset, then the keys the run changed from its experiment file: 'default' or
+  'default; learner.sft_anneal_steps=2000'. A summary without ``settings`` (written before
+  sweep.py recorded them; ``sweep.py --add_outcomes`` adds them from the workdirs) reads as the
+  experiment file as written."""
+  changed = summary.get('settings') or {}
+  return '; '.join([str(summary.get('preset'))] +
+                   [f'{k}={v if isinstance(v, str) else json.dumps(v)}'
+                    for k, v in sorted(changed.items())])
+
+
 def group_runs(summaries: list[dict]) -> tuple[dict[tuple, list[dict]], list[str]]:
-  """Groups runs by (task, method, obs, preset), runs sorted by seed.
+  """Groups runs by (task, method, obs, setting), runs sorted by seed (``setting_label``).
 
   A seed is never pooled twice: a second run of the same seed in a group (e.g. a vision run in a
   subfolder whose mode could not be told apart) is left out and reported.
 
   Returns:
-    ({(task, method, obs, preset): runs}, problems).
+    ({(task, method, obs, setting): runs}, problems).
   """
   groups: dict[tuple, list[dict]] = {}
   problems = []
   for s in summaries:
-    key = (s['task'], s['method'], s.get('obs', 'state'), str(s.get('preset')))
+    key = (s['task'], s['method'], s.get('obs', 'state'), setting_label(s))
     same = [r for r in groups.get(key, []) if r['seed'] == s['seed']]
     if same:
       problems.append(
           f'{s["_path"]}: same task, method, seed, obs ({key[2]}, {s.get("obs_source")}) and '
-          f'preset as {same[0]["_path"]}; left out. If it is another configuration, pass '
+          f'setting as {same[0]["_path"]}; left out. If it is another configuration, pass '
           '--workdirs (the sweep\'s --root) or put it in results/state/ or results/vision/')
       continue
     groups.setdefault(key, []).append(s)
@@ -171,8 +184,8 @@ def group_runs(summaries: list[dict]) -> tuple[dict[tuple, list[dict]], list[str
 
 
 def _group_order(item):
-  task, method, obs, preset = item[0]
-  return (_index(TASKS, task), _index(ORDER, method), obs, preset)
+  task, method, obs, setting = item[0]
+  return (_index(TASKS, task), _index(ORDER, method), obs, setting)
 
 
 def _index(seq, value):
@@ -180,7 +193,7 @@ def _index(seq, value):
 
 
 def add_sft_fallback(groups: dict) -> tuple[dict, list[str]]:
-  """Where a (task, obs, preset) has no ``sft`` runs, an SFT cell from the other runs' round 0.
+  """Where a (task, obs, setting) has no ``sft`` runs, an SFT cell from the other runs' round 0.
 
   Every method's run starts from an SFT stage of its seed, so its round-0 evaluation measures an
   SFT checkpoint; one run per seed is used (methods in METHODS order), never several of one seed.
@@ -189,11 +202,11 @@ def add_sft_fallback(groups: dict) -> tuple[dict, list[str]]:
     (groups with the added cells, in order; one note per added cell).
   """
   out, notes = dict(groups), []
-  for task, obs, preset in _settings(groups):
-    if (task, 'sft', obs, preset) in groups:
+  for task, obs, setting in _settings(groups):
+    if (task, 'sft', obs, setting) in groups:
       continue
     chosen = {}
-    for key in sorted((k for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)),
+    for key in sorted((k for k in groups if (k[0], k[2], k[3]) == (task, obs, setting)),
                       key=lambda k: _index(METHODS, k[1])):
       for run in groups[key]:
         row = _round(run, 0)
@@ -202,9 +215,9 @@ def add_sft_fallback(groups: dict) -> tuple[dict, list[str]]:
                                      _path=f'{run["_path"]} (round 0)', _from=run['method'])
     if chosen:
       runs = [chosen[seed] for seed in sorted(chosen)]
-      out[(task, 'sft', obs, preset)] = runs
+      out[(task, 'sft', obs, setting)] = runs
       sources = ', '.join(f'{r["_from"]} seed {r["seed"]}' for r in runs)
-      notes.append(f'{task}/sft ({obs}, {preset}): no sft runs; taken from round 0 of {sources}')
+      notes.append(f'{task}/sft ({obs}, {setting}): no sft runs; taken from round 0 of {sources}')
   return dict(sorted(out.items(), key=_group_order)), notes
 
 
@@ -212,13 +225,13 @@ def round0_disagreements(groups: dict) -> list[str]:
   """Seeds whose round-0 evaluation differs between methods (the SFT checkpoint should be one).
 
   Returns:
-    One line per (task, obs, preset, seed) with differing successes/episodes at round 0.
+    One line per (task, obs, setting, seed) with differing successes/episodes at round 0.
   """
   lines = []
-  for task, obs, preset in _settings(groups):
+  for task, obs, setting in _settings(groups):
     by_seed: dict[int, list[tuple[str, int, int]]] = {}
     for key, runs in groups.items():
-      if (key[0], key[2], key[3]) != (task, obs, preset):
+      if (key[0], key[2], key[3]) != (task, obs, setting):
         continue
       for run in runs:
         row = _round(run, 0)
@@ -226,7 +239,7 @@ def round0_disagreements(groups: dict) -> list[str]:
           by_seed.setdefault(run['seed'], []).append((key[1], row['successes'], row['episodes']))
     for seed, rows in sorted(by_seed.items()):
       if len({(k, n) for _, k, n in rows}) > 1:
-        lines.append(f'{task} ({obs}, {preset}) seed {seed}: round 0 is '
+        lines.append(f'{task} ({obs}, {setting}) seed {seed}: round 0 is '
                      + ', '.join(f'{m} {k}/{n}' for m, k, n in rows))
   return lines
 
@@ -502,7 +515,7 @@ def _interval_text(diff: tuple[float, float, float]) -> str:
 
 
 def _settings(groups: dict) -> list[tuple[str, str, str]]:
-  """The (task, obs, preset) combinations present, tasks in the paper's order."""
+  """The (task, obs, setting) combinations present, tasks in the paper's order."""
   return sorted({(k[0], k[2], k[3]) for k in groups}, key=lambda t: (_index(TASKS, t[0]), t[1:]))
 
 
@@ -553,11 +566,11 @@ def paper_table(groups: dict) -> tuple[list[str], list[str], int]:
 
 
 def detail_table(groups: dict) -> list[str]:
-  """One row per (task, method, obs, preset): rounds, seeds, per-seed rates, counts, provenance."""
-  lines = ['| task | method | obs | preset | round | seeds | per-seed success % | successes/trials '
+  """One row per (task, method, obs, setting): rounds, seeds, per-seed rates, counts, provenance."""
+  lines = ['| task | method | obs | setting | round | seeds | per-seed success % | successes/trials '
            '| Wilson 95% | length (successes) | minutes per run | files |',
            '|---|---|---|---|---|---|---|---|---|---|---|---|']
-  for (task, method, obs, preset), runs in groups.items():
+  for (task, method, obs, setting), runs in groups.items():
     cell = final_cell(runs)
     if cell is None:
       continue
@@ -566,7 +579,7 @@ def detail_table(groups: dict) -> list[str]:
     length = cell['mean_success_length']
     shown_obs = obs if sources == ['summary'] else f'{obs} ({", ".join(sources)})'
     lines.append(
-        f'| {task} | {method} | {shown_obs} | {preset} | {",".join(map(str, cell["rounds"]))} | '
+        f'| {task} | {method} | {shown_obs} | {setting} | {",".join(map(str, cell["rounds"]))} | '
         f'{",".join(map(str, cell["seeds"]))} | '
         f'{" / ".join(_pct(p) for p in cell["per_seed"])} | {cell["successes"]}/{cell["trials"]} | '
         f'[{100 * cell["ci_low"]:.1f}, {100 * cell["ci_high"]:.1f}] | '
@@ -576,14 +589,14 @@ def detail_table(groups: dict) -> list[str]:
 
 
 def round_tables(groups: dict) -> list[str]:
-  """Per task/obs/preset: success, length of successes and interventions per round, per method."""
+  """Per task/obs/setting: success, length of successes and interventions per round, per method."""
   lines = []
   settings = _settings(groups)
-  for task, obs, preset in settings:
-    keys = [k for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)]
+  for task, obs, setting in settings:
+    keys = [k for k in groups if (k[0], k[2], k[3]) == (task, obs, setting)]
     curves = {k[1]: per_round(groups[k]) for k in keys}
     rounds = sorted({r for c in curves.values() for r, _ in c})
-    lines += [f'#### {task} ({obs}, preset {preset})', '',
+    lines += [f'#### {task} ({obs}, {setting})', '',
               '| method | ' + ' | '.join(f'round {r}' for r in rounds) + ' |',
               '|---|' + '---|' * len(rounds)]
     for method, curve in curves.items():
@@ -614,7 +627,7 @@ def _plt():
 
 
 def plot_task(groups: dict, task: str, plots: str) -> list[str]:
-  """Writes success_<task>.png and lengths_<task>.png (one line per method/obs/preset)."""
+  """Writes success_<task>.png and lengths_<task>.png (one line per method/obs/setting)."""
   keys = [k for k in groups if k[0] == task]
   if not keys:
     return []
@@ -776,13 +789,13 @@ def paper_reference() -> list[str]:
 def gain_table(groups: dict) -> list[str]:
   """Change over SFT in percentage points, here and in the paper, on the seeds both have."""
   rows = []
-  for task, obs, preset in _settings(groups):
-    sft = groups.get((task, 'sft', obs, preset))
+  for task, obs, setting in _settings(groups):
+    sft = groups.get((task, 'sft', obs, setting))
     if not sft:
       continue
     t = TASKS.index(task) if task in TASKS else None
     for method in METHODS[1:] + CONTROLS:
-      cell, sft_cell, seeds = on_shared_seeds(groups.get((task, method, obs, preset)), sft)
+      cell, sft_cell, seeds = on_shared_seeds(groups.get((task, method, obs, setting)), sft)
       if cell is None or sft_cell is None:
         continue
       paper = (PAPER_SUCCESS[method][t] - PAPER_SUCCESS['sft'][t]
@@ -792,7 +805,7 @@ def gain_table(groups: dict) -> list[str]:
       per_seed = ' / '.join(f'{100 * (mine[x] - base[x]):+.0f}' for x in seeds
                             if mine.get(x) is not None and base.get(x) is not None)
       paired = paired_compare(cell, sft_cell)
-      rows.append(f'| {task} | {obs}, {preset} | {method} | {",".join(map(str, seeds))} | '
+      rows.append(f'| {task} | {obs}, {setting} | {method} | {",".join(map(str, seeds))} | '
                   f'{100 * sft_cell["rate"]:.0f} -> {100 * cell["rate"]:.0f} | '
                   f'{100 * (cell["rate"] - sft_cell["rate"]):+.0f} | '
                   f'{"-" if paired is None else _bounds_text(paired[0])} | {per_seed} | '
@@ -802,20 +815,20 @@ def gain_table(groups: dict) -> list[str]:
   return ['Change over SFT (final round minus round 0, percentage points), on the seeds the method '
           'and SFT share, pooled (with its 95% interval paired on the initial state, where the '
           'summaries have per-trial outcomes) and per seed:', '',
-          '| task | obs, preset | method | seeds | SFT -> method % | here | paired 95% | per seed '
+          '| task | obs, setting | method | seeds | SFT -> method % | here | paired 95% | per seed '
           '| paper |',
           '|---|---|---|---|---|---|---|---|---|'] + rows + ['']
 
 
 def reading_lines(groups: dict) -> list[str]:
-  """Each of the paper's orderings per task/obs/preset: difference interval, on shared seeds."""
+  """Each of the paper's orderings per task/obs/setting: difference interval, on shared seeds."""
   settings = _settings(groups)
   lines = []
   verdicts = {'higher': 'agrees (difference interval above 0)',
               'lower': '**contradicts** (difference interval below 0)',
               'overlap': 'not shown (difference interval includes 0)'}
-  for task, obs, preset in settings:
-    runs = {k[1]: groups[k] for k in groups if (k[0], k[2], k[3]) == (task, obs, preset)}
+  for task, obs, setting in settings:
+    runs = {k[1]: groups[k] for k in groups if (k[0], k[2], k[3]) == (task, obs, setting)}
     for better, worse in CLAIMS:
       a, b, seeds = on_shared_seeds(runs.get(better), runs.get(worse))
       result, diff, paired = compare(a, b)
@@ -825,7 +838,7 @@ def reading_lines(groups: dict) -> list[str]:
                 'control' if worse in CONTROLS else 'design')
       interval = (f'paired on {paired[1]} initial states {_interval_text(paired[0])}, unpaired '
                   f'{_interval_text(diff)}' if paired else f'unpaired {_interval_text(diff)}')
-      lines.append(f'- {task} ({obs}, {preset}): {source}: {better} > {worse}; here, on '
+      lines.append(f'- {task} ({obs}, {setting}): {source}: {better} > {worse}; here, on '
                    f'{_seed_list(seeds)}, '
                    f'{100 * a["rate"]:.0f}% [{100 * a["ci_low"]:.0f}, {100 * a["ci_high"]:.0f}] vs '
                    f'{100 * b["rate"]:.0f}% [{100 * b["ci_low"]:.0f}, {100 * b["ci_high"]:.0f}], '
@@ -834,7 +847,7 @@ def reading_lines(groups: dict) -> list[str]:
       a, b, seeds = on_shared_seeds(runs.get('habc'), runs.get(other))
       if a is None or b is None or None in (a['mean_success_length'], b['mean_success_length']):
         continue
-      line = (f'- {task} ({obs}, {preset}): successful episodes {a["mean_success_length"]:.1f} '
+      line = (f'- {task} ({obs}, {setting}): successful episodes {a["mean_success_length"]:.1f} '
               f'control steps after HABC vs {b["mean_success_length"]:.1f} for {name}, on '
               f'{_seed_list(seeds)}')
       diff = length_difference(a, b)
@@ -890,7 +903,7 @@ def gate_section(groups: dict) -> list[str]:
     rows.append(f'| {key[0]} | {key[1]} | {key[2]}, {key[3]} | {train} | {logged} | {samples} | '
                 f'{"-" if paper is None else f"{paper:.2f}"} |')
   if rows:
-    lines += ['| task | method | obs, preset | summary (learner mean), last round | logged '
+    lines += ['| task | method | obs, setting | summary (learner mean), last round | logged '
               'batches, last round | gate samples, last round | paper |',
               '|---|---|---|---|---|---|---|'] + rows + ['']
   else:

@@ -220,3 +220,37 @@ def test_sweep_smoke_end_to_end(tmp_path):
   again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert again.returncode == 0 and again.stdout.count('done already') == 2
+
+
+def test_sweep_records_the_settings_a_run_changed(tmp_path):
+  import json
+  from experiments import sweep
+  from habc import pipeline
+
+  def saved(overrides):
+    config = sweep.experiment_config('habc', 'smoke', 'fold', 3, overrides)
+    return json.loads(json.dumps(config.to_dict(), default=list))
+
+  assert sweep.run_settings(saved([]), 'habc', 'smoke', 'fold', 3) == {}
+  # The trial count, the observation mode and the runtime section are not settings.
+  assert sweep.run_settings(saved(['--config.eval.episodes=7', '--config.runtime.progress=False',
+                                   '--config.obs=vision']), 'habc', 'smoke', 'fold', 3) == {}
+  assert sweep.run_settings(saved(['--config.learner.sft_anneal_steps=20']),
+                            'habc', 'smoke', 'fold', 3) == {'learner.sft_anneal_steps': 20}
+  # A config.json saved before a key existed reads as the key's earlier value: no setting.
+  old = saved([])
+  del old['learner']['sft_anneal_steps']
+  assert 'learner.sft_anneal_steps' in pipeline.ADDED_KEYS
+  assert sweep.run_settings(old, 'habc', 'smoke', 'fold', 3) == {}
+  # The backfill adds them to a summary from its workdir's config.json.
+  results, root = tmp_path / 'results', tmp_path / 'runs'
+  results.mkdir()
+  (root / 'fold_habc_3').mkdir(parents=True)
+  (root / 'fold_habc_3' / 'config.json').write_text(
+      json.dumps(saved(['--config.learner.sft_anneal_steps=20'])))
+  small = {'task': 'fold', 'method': 'habc', 'seed': 3, 'preset': 'smoke', 'rounds': []}
+  (results / 'fold_habc_3.json').write_text(json.dumps(small))
+  assert sweep.backfill_outcomes(str(results), str(root)) == ['fold_habc_3.json']
+  assert json.loads((results / 'fold_habc_3.json').read_text())['settings'] == {
+      'learner.sft_anneal_steps': 20}
+  assert sweep.backfill_outcomes(str(results), str(root)) == []

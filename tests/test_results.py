@@ -311,3 +311,26 @@ def test_superseded_and_diagnostic_runs_are_not_comparison_cells(some_runs, tmp_
     _write(some_runs / folder, 'insert', 'habc', 0, [_round(0, 2), _round(1, 3)])
   text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
   assert 'insert/habc' in text.split('Missing cells')[1].split('\n')[0]
+
+
+def test_runs_of_another_setting_are_their_own_cells(some_runs, tmp_path):
+  # An annealed SFT stage on the same seeds: same file names in a subfolder, obs from the summary.
+  changed = {'learner.sft_anneal_steps': 2000}
+  for seed in (0, 1):
+    _write(some_runs / 'sft_anneal', 'fold', 'habc', seed, [_round(0, 12), _round(1, 2)],
+           obs='state', settings=changed)
+  _write(some_runs / 'sft_anneal', 'fold', 'sft', 0, [_round(0, 12)], obs='state',
+         settings=changed)
+  text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  assert 'same task, method, seed' not in text  # Not taken for duplicates of the default runs.
+  row = [line for line in text.splitlines() if line.startswith('| habc |')][0]
+  assert '87.5% [' in row and '(state, default)' in row  # The default cell is unchanged: 35/40.
+  assert '10.0% [' in row and '(state, default; learner.sft_anneal_steps=2000)' in row  # 4/40
+  assert '#### fold (state, default; learner.sft_anneal_steps=2000)' in text
+  # Gains are taken against the SFT of the same setting only: 60% there, 30% in the default.
+  gains = text.split('Change over SFT')[1]
+  assert '| fold | state, default; learner.sft_anneal_steps=2000 | habc | 0 | 60 -> 10 | -50 |' \
+      in gains
+  assert results.setting_label({'preset': 'smoke', 'settings': {'b.y': 'x', 'a.z': (1, 2)}}) == \
+      'smoke; a.z=[1, 2]; b.y=x'
+  assert results.setting_label({'preset': 'default'}) == 'default'
