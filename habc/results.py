@@ -938,6 +938,11 @@ def commands_section(results: str) -> list[str]:
       f'python experiments/sweep.py --task=fold --methods=sft,habc_v,habc --seeds=0,1,2 '
       f'--results={results}/vision --root=workdirs/sweep/vision --config.obs=vision '
       '"--config.cameras=(\'top\',\'wrist_left\',\'wrist_right\')"',
+      '# fold from an SFT stage whose rate falls to the online rate over its last 1,000 updates '
+      '(its own cells: the summaries record the changed key):',
+      f'python experiments/sweep.py --task=fold --methods={methods},sft_continued --seeds=0,1,2 '
+      f'--results={results}/sft_anneal --root=workdirs/sweep/sft_anneal '
+      '--config.learner.sft_anneal_steps=1000',
       '# paper scale (200 demos, 100 rollouts a round, 50 evaluation trials, vision):',
       f'python experiments/sweep.py --task=fold --preset=paper --methods={methods} '
       f'--seeds=0,1,2 --results={results}/paper --root=workdirs/sweep/paper',
