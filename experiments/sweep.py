@@ -8,13 +8,13 @@ Each (method, seed) is one ``launch.py`` run in its own process and workdir
 started again: finished runs are skipped, an unfinished one resumes. With ``--share_sft`` (the
 default) the ``sft`` run of each seed goes first, and every other method's workdir starts from its
 demonstrations, SFT checkpoint and round-0 evaluation (``habc.sft_share``): all methods of a seed
-start from the same policy, and the SFT stage runs once instead of once per method. After each run a small JSON
-summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds`` add up every piece
-of a run that was stopped and resumed; its ``settings`` are the config keys the run changed from
-its experiment file and preset, so ``habc.results`` keeps runs of other settings apart), and the table
-(``<results>/comparison_<task>.md``) is rebuilt from every summary found there, so the table can
-also be regenerated alone with ``--table_only``. Extra ``--config.*`` overrides are passed on to
-every run.
+start from the same policy, and the SFT stage runs once instead of once per method. After each
+run a small JSON summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds``
+add up every piece of a run that was stopped and resumed; its ``settings`` are the config keys
+the run changed from its experiment file and preset, so ``habc.results`` keeps runs of other
+settings apart), and the table (``<results>/comparison_<task>.md``) is rebuilt from every summary
+found there, so the table can also be regenerated alone with ``--table_only``. Extra
+``--config.*`` overrides are passed on to every run.
 """
 
 from __future__ import annotations

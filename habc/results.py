@@ -567,8 +567,8 @@ def paper_table(groups: dict) -> tuple[list[str], list[str], int]:
 
 def detail_table(groups: dict) -> list[str]:
   """One row per (task, method, obs, setting): rounds, seeds, per-seed rates, counts, provenance."""
-  lines = ['| task | method | obs | setting | round | seeds | per-seed success % | successes/trials '
-           '| Wilson 95% | length (successes) | minutes per run | files |',
+  lines = ['| task | method | obs | setting | round | seeds | per-seed success % '
+           '| successes/trials | Wilson 95% | length (successes) | minutes per run | files |',
            '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for (task, method, obs, setting), runs in groups.items():
     cell = final_cell(runs)
