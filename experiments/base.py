@@ -77,8 +77,8 @@ def get_config() -> ml_collections.ConfigDict:
   # (python -m habc.policy_fit; results/notes.md, session 3).
   c.learner.sft_actor_lr = 1e-3
   # Over the SFT stage's last N updates the actor's rate falls linearly from sft_actor_lr to
-  # actor_lr, so the SFT policy ends at the online rate. 0: no fall (the runs in results/, outside
-  # diagnostics/). Why it exists: results/notes.md, sessions 7-8 (fold).
+  # actor_lr, so the SFT policy ends at the online rate. 0: no fall (every run in results/ but
+  # sft_anneal/ and the anneal diagnostics). Why it exists: results/notes.md, sessions 7-9.
   c.learner.sft_anneal_steps = 0
   c.learner.critic_lr = 3e-4
   c.learner.weight_decay = 1e-4
