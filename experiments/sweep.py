@@ -35,6 +35,7 @@ if ROOT not in sys.path:
 
 from habc import evaluation  # noqa: E402  (numpy only)
 from habc import pipeline  # noqa: E402  (no JAX or TensorFlow at import)
+from habc import results as habc_results  # noqa: E402  (numpy and scipy only)
 
 def _define_flags() -> None:
   """The script's flags (defined only when run as a script, so importing this module for its
@@ -125,7 +126,8 @@ def add_outcomes(small: dict, workdir: str) -> dict:
 def small_summary(summary: dict, seconds: float | None, config: dict | None = None,
                   sft_source: str | None = None, workdir: str | None = None) -> dict:
   """What a run contributes to the comparison: per-round evaluation and collection figures (with
-  the per-trial outcomes when ``workdir`` is given), the observation mode and settings (with
+  the per-trial outcomes and the workdir's gate readings (``habc.results.workdir_gate``) when
+  ``workdir`` is given), the observation mode and settings (with
   ``config``, the run's config.json), wall-clock seconds, peak memory and where its SFT
   checkpoint came from."""
   rounds, peak_mb = [], []
@@ -154,7 +156,12 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
     out['peak_rss_mb'] = max(peak_mb)
   if sft_source:
     out['sft_source'] = sft_source
-  return add_outcomes(out, workdir) if workdir else out
+  if not workdir:
+    return out
+  gate = habc_results.workdir_gate(workdir, [row['round'] for row in rounds])
+  if gate:
+    out['workdir_gate'] = gate
+  return add_outcomes(out, workdir)
 
 
 def _parse_value(text: str, current):
@@ -320,8 +327,8 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
 
 
 def backfill_outcomes(results: str, root: str) -> list[str]:
-  """Adds per-trial outcomes and settings to the summaries in ``results`` that lack them, from
-  their workdirs under ``root`` (``eval/`` and ``config.json``).
+  """Adds per-trial outcomes, settings and workdir gate readings to the summaries in ``results``
+  that lack them, from their workdirs under ``root`` (``eval/``, ``config.json``, ``logs/``).
 
   Returns:
     The names of the summaries rewritten; summaries without a workdir are left alone.
@@ -344,6 +351,10 @@ def backfill_outcomes(results: str, root: str) -> list[str]:
         config = json.load(f)
       updated = dict(updated, settings=run_settings(config, small['method'], small['preset'],
                                                     small['task'], small['seed']))
+    if 'workdir_gate' not in updated:
+      gate = habc_results.workdir_gate(workdir, [row['round'] for row in small['rounds']])
+      if gate:
+        updated = dict(updated, workdir_gate=gate)
     if updated != small:
       tmp = path + '.tmp'
       with open(tmp, 'w') as f:

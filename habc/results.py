@@ -106,7 +106,7 @@ def load_summaries(results: str) -> tuple[list[dict], list[str]]:
 
 
 def attach_workdir(summary: dict, workdirs: str | None) -> dict:
-  """Adds ``obs`` (and ``obs_source``) and, from the workdir's gate samples, ``_gate_npz``.
+  """Adds ``obs`` (and ``obs_source``) and, where the run's workdir exists, ``_workdir``.
 
   The run's workdir is ``<workdirs>/<folder>/<name>`` for a summary in ``results/<folder>/`` (a
   sweep run with ``--results=results/<folder> --root=<workdirs>/<folder>``), else
@@ -132,9 +132,6 @@ def attach_workdir(summary: dict, workdirs: str | None) -> dict:
       s['obs_source'] = 'inferred from preset'
   if workdir and os.path.isdir(workdir):
     s['_workdir'] = workdir
-    gates = sorted(glob.glob(os.path.join(workdir, 'logs', 'gates_round_*.npz')))
-    if gates:
-      s['_gate_npz'] = gates[-1]
   return s
 
 
@@ -419,15 +416,50 @@ def logged_gate(workdir: str, r: int) -> tuple[float, float]:
   return total, windows
 
 
+def workdir_gate(workdir: str, rounds: list[int]) -> dict | None:
+  """The run's last-round gate readings that only its workdir holds, to keep in its summary.
+
+  Args:
+    workdir: the run's workdir.
+    rounds: the round numbers of its summary; the last one is read.
+
+  Returns:
+    {'round': r, 'logged_sum', 'logged_windows': ``logged_gate`` of round r, 'sample_sum',
+     'sample_windows': sum and count of g_t over the SUCCESS windows of the newest
+     ``logs/gates_round_*.npz``}, or None when the workdir has neither (or r is 0).
+  """
+  last = max(rounds, default=0)
+  if last < 1:
+    return None
+  logged_sum, logged_windows = logged_gate(workdir, last)
+  sample_sum, sample_windows = 0.0, 0
+  files = sorted(glob.glob(os.path.join(workdir, 'logs', 'gates_round_*.npz')))
+  if files:
+    try:
+      data = np.load(files[-1])
+      gate = np.asarray(data['gate'])[np.asarray(data['kind']) == SUCCESS_KIND]
+      sample_sum, sample_windows = float(gate.sum()), int(gate.size)
+    except (OSError, KeyError, ValueError):
+      pass
+  if not logged_windows and not sample_windows:
+    return None
+  return {'round': last, 'logged_sum': float(logged_sum), 'logged_windows': int(logged_windows),
+          'sample_sum': sample_sum, 'sample_windows': sample_windows}
+
+
 def gate_on_successes(runs: list[dict]) -> dict | None:
-  """Mean g_t on successful autonomous windows, final round, mean over seeds.
+  """Mean g_t on successful autonomous windows, final round, over the cell's seeds.
+
+  The two workdir readings come from the run's workdir where it is attached (``_workdir``), else
+  from the ``workdir_gate`` its summary kept (``experiments/sweep.py`` writes it), else the run
+  adds nothing to them.
 
   Returns:
     {'train': mean of the summaries' gate_success_mean (None if absent), 'train_seeds': count,
-     'samples': mean over the workdirs' gate samples of SUCCESS windows (None if absent),
+     'samples': mean over the gate samples of SUCCESS windows (None if absent),
      'sample_windows': count, 'logged': count-weighted mean over the logged learner steps of the
-     last round in the workdirs (None if absent), 'logged_windows': count}, or None when no source
-     has a value.
+     last round (None if absent), 'logged_windows': count, 'workdir_seeds': runs that gave either
+     reading}, or None when no source has a value.
   """
   train = []
   for run in runs:
@@ -436,28 +468,23 @@ def gate_on_successes(runs: list[dict]) -> dict | None:
       value = max(rows, key=lambda r: r['round'])['gate_success_mean']
       if np.isfinite(value):
         train.append(float(value))
-  sampled = []
+  sums = np.zeros(4)  # logged sum, logged windows, sample sum, sample windows
+  workdir_seeds = 0
   for run in runs:
-    if run.get('_gate_npz'):
-      try:
-        data = np.load(run['_gate_npz'])
-        gate, kind = np.asarray(data['gate']), np.asarray(data['kind'])
-      except (OSError, KeyError, ValueError):
-        continue
-      sampled.append(gate[kind == SUCCESS_KIND])
-  sampled_all = np.concatenate(sampled) if sampled else np.zeros((0,))
-  logged = np.zeros(2)
-  for run in runs:
-    last = max((row['round'] for row in run['rounds']), default=0)
-    if run.get('_workdir') and last >= 1:
-      logged += logged_gate(run['_workdir'], last)
-  if not train and not sampled_all.size and not logged[1]:
+    rounds = [row['round'] for row in run['rounds']]
+    kept = ((workdir_gate(run['_workdir'], rounds) if run.get('_workdir') else None)
+            or run.get('workdir_gate'))
+    if kept:
+      sums += [kept['logged_sum'], kept['logged_windows'], kept['sample_sum'],
+               kept['sample_windows']]
+      workdir_seeds += 1
+  if not train and not sums[1] and not sums[3]:
     return None
   return {'train': float(np.mean(train)) if train else None, 'train_seeds': len(train),
-          'samples': float(sampled_all.mean()) if sampled_all.size else None,
-          'sample_windows': int(sampled_all.size),
-          'logged': float(logged[0] / logged[1]) if logged[1] else None,
-          'logged_windows': int(logged[1])}
+          'samples': float(sums[2] / sums[3]) if sums[3] else None,
+          'sample_windows': int(sums[3]),
+          'logged': float(sums[0] / sums[1]) if sums[1] else None,
+          'logged_windows': int(sums[1]), 'workdir_seeds': workdir_seeds}
 
 
 def on_shared_seeds(a_runs: list[dict] | None,
@@ -896,10 +923,12 @@ def gate_section(groups: dict) -> list[str]:
     paper = PAPER_GATE[TASKS.index(key[0])] if key[0] in TASKS and key[1] == 'habc' else None
     seeds = f'{g["train_seeds"]} seed' + ('s' if g['train_seeds'] != 1 else '')
     train = '-' if g['train'] is None else f'{g["train"]:.3f} ({seeds})'
+    of = (f', {g["workdir_seeds"]} of {len(runs)} seeds'
+          if g['workdir_seeds'] and g['workdir_seeds'] < len(runs) else '')
     samples = ('-' if g['samples'] is None else
-               f'{g["samples"]:.3f} ({g["sample_windows"]} windows)')
+               f'{g["samples"]:.3f} ({g["sample_windows"]} windows{of})')
     logged = ('-' if g['logged'] is None else
-              f'{g["logged"]:.3f} ({g["logged_windows"]} windows)')
+              f'{g["logged"]:.3f} ({g["logged_windows"]} windows{of})')
     rows.append(f'| {key[0]} | {key[1]} | {key[2]}, {key[3]} | {train} | {logged} | {samples} | '
                 f'{"-" if paper is None else f"{paper:.2f}"} |')
   if rows:
@@ -918,7 +947,10 @@ def gate_section(groups: dict) -> list[str]:
             'round) by their number of such windows, leaving empty batches out. "Gate samples" is '
             'the mean over the SUCCESS windows of the workdir\'s `logs/gates_round_<last>.npz` '
             '(g_t of a few batches after the round, before normalisation). The last two are read '
-            'only with `--workdirs`.', '']
+            'from the workdirs with `--workdirs`, else from the `workdir_gate` that '
+            '`experiments/sweep.py` keeps in each summary (summaries written before session 10 '
+            'lack it unless `sweep.py --add_outcomes` found the workdir); "k of n seeds" says how '
+            'many of the cell\'s runs they cover.', '']
   return lines
 
 

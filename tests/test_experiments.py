@@ -149,6 +149,35 @@ def test_sweep_small_summary_keeps_what_the_table_needs():
   assert small['rounds'][1]['gate_success_mean'] == 0.8
   assert small['rounds'][1]['episodes_with_intervention'] == 2
   assert small['seconds'] == 12.0
+  assert 'workdir_gate' not in small
+
+
+def test_sweep_keeps_the_workdir_gate_readings_in_the_summary(tmp_path):
+  import json
+  import numpy as np
+  from experiments import sweep
+  workdir = tmp_path / 'fold_habc_0'
+  (workdir / 'logs').mkdir(parents=True)
+  np.savez(workdir / 'logs' / 'gates_round_001.npz', gate=np.array([0.5, 1.5, 9.0]),
+           kind=np.array([1, 1, 0]))
+  (workdir / 'config.json').write_text(json.dumps({'pipeline': {'sft_steps': 10,
+                                                                'steps_per_round': 5}}))
+  (workdir / 'logs' / 'metrics.jsonl').write_text(
+      json.dumps({'step': 15, 'prefix': 'train', 'gate/success_mean': 0.9, 'count/success': 2}))
+  summary = {'task': 'fold', 'method': 'habc', 'seed': 0, 'preset': 'smoke', 'rounds': [
+      {'round': 0, 'eval': {'episodes': 2, 'successes': 1}},
+      {'round': 1, 'eval': {'episodes': 2, 'successes': 1}}]}
+  small = sweep.small_summary(summary, 1.0, workdir=str(workdir))
+  assert small['workdir_gate'] == {'round': 1, 'logged_sum': 1.8, 'logged_windows': 2,
+                                   'sample_sum': 2.0, 'sample_windows': 2}
+  # An older summary without it gets it from the backfill, once.
+  results = tmp_path / 'results'
+  results.mkdir()
+  del small['workdir_gate']
+  (results / 'fold_habc_0.json').write_text(json.dumps(small))
+  assert sweep.backfill_outcomes(str(results), str(tmp_path)) == ['fold_habc_0.json']
+  assert json.loads((results / 'fold_habc_0.json').read_text())['workdir_gate']['round'] == 1
+  assert sweep.backfill_outcomes(str(results), str(tmp_path)) == []
 
 
 def _eval_file(workdir, r, outcomes):

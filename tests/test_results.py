@@ -192,10 +192,44 @@ def test_gate_from_workdir_samples(some_runs, tmp_path):
       for s, g, n in rows) + '{"step": 12')
   text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'),
                        workdirs=str(tmp_path / 'sweep'))
-  assert '0.400 (2 windows)' in text
+  assert '0.400 (2 windows)' in text  # Seed 0 is a vision cell of its own (below): 1 of 1 seed.
   assert f'{(0.5 * 1 + 0.8 * 3) / 4:.3f} (4 windows)' in text
   # Seed 0's mode now comes from its config: vision and state runs are separate cells.
   assert 'vision (workdir config)' in text
+
+
+def test_gate_readings_kept_in_summaries_stand_in_for_missing_workdirs(some_runs, tmp_path):
+  workdir = tmp_path / 'sweep' / 'fold_habc_0'
+  (workdir / 'logs').mkdir(parents=True)
+  np.savez(workdir / 'logs' / 'gates_round_003.npz', gate=np.array([0.2, 0.6, 1.0, 1.9]),
+           kind=np.array([1, 1, 2, 0]))
+  (workdir / 'config.json').write_text(json.dumps(
+      {'pipeline': {'sft_steps': 100, 'steps_per_round': 10}}))
+  (workdir / 'logs' / 'metrics.jsonl').write_text(''.join(
+      json.dumps({'step': s, 'prefix': 'train', 'gate/success_mean': g, 'count/success': n}) + '\n'
+      for s, g, n in [(120, 0.9, 5), (125, 0.5, 1), (130, 0.8, 3)]))
+  kept = results.workdir_gate(str(workdir), [0, 1, 2, 3])
+  assert kept == {'round': 3, 'logged_sum': pytest.approx(2.9), 'logged_windows': 4,
+                  'sample_sum': pytest.approx(0.8), 'sample_windows': 2}
+  assert results.workdir_gate(str(workdir), [0]) is None  # SFT only: no online round.
+  assert results.workdir_gate(str(tmp_path / 'nowhere'), [0, 1]) is None
+  # One seed's workdir alone: the cell says its readings cover 1 of its 2 seeds.
+  text = results.build(str(some_runs), str(tmp_path / 'R1.md'), workdirs=str(tmp_path / 'sweep'))
+  assert '0.400 (2 windows, 1 of 2 seeds)' in text
+  assert '0.725 (4 windows, 1 of 2 seeds)' in text
+  # The workdir gone, the summary's copy gives the same row; a second seed's copy is pooled in.
+  summaries = {}
+  for seed in (0, 1):
+    path = some_runs / f'fold_habc_{seed}.json'
+    summaries[seed] = json.loads(path.read_text())
+  summaries[0]['workdir_gate'] = kept
+  summaries[1]['workdir_gate'] = {'round': 3, 'logged_sum': 1.1, 'logged_windows': 1,
+                                  'sample_sum': 3.2, 'sample_windows': 2}
+  for seed, summary in summaries.items():
+    (some_runs / f'fold_habc_{seed}.json').write_text(json.dumps(summary))
+  text = results.build(str(some_runs), str(tmp_path / 'R2.md'))
+  assert f'{(0.8 + 3.2) / 4:.3f} (4 windows) | 0.76 |' in text
+  assert f'| {(2.9 + 1.1) / 5:.3f} (5 windows) |' in text
 
 
 def test_benchmarks_and_notes_embedded(some_runs, tmp_path):
