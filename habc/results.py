@@ -1072,7 +1072,8 @@ def main(argv=None) -> int:
                  help='folder of run summaries (and bench/, notes.md)')
   p.add_argument('--out', default='RESULTS.md')
   p.add_argument('--workdirs', default='',
-                 help='root of the sweep workdirs (optional: observation mode and gate samples)')
+                 help='root of the sweep workdirs (optional: observation mode, and gate '
+                 'readings for summaries without workdir_gate)')
   p.add_argument('--min_seeds', type=int, default=3, help='cells with fewer seeds are listed')
   p.add_argument('--run_benchmarks', action='store_true',
                  help='first run every python -m habc.bench benchmark (minutes) into '
