@@ -178,21 +178,28 @@ def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
   assert (a, b, seeds) == (None, None, [])
 
 
-def test_gate_from_workdir_samples(some_runs, tmp_path):
-  workdir = tmp_path / 'sweep' / 'fold_habc_0'
+def _gate_workdir(workdir, config, rows, tail=''):
+  """A fake workdir of fold habc seed 0 after round 3 (sft_steps 100, 10 steps per round): gate
+  samples with two SUCCESS windows (0.2, 0.6) and ``rows`` of (step, gate mean, windows) logged."""
   (workdir / 'logs').mkdir(parents=True)
   np.savez(workdir / 'logs' / 'gates_round_003.npz', gate=np.array([0.2, 0.6, 1.0, 1.9]),
            kind=np.array([1, 1, 2, 0]))
   (workdir / 'config.json').write_text(json.dumps(
-      {'obs': 'vision', 'pipeline': {'sft_steps': 100, 'steps_per_round': 10}}))
-  # Round 3 is steps 121..130; batches without a successful window (count 0, NaN) do not count.
-  rows = [(120, 0.9, 5), (125, 0.5, 1), (126, float('nan'), 0), (130, 0.8, 3), (131, 0.1, 9)]
+      dict(config, pipeline={'sft_steps': 100, 'steps_per_round': 10})))
   (workdir / 'logs' / 'metrics.jsonl').write_text(''.join(
       json.dumps({'step': s, 'prefix': 'train', 'gate/success_mean': g, 'count/success': n}) + '\n'
-      for s, g, n in rows) + '{"step": 12')
+      for s, g, n in rows) + tail)
+
+
+def test_gate_from_workdir_samples(some_runs, tmp_path):
+  # Round 3 is steps 121..130; batches without a successful window (count 0, NaN) do not count.
+  _gate_workdir(tmp_path / 'sweep' / 'fold_habc_0', {'obs': 'vision'},
+                [(120, 0.9, 5), (125, 0.5, 1), (126, float('nan'), 0), (130, 0.8, 3),
+                 (131, 0.1, 9)], tail='{"step": 12')
   text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'),
                        workdirs=str(tmp_path / 'sweep'))
-  assert '0.400 (2 windows)' in text  # Seed 0 is a vision cell of its own (below): 1 of 1 seed.
+  # Seed 0 is a vision cell of its own (below), so its readings cover the whole cell.
+  assert '0.400 (2 windows)' in text
   assert f'{(0.5 * 1 + 0.8 * 3) / 4:.3f} (4 windows)' in text
   # Seed 0's mode now comes from its config: vision and state runs are separate cells.
   assert 'vision (workdir config)' in text
@@ -200,14 +207,7 @@ def test_gate_from_workdir_samples(some_runs, tmp_path):
 
 def test_gate_readings_kept_in_summaries_stand_in_for_missing_workdirs(some_runs, tmp_path):
   workdir = tmp_path / 'sweep' / 'fold_habc_0'
-  (workdir / 'logs').mkdir(parents=True)
-  np.savez(workdir / 'logs' / 'gates_round_003.npz', gate=np.array([0.2, 0.6, 1.0, 1.9]),
-           kind=np.array([1, 1, 2, 0]))
-  (workdir / 'config.json').write_text(json.dumps(
-      {'pipeline': {'sft_steps': 100, 'steps_per_round': 10}}))
-  (workdir / 'logs' / 'metrics.jsonl').write_text(''.join(
-      json.dumps({'step': s, 'prefix': 'train', 'gate/success_mean': g, 'count/success': n}) + '\n'
-      for s, g, n in [(120, 0.9, 5), (125, 0.5, 1), (130, 0.8, 3)]))
+  _gate_workdir(workdir, {}, [(120, 0.9, 5), (125, 0.5, 1), (130, 0.8, 3)])
   kept = results.workdir_gate(str(workdir), [0, 1, 2, 3])
   assert kept == {'round': 3, 'logged_sum': pytest.approx(2.9), 'logged_windows': 4,
                   'sample_sum': pytest.approx(0.8), 'sample_windows': 2}
@@ -218,15 +218,11 @@ def test_gate_readings_kept_in_summaries_stand_in_for_missing_workdirs(some_runs
   assert '0.400 (2 windows, 1 of 2 seeds)' in text
   assert '0.725 (4 windows, 1 of 2 seeds)' in text
   # The workdir gone, the summary's copy gives the same row; a second seed's copy is pooled in.
-  summaries = {}
-  for seed in (0, 1):
+  second = {'round': 3, 'logged_sum': 1.1, 'logged_windows': 1, 'sample_sum': 3.2,
+            'sample_windows': 2}
+  for seed, gate in ((0, kept), (1, second)):
     path = some_runs / f'fold_habc_{seed}.json'
-    summaries[seed] = json.loads(path.read_text())
-  summaries[0]['workdir_gate'] = kept
-  summaries[1]['workdir_gate'] = {'round': 3, 'logged_sum': 1.1, 'logged_windows': 1,
-                                  'sample_sum': 3.2, 'sample_windows': 2}
-  for seed, summary in summaries.items():
-    (some_runs / f'fold_habc_{seed}.json').write_text(json.dumps(summary))
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), workdir_gate=gate)))
   text = results.build(str(some_runs), str(tmp_path / 'R2.md'))
   assert f'{(0.8 + 3.2) / 4:.3f} (4 windows) | 0.76 |' in text
   assert f'| {(2.9 + 1.1) / 5:.3f} (5 windows) |' in text
