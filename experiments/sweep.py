@@ -123,13 +123,44 @@ def add_outcomes(small: dict, workdir: str) -> dict:
   return dict(small, rounds=rounds)
 
 
+def machine_info(cpuinfo: str = '/proc/cpuinfo') -> dict:
+  """The CPU, core count and jax version of this machine.
+
+  Kept in each summary so that two runs of one seed and config that disagree can be checked for
+  a change of machine first: XLA compiles for the CPU's instruction sets (AVX-512 or not), so
+  float results may differ in the last bits between CPUs, and over thousands of updates that can
+  flip evaluation trials (results/notes.md, session 12).
+  """
+  from importlib import metadata
+  import platform
+  cpu, flags_line = None, ''
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name' and cpu is None:
+          cpu = value.strip()
+        elif key.strip() == 'flags' and not flags_line:
+          flags_line = value
+  except OSError:
+    pass
+  cpu = cpu or platform.processor() or platform.machine()
+  try:
+    jax_version = metadata.version('jax')
+  except metadata.PackageNotFoundError:
+    jax_version = None
+  return {'cpu': cpu, 'avx512f': 'avx512f' in flags_line.split(), 'cores': os.cpu_count(),
+          'jax': jax_version}
+
+
 def small_summary(summary: dict, seconds: float | None, config: dict | None = None,
-                  sft_source: str | None = None, workdir: str | None = None) -> dict:
+                  sft_source: str | None = None, workdir: str | None = None,
+                  machine: dict | None = None) -> dict:
   """What a run contributes to the comparison: per-round evaluation and collection figures (with
   the per-trial outcomes and the workdir's gate readings (``habc.results.workdir_gate``) when
   ``workdir`` is given), the observation mode and settings (with
-  ``config``, the run's config.json), wall-clock seconds, peak memory and where its SFT
-  checkpoint came from."""
+  ``config``, the run's config.json), wall-clock seconds, peak memory, where its SFT
+  checkpoint came from and the machine it ran on (``machine_info``)."""
   rounds, peak_mb = [], []
   for r in summary.get('rounds', []):
     ev = r.get('eval', {})
@@ -156,6 +187,8 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
     out['peak_rss_mb'] = max(peak_mb)
   if sft_source:
     out['sft_source'] = sft_source
+  if machine:
+    out['machine'] = machine
   if not workdir:
     return out
   gate = habc_results.workdir_gate(workdir, [row['round'] for row in rounds])
@@ -322,7 +355,7 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
   with open(out, 'w') as f:
     json.dump(small_summary(summary, seconds, config,
                             os.path.relpath(sft_workdir, FLAGS.root) if sft_workdir else None,
-                            workdir), f, indent=1)
+                            workdir, machine_info()), f, indent=1)
   print(f'sweep: wrote {write_table(FLAGS.results, FLAGS.task)}', flush=True)
 
 

@@ -149,7 +149,23 @@ def test_sweep_small_summary_keeps_what_the_table_needs():
   assert small['rounds'][1]['gate_success_mean'] == 0.8
   assert small['rounds'][1]['episodes_with_intervention'] == 2
   assert small['seconds'] == 12.0
-  assert 'workdir_gate' not in small
+  assert 'workdir_gate' not in small and 'machine' not in small
+
+
+def test_sweep_machine_info_reads_the_cpu(tmp_path):
+  from experiments import sweep
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu avx2 avx512f\n'
+                     'processor\t: 1\nmodel name\t: Some CPU 9000\nflags\t\t: fpu avx2 avx512f\n')
+  info = sweep.machine_info(str(cpuinfo))
+  assert info['cpu'] == 'Some CPU 9000' and info['avx512f'] is True
+  assert info['cores'] >= 1 and info['jax']
+  cpuinfo.write_text('model name\t: Other\nflags\t\t: fpu avx2 avx512_bf16\n')
+  assert sweep.machine_info(str(cpuinfo))['avx512f'] is False
+  missing = sweep.machine_info(str(tmp_path / 'none'))
+  assert missing['cpu'] and missing['avx512f'] is False
+  small = sweep.small_summary({'task': 'fold', 'rounds': []}, 1.0, machine=info)
+  assert small['machine'] == info
 
 
 def test_sweep_keeps_the_workdir_gate_readings_in_the_summary(tmp_path):
