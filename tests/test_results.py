@@ -117,6 +117,19 @@ def test_plots_written_and_linked(some_runs, tmp_path):
   assert not (plots / 'success_insert.png').exists()
 
 
+def test_plots_have_one_panel_per_setting(some_runs, tmp_path):
+  """Runs of another setting of fold get a panel of their own instead of sharing one."""
+  import matplotlib.image
+  changed = {'learner.sft_anneal_steps': 1000}
+  _write(some_runs / 'sft_anneal', 'fold', 'habc', 0, [_round(0, 8), _round(1, 12)],
+         settings=changed)
+  results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
+  width = {task: matplotlib.image.imread(some_runs / 'plots' / f'success_{task}.png').shape[1]
+           for task in ('fold', 'pouch')}
+  # Two panels (default, annealed) against one: at 100 dpi, 3.6 inches more.
+  assert width['fold'] - width['pouch'] == pytest.approx(360, abs=2)
+
+
 def test_gate_and_reading_sections(some_runs, tmp_path):
   text = results.build(str(some_runs), str(tmp_path / 'RESULTS.md'))
   gate = text.split('## Mean g_t')[1].split('## Benchmarks')[0]
