@@ -36,6 +36,14 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   # Share of demonstration windows in each batch once rollouts exist (the rest: every round's
   # rollouts, uniformly over windows).
   c.data.demo_fraction = 0.5
+  # How windows are drawn from each dataset: 'pool' (without replacement from a few buffered
+  # episodes: little memory, for images), 'uniform' (every episode in memory, windows uniformly
+  # with replacement over the whole dataset) or 'auto' (uniform with obs='state', else pool).
+  c.data.sampler = 'auto'
+  # With the uniform sampler: target share of each sample kind in a dataset's draws, corrected by
+  # importance weights (habc.data.sampler). All 0: uniform over windows.
+  c.data.kind_fractions = ml_collections.ConfigDict(
+      {'success': 0.0, 'failure': 0.0, 'intervention': 0.0, 'unlabelled': 0.0})
 
   c.rollout = ml_collections.ConfigDict()
   c.rollout.episodes_per_round = 30
@@ -103,6 +111,9 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
     c.credit.next_offset = 4
     c.credit.min_human_steps = 4
     c.method.warmup_steps = 2
+    c.critic.phase_steps = 1
+    c.critic.holdout_fraction = 0.3  # 1 of the 4 episodes a round.
+    c.critic.diagnostic_windows = 256
     c.learner.batch_size = 8
     c.data.num_demos = 4
     c.rollout.episodes_per_round = 4

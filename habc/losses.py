@@ -13,9 +13,13 @@ from habc.labeling import NUM_KINDS, SampleKind
 
 
 def masked_mean(x, mask):
-  """Mean of x [B] over mask [B] (0 when the mask is empty)."""
+  """Mean of x [B] over mask [B] (0 when the mask is empty).
+
+  A float mask is a weight per sample: the weighted mean sum(w x) / sum(w).
+  """
   mask = mask.astype(x.dtype)
-  return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+  total = mask.sum()
+  return (x * mask).sum() / jnp.where(total > 0, total, 1.0)
 
 
 # ----------------------------------------------------------------------------- critic losses

@@ -491,13 +491,60 @@ class Pipeline:
     if self.done(key):
       return
     c = self.config
-    datasets = [(self.paths.demo_data, c.data.demo_fraction)]
-    rounds = [self.paths.round_data(i) for i in range(1, r + 1)]
-    for p in rounds:
-      datasets.append((p, (1.0 - c.data.demo_fraction) / len(rounds)))
-    target = c.pipeline.sft_steps + r * c.pipeline.steps_per_round
-    self._train_to(target, stage=f'round_{r:03d}', round_index=r, datasets=datasets)
+    if r > 1 and self.backend.step == self.round_end_step(r - 1):
+      # Round r-1's critic, before any update of round r, on round r's fresh rollouts.
+      self._critic_diagnostics(r - 1, 'next_round', [(self.paths.round_data(r), 1.0, 'all')])
+    self._train_to(c.pipeline.sft_steps + r * c.pipeline.steps_per_round, stage=f'round_{r:03d}',
+                   round_index=r, datasets=self.training_datasets(r))
     self.mark(key)
+
+  def training_datasets(self, r: int) -> list[tuple[str, float, str]]:
+    """(path, ratio, split) of round r's training mix: the demonstrations, every earlier round's
+    rollouts, and round r's own without its held-out split (``critic.holdout_fraction``). A
+    round's held-out episodes are trained on from the next round on, once they have measured the
+    critic that never saw them."""
+    c = self.config
+    datasets = [(self.paths.demo_data, c.data.demo_fraction, 'all')]
+    share = (1.0 - c.data.demo_fraction) / r
+    for i in range(1, r + 1):
+      split = 'train' if i == r and _holdout_fraction(c) > 0 else 'all'
+      datasets.append((self.paths.round_data(i), share, split))
+    return datasets
+
+  def _critic_diagnostics(self, r: int, split: str, eval_datasets) -> None:
+    """Round r's critic on data it never trained on -> logs/critic_round_XXX.json (+ .npz of the
+    per-window values, TensorBoard ``critic_eval/``). Skipped for methods without a critic, with
+    ``critic.diagnostics`` off, or when a split is already written (a resumed run)."""
+    from habc import critic_diagnostics as cd
+    c = self.config
+    if not c.get('critic', {}).get('diagnostics', True):
+      return
+    existing = cd.load_file(cd.path_for(self.paths.logs, r)) or {}
+    if split in existing:
+      return
+    try:
+      outputs = self.backend.critic_outputs(
+          eval_datasets, seed=rollout.seed_for(c.seed, f'critic-{split}', r, 0),
+          max_windows=int(c.critic.get('diagnostic_windows', 4096)))
+    except ValueError as e:  # An empty held-out split: say so, train on.
+      self.log(f'critic diagnostics, round {r} {split}: skipped ({e})')
+      return
+    if outputs is None:
+      return
+    diag = cd.summarize(outputs)
+    batches = self.backend.actor_batch_weights(
+        self.training_datasets(r), seed=rollout.seed_for(c.seed, 'critic-batches', r, 0))
+    if batches is not None:
+      diag['actor_batches'] = cd.batch_weight_stats(*batches)
+    os.makedirs(self.paths.logs, exist_ok=True)
+    cd.update_file(self.paths.logs, r, split, diag)
+    _savez_atomic(os.path.join(self.paths.logs, f'critic_round_{r:03d}_{split}.npz'), outputs)
+    self.metrics.scalars(self.round_end_step(r), cd.scalars(diag, split), prefix='critic_eval')
+    h = cd.headline(diag)
+    self.log(f'critic of round {r} on {split} ({diag["windows"]} windows): AUC {h["auc"]:.3f} '
+             f'Brier {h["brier"]:.3f} | V_e R^2 {h["r2"]:.3f} MAE {h["mae"]:.2f} | saturated g '
+             f'{100 * h["saturated"]:.0f}% | non-zero weights {100 * h["nonzero_fraction"]:.0f}% '
+             'of an actor batch')
 
   def _train_to(self, target: int, *, stage: str, round_index: int, datasets) -> None:
     c = self.config
@@ -507,8 +554,15 @@ class Pipeline:
     if step >= target:
       if round_index and not _npz_readable(self.paths.gates(round_index)):
         self._save_gates(round_index, datasets, step)  # A stop before (or while) they were saved.
+      if round_index and _holdout_fraction(c) > 0 and step == target:
+        self._critic_diagnostics(round_index, 'holdout',
+                                 [(self.paths.round_data(round_index), 1.0, 'holdout')])
       return
     ir = intervention_reweighting_at(c, round_index)
+    # The critic phase: a round's first critic.phase_steps updates train the critic alone (the
+    # actor's parameters and optimiser state are left exactly as they were).
+    round_start = self.round_end_step(round_index - 1) if round_index else 0
+    phase_steps = int(c.get('critic', {}).get('phase_steps', 0)) if round_index else 0
     batches = self.backend.batches(datasets, seed=rollout.seed_for(c.seed, stage, round_index,
                                                                     step))
     bar = self._bar(target, f'train {stage}', initial=step)
@@ -520,8 +574,9 @@ class Pipeline:
         # Online rounds hold g_t at 1 for their first method.warmup_steps updates after SFT (the
         # learner's own count starts at its first update, so it would end during SFT).
         warmup = (step - c.pipeline.sft_steps) < c.method.warmup_steps if round_index else None
+        critic_only = (step - round_start) < phase_steps if phase_steps else None
         metrics = self.backend.update(next(batches), intervention_reweighting=ir,
-                                      gate_warmup=warmup)
+                                      gate_warmup=warmup, critic_only=critic_only)
         step = self.backend.step
         bar.update(1)
         for k, v in metrics.items():
@@ -543,6 +598,9 @@ class Pipeline:
     _write_json(os.path.join(self.paths.logs, f'train_{stage}.json'), means)
     if round_index:
       self._save_gates(round_index, datasets, step)
+      if _holdout_fraction(c) > 0:
+        self._critic_diagnostics(round_index, 'holdout',
+                                 [(self.paths.round_data(round_index), 1.0, 'holdout')])
 
   def _save_gates(self, round_index: int, datasets, step: int) -> None:
     """Samples g_t at the end of a round's training into logs/gates_round_XXX.npz (atomically)."""
@@ -815,6 +873,7 @@ class Backend:
     self.stats = None
     self._policy_fn = None
     self._gate_fn = None
+    self._diag_fn = None
     self._checkpointer = None
     self._loaded_step = None
     self.policy_seconds: list[float] = []  # Wall time of each batched policy call.
@@ -877,19 +936,27 @@ class Backend:
       self.stats = stats_lib.load_stats(self.paths.demo_data)
     return self.stats
 
-  def batches(self, datasets, seed: int, batch_size: int | None = None):
-    """Training batches from ``datasets`` [(path, ratio)]; ``batch_size`` default: the learner's
-    (a multi-process learner draws its per-process share)."""
+  def batches(self, datasets, seed: int, batch_size: int | None = None,
+              num_epochs: int | None = None):
+    """Training batches from ``datasets`` [(path, ratio)] or [(path, ratio, split)] (split: 'all',
+    'train' or 'holdout', see ``Pipeline.training_datasets``); ``batch_size`` default: the
+    learner's (a multi-process learner draws its per-process share). With ``num_epochs`` the
+    stream ends after that many passes, drawn from the episode pool (every window once a pass)."""
     from habc.data import reader
     c = self.config
-    paths = [p for p, _ in datasets]
-    ratios = [r for _, r in datasets]
+    datasets = [tuple(d) + ('all',) * (3 - len(d)) for d in datasets]
+    sampler, fractions = _sampler(c)
+    if num_epochs is not None:
+      sampler, fractions = 'pool', None  # One pass over the data: every window once.
     return reader.make_batches(
-        paths, ratios=ratios, horizon=c.model.action_horizon, next_offset=c.credit.next_offset,
+        [p for p, _, _ in datasets], ratios=[r for _, r, _ in datasets],
+        splits=[s for _, _, s in datasets], holdout_fraction=_holdout_fraction(c),
+        horizon=c.model.action_horizon, next_offset=c.credit.next_offset,
         min_human_steps=c.credit.min_human_steps, naive=c.credit.naive,
         batch_size=int(batch_size or c.learner.batch_size), cameras=tuple(c.cameras), obs=c.obs,
         max_instruction_len=c.model.max_instruction_len, stats=self._load_stats(),
-        seed=int(seed) % (2**31 - 1))
+        seed=int(seed) % (2**31 - 1), sampler=sampler, kind_fractions=fractions,
+        num_epochs=num_epochs)
 
   # learner ........................................................................................
   def _build(self) -> None:
@@ -933,10 +1000,12 @@ class Backend:
   def step(self) -> int:
     return self.learner.step if self.learner is not None else 0
 
-  def update(self, batch, intervention_reweighting: bool, gate_warmup: bool | None = None) -> dict:
-    """One learner update; ``gate_warmup`` None: the learner's own count (see Learner.update)."""
+  def update(self, batch, intervention_reweighting: bool, gate_warmup: bool | None = None,
+             critic_only: bool | None = None) -> dict:
+    """One learner update; ``gate_warmup`` None: the learner's own count (see Learner.update);
+    ``critic_only``: the critic alone (the critic phase)."""
     return self.learner.update(batch, intervention_reweighting=intervention_reweighting,
-                               gate_warmup=gate_warmup)
+                               gate_warmup=gate_warmup, critic_only=critic_only)
 
   def save(self, ckpt, meta: dict) -> None:
     import jax
@@ -1006,10 +1075,90 @@ class Backend:
         stream.close()
     return {'gate': np.concatenate(gates), 'kind': np.concatenate(kinds)}
 
+  def _diagnostic_fn(self):
+    import jax
+    from habc.learning import learner as learner_lib
+    if self._diag_fn is None:
+      self._diag_fn = jax.jit(learner_lib.make_diagnostic_fn(self.config, self.model))
+    return self._diag_fn
+
+  def critic_outputs(self, datasets, seed: int, max_windows: int = 4096):
+    """Per-window critic outputs (``learner.make_diagnostic_fn``) over every window of
+    ``datasets`` [(path, ratio, split)], one pass, at most ``max_windows``: numpy arrays [N] of
+    the valid windows. None for a method without a critic."""
+    from habc.learning import objectives
+    if not objectives.uses_critic(self.config.method):
+      return None
+    self._build()
+    fn = self._diagnostic_fn()
+    stream = self.batches(datasets, seed, num_epochs=1)
+    parts: list[dict] = []
+    seen = 0
+    try:
+      for batch in stream:
+        out = {k: np.asarray(v) for k, v in fn(self.learner.params, batch).items()}
+        valid = out.pop('valid').astype(bool)
+        out.pop('weights')
+        parts.append({k: v[valid] for k, v in out.items()})
+        seen += int(valid.sum())
+        if seen >= max_windows:
+          break
+    finally:
+      if hasattr(stream, 'close'):
+        stream.close()
+    if not parts:
+      return None
+    return {k: np.concatenate([p[k] for p in parts])[:max_windows] for k in parts[0]}
+
+  def actor_batch_weights(self, datasets, seed: int, num_batches: int = 8):
+    """The normalised actor weights of ``num_batches`` training batches as the training sampler
+    draws them from ``datasets``: (weights [M, B], valid [M, B]); None without a critic."""
+    from habc.learning import objectives
+    if not objectives.uses_critic(self.config.method):
+      return None
+    self._build()
+    fn = self._diagnostic_fn()
+    stream = self.batches(datasets, seed)
+    weights, valid = [], []
+    try:
+      for _ in range(num_batches):
+        out = fn(self.learner.params, next(stream))
+        weights.append(np.asarray(out['weights']))
+        valid.append(np.asarray(out['valid'], bool))
+    finally:
+      if hasattr(stream, 'close'):
+        stream.close()
+    return np.stack(weights), np.stack(valid)
+
   def close(self) -> None:
     if self._checkpointer is not None:
       self._checkpointer.close()
       self._checkpointer = None
+
+
+def _holdout_fraction(config) -> float:
+  """critic.holdout_fraction (0 when the config has no critic section)."""
+  return float(config.get('critic', {}).get('holdout_fraction', 0.0) or 0.0)
+
+
+def _sampler(config) -> tuple[str, dict | None]:
+  """(sampler, kind fractions) of the training batches from config.data: 'auto' is 'uniform'
+  over the whole dataset with state observations (it fits in memory) and the episode 'pool' with
+  images. Kind fractions only apply to the uniform sampler."""
+  data = config.get('data', {})
+  sampler = data.get('sampler', 'pool')
+  if sampler == 'auto':
+    sampler = 'uniform' if config.obs == 'state' else 'pool'
+  fractions = data.get('kind_fractions', None)
+  fractions = dict(fractions) if fractions else None
+  if fractions and not any(float(v) for v in fractions.values()):
+    fractions = None
+  if fractions and sampler != 'uniform':
+    raise ValueError(f'config.data.kind_fractions={fractions} stratifies the uniform sampler, but '
+                     f'data.sampler={data.get("sampler")!r} draws from the episode pool (images); '
+                     "set data.sampler='uniform' (memory: every episode in RAM) or the fractions "
+                     'to 0.')
+  return sampler, fractions
 
 
 def _stats_tree(stats) -> dict:

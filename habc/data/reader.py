@@ -33,6 +33,7 @@ from tensorflow_datasets.core import example_parser
 
 from habc import labeling
 from habc.data import images as images_lib
+from habc.data import sampler as sampler_lib
 from habc.data import schema
 from habc.data import stats as stats_lib
 from habc.data import text
@@ -307,7 +308,8 @@ def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], b
       'kind': np.full((batch_size,), int(labeling.SampleKind.UNLABELLED), np.int32),
       'outcome': empty((), np.float32), 'viability_mask': empty((), bool),
       'efficiency_mask': empty((), bool), 'next_is_terminal': empty((), bool),
-      'steps_to_end': empty((), np.float32), 'episode_success': empty((), bool)}
+      'steps_to_end': empty((), np.float32), 'episode_success': empty((), bool),
+      'sample_weight': empty((), np.float32)}
   if obs == 'vision':  # Not zero-filled (large); padding rows are zeroed below.
     out['images'] = np.empty((batch_size,) + first['images'].shape[1:], np.uint8)
     out['next_images'] = np.empty_like(out['images'])
@@ -327,6 +329,8 @@ def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], b
     for key in ('kind', 'outcome', 'viability_mask', 'efficiency_mask', 'next_is_terminal',
                 'steps_to_end', 'episode_success'):
       out[key][rows] = pack[key][idx]
+    # Importance weights of a stratified sampler (habc.data.sampler); 1 otherwise.
+    out['sample_weight'][rows] = pack['sample_weight'][idx] if 'sample_weight' in pack else 1.0
     row += len(idx)
   if obs == 'vision':
     out['images'][row:] = 0
@@ -339,7 +343,8 @@ def gather_batch(parts: Sequence[tuple[Mapping[str, np.ndarray], np.ndarray]], b
           'action_mask': out['action_mask'], 'kind': out['kind'], 'outcome': out['outcome'],
           'viability_mask': out['viability_mask'], 'efficiency_mask': out['efficiency_mask'],
           'next_is_terminal': out['next_is_terminal'], 'steps_to_end': out['steps_to_end'],
-          'episode_success': out['episode_success'], 'valid': np.arange(batch_size) < row}
+          'episode_success': out['episode_success'], 'sample_weight': out['sample_weight'],
+          'valid': np.arange(batch_size) < row}
 
 
 class WindowPool:
@@ -387,12 +392,21 @@ class WindowPool:
 
 
 def episode_stream(path: str, pack_fn: EpisodePack, *, cameras, seed: int, num_epochs,
-                   num_workers: int, read_threads: int = 2) -> Iterator[dict]:
-  """Shuffled episode packs of one dataset (grain; worker processes when num_workers > 0)."""
+                   num_workers: int, read_threads: int = 2, split: str | None = None,
+                   holdout_fraction: float = 0.0) -> Iterator[dict]:
+  """Shuffled episode packs of one dataset (grain; worker processes when num_workers > 0);
+  ``split`` 'train' / 'holdout' reads one side of ``sampler.holdout_mask`` only."""
   import grain
   source = EpisodeSource(path, cameras=cameras, decode=False)  # EpisodePack decodes in place.
   if not len(source):
     raise ValueError(f'{path} holds no episodes; nothing to read.')
+  if split not in (None, 'all'):
+    indices = sampler_lib.split_indices(len(source), split, holdout_fraction)
+    if not len(indices):
+      raise ValueError(f'{path}: the {split!r} split of its {len(source)} episodes (holdout '
+                       f'fraction {holdout_fraction}) is empty; collect more episodes or change '
+                       'critic.holdout_fraction.')
+    source = sampler_lib.EpisodeSubset(source, indices)
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs).map(pack_fn)
   # Small buffers: a pack holds a whole episode's images; grain's defaults (500) would hold GBs.
   # Threads decode episodes concurrently (JPEG decoding releases the GIL).
@@ -410,11 +424,17 @@ def episode_stream(path: str, pack_fn: EpisodePack, *, cameras, seed: int, num_e
 class BatchStream:
   """An iterator of training batches mixed from several datasets (see ``make_batches``)."""
 
-  def __init__(self, streams, ratios, *, batch_size, obs, pool_episodes, seed):
+  def __init__(self, streams, ratios, *, batch_size, obs, pool_episodes, seed,
+               sampler: str = 'pool', kind_fractions=None):
     self._rng = np.random.default_rng(seed)
     self._streams = streams
-    self._pools = [WindowPool(s, pool_episodes, np.random.default_rng([seed, i]))
-                   for i, s in enumerate(streams)]
+    if sampler == 'uniform':
+      self._pools = [sampler_lib.WholeDatasetPool(s, np.random.default_rng([seed, i]),
+                                                  kind_fractions)
+                     for i, s in enumerate(streams)]
+    else:
+      self._pools = [WindowPool(s, pool_episodes, np.random.default_rng([seed, i]))
+                     for i, s in enumerate(streams)]
     self._ratios = np.asarray(ratios, np.float64)
     self.batch_size, self.obs = batch_size, obs
 
@@ -500,7 +520,9 @@ def make_batches(datasets: Sequence[str] | str, *, horizon: int, ratios: Sequenc
                  stats: stats_lib.NormStats | None = None, seed: int = 0,
                  num_epochs: int | None = None, num_workers: int = 0,
                  pool_episodes: int = 8, prefetch: int = 2,
-                 read_threads: int = 2) -> BatchStream | ThreadPrefetch:
+                 read_threads: int = 2, sampler: str = 'pool',
+                 kind_fractions=None, splits: Sequence[str | None] | None = None,
+                 holdout_fraction: float = 0.0) -> BatchStream | ThreadPrefetch:
   """Training batches from one or several RLDS datasets.
 
   Args:
@@ -523,6 +545,15 @@ def make_batches(datasets: Sequence[str] | str, *, horizon: int, ratios: Sequenc
       more memory).
     prefetch: batches assembled ahead in a background thread (0: none, assembled on ``next``).
     read_threads: threads decoding episodes (per process).
+    sampler: 'pool' (windows without replacement from ``pool_episodes`` buffered episodes per
+      dataset) or 'uniform' (every episode of each dataset in memory, windows drawn with
+      replacement over the whole dataset; endless, so ``num_epochs`` must be None). See
+      ``habc.data.sampler``.
+    kind_fractions: with sampler='uniform', target fractions of the sample kinds in each
+      dataset's draws ({'success': 0.4, ...}); the batch then carries importance weights
+      'sample_weight'. None: uniform over windows.
+    splits: per dataset, which of its episodes to read: None or 'all' (every one), 'train' (those
+      not held out) or 'holdout' (``habc.data.sampler.holdout_mask`` with ``holdout_fraction``).
 
   Returns:
     An iterator (call ``close()`` when done): ``next(it)`` is a dict of numpy arrays
@@ -538,14 +569,30 @@ def make_batches(datasets: Sequence[str] | str, *, horizon: int, ratios: Sequenc
   if stats is None:
     stats = stats_lib.load_or_compute_stats(datasets[0])
   cameras = tuple(cameras) if obs == 'vision' else ()
+  if sampler not in sampler_lib.SAMPLERS:
+    raise ValueError(f'sampler must be one of {sampler_lib.SAMPLERS}, got {sampler!r}.')
+  fractions = sampler_lib.kind_fraction_vector(kind_fractions)
+  if sampler == 'uniform':
+    if num_epochs is not None:
+      raise ValueError("sampler='uniform' draws with replacement and never ends; pass "
+                       "num_epochs=None (or sampler='pool' for passes over the data).")
+    num_epochs = 1  # Each dataset is read once into memory.
+  elif fractions is not None:
+    raise ValueError("kind_fractions needs sampler='uniform' (data.sampler): the episode pool "
+                     'cannot stratify its few buffered episodes.')
   pack_fn = EpisodePack(horizon=horizon, next_offset=next_offset, min_human_steps=min_human_steps,
                         naive=naive, cameras=cameras, obs=obs, stats=stats,
                         max_instruction_len=max_instruction_len)
+  splits = [None] * len(datasets) if splits is None else list(splits)
+  if len(splits) != len(datasets):
+    raise ValueError(f'splits {splits} must name one split per dataset ({len(datasets)}).')
   streams = [episode_stream(path, pack_fn, cameras=cameras, seed=seed + 1000 * i,
                             num_epochs=num_epochs, num_workers=num_workers,
-                            read_threads=read_threads)
-             for i, (path, r) in enumerate(zip(datasets, ratios)) if r > 0]
+                            read_threads=read_threads, split=split,
+                            holdout_fraction=holdout_fraction)
+             for i, (path, r, split) in enumerate(zip(datasets, ratios, splits)) if r > 0]
   ratios = [r for r in ratios if r > 0]
   stream = BatchStream(streams, ratios, batch_size=batch_size, obs=obs,
-                       pool_episodes=pool_episodes, seed=seed)
+                       pool_episodes=pool_episodes, seed=seed, sampler=sampler,
+                       kind_fractions=fractions)
   return ThreadPrefetch(stream, prefetch) if prefetch > 0 else stream

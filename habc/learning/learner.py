@@ -86,14 +86,22 @@ def actor_learning_rate(config) -> float | optax.Schedule:
 
 
 def make_optimizer(config, params) -> optax.GradientTransformation:
-  """AdamW per group, partitioned by subtree; frozen subtrees get no updates and no state."""
+  """AdamW per group, partitioned by subtree; frozen subtrees get no updates and no state.
+
+  The critic's weight decay is ``learner.critic_weight_decay`` (absent or negative: the actor's
+  ``learner.weight_decay``): a stronger pull to zero keeps a small critic from memorising a few
+  dozen episodes.
+  """
   lc = config.learner
 
-  def group(lr):
+  def group(lr, weight_decay=lc.weight_decay):
     return optax.chain(optax.clip_by_global_norm(lc.grad_clip),
-                       optax.adamw(lr, weight_decay=lc.weight_decay))
+                       optax.adamw(lr, weight_decay=weight_decay))
 
-  transforms = {'actor': group(actor_learning_rate(config)), 'critic': group(lc.critic_lr),
+  critic_decay = lc.get('critic_weight_decay', None)
+  critic_decay = lc.weight_decay if critic_decay is None or critic_decay < 0 else critic_decay
+  transforms = {'actor': group(actor_learning_rate(config)),
+                'critic': group(lc.critic_lr, critic_decay),
                 'frozen': optax.set_to_zero()}
   return optax.multi_transform(transforms, param_labels(params, tuple(config.model.frozen)))
 
@@ -158,9 +166,13 @@ def make_loss_fn(config, model):
     warmup = batch.get('gate_warmup', step < method.warmup_steps)
     weights, online_weight = objectives.actor_weights(
         method, batch['kind'], valid, online_weight, warmup,
-        batch.get('intervention_reweighting', jnp.asarray(method.intervention_reweighting)))
+        batch.get('intervention_reweighting', jnp.asarray(method.intervention_reweighting)),
+        batch.get('sample_weight'))
     actor_loss = losses.weighted_actor_loss(errors, weights, valid)
-    total = actor_loss + config.learner.critic_loss_weight * critic_loss
+    # A critic-only update (the critic phase of a round) trains the critic alone: the actor's loss
+    # drops out, and make_update_step keeps the actor's parameters and optimiser state as they were.
+    actor_scale = 1.0 - critic_only_flag(batch).astype(actor_loss.dtype)
+    total = actor_scale * actor_loss + config.learner.critic_loss_weight * critic_loss
     metrics.update(_weight_metrics(weights, online_weight, batch['kind'], valid))
     metrics['actor/loss'] = actor_loss
     metrics['actor/unweighted_error'] = losses.masked_mean(errors, valid)
@@ -168,6 +180,61 @@ def make_loss_fn(config, model):
     return total, metrics
 
   return loss_fn
+
+
+def critic_only_flag(batch):
+  """The batch's critic-only flag as a bool scalar (``batch['critic_only']``, per-row bool [B],
+  all rows equal); False when absent."""
+  flag = batch.get('critic_only')
+  return jnp.zeros((), bool) if flag is None else jnp.any(flag)
+
+
+def keep_actor(critic_only, old: TrainState, params, opt_state):
+  """Where ``critic_only`` (bool scalar), every subtree but 'critic' keeps its old parameters and
+  optimiser state exactly (jnp.where selects, so they are bit-identical); otherwise the new ones.
+
+  params: the new {'params': {subtree: ...}}; opt_state: the new optax.multi_transform state.
+  """
+  def pick(old_tree, new_tree):
+    return jax.tree.map(lambda o, n: jnp.where(critic_only, o, n), old_tree, new_tree)
+
+  kept = {name: (sub if name == 'critic' else pick(old.params['params'][name], sub))
+          for name, sub in params['params'].items()}
+  inner = {label: (st if label == 'critic' else pick(old.opt_state.inner_states[label], st))
+           for label, st in opt_state.inner_states.items()}
+  return {'params': kept}, opt_state._replace(inner_states=inner)
+
+
+def make_diagnostic_fn(config, model):
+  """``fn(params, batch) -> dict of [B] arrays``: what the critic diagnostics need per window
+  (habc.critic_diagnostics.summarize): the signal of the method (for HABC p_v, V_e, A_v, A_e, the
+  merged advantage and g_t; for a baseline its online weight as 'gate' and its advantage), the
+  normalised actor weights after warm-up, and the batch's labels. None without a critic."""
+  method = config.method
+  if not objectives.uses_critic(method):
+    return None
+
+  def diagnostics(params, batch):
+    phi = model.apply(params, batch['obs'], method=model.encode)
+    heads, heads_next = critic_pass(model, config.model.critic_encoder, params, batch['obs'],
+                                    batch['next_obs'], phi)
+    _, online_weight, _ = objectives.critic_loss_and_online_weight(
+        method, heads, heads_next, batch, config.learner.huber_delta)
+    out = {'gate': online_weight}
+    if method.weighting in ('habc', 'habc_v'):
+      signal = objectives.habc_signal(method, heads, heads_next, batch['next_is_terminal'])
+      out.update(p_v=signal['p_v'], efficiency=heads['efficiency'], a_v=signal['a_v'],
+                 a_e=signal['a_e'], advantage=signal['advantage'])
+    weights, _ = objectives.actor_weights(
+        method, batch['kind'], batch['valid'], online_weight, jnp.zeros((), bool),
+        jnp.asarray(method.intervention_reweighting), batch.get('sample_weight'))
+    out['weights'] = weights
+    for key in ('kind', 'outcome', 'viability_mask', 'efficiency_mask', 'steps_to_end',
+                'episode_success', 'valid'):
+      out[key] = batch[key]
+    return out
+
+  return diagnostics
 
 
 def make_online_weight_fn(config, model):
@@ -198,7 +265,10 @@ def make_update_step(config, model):
     grads, metrics = grad_fn(state.params, batch, rng, state.step)
     updates, opt_state = tx.update(grads['params'], state.opt_state, state.params['params'])
     params = {'params': optax.apply_updates(state.params['params'], updates)}
+    critic_only = critic_only_flag(batch)
+    params, opt_state = keep_actor(critic_only, state, params, opt_state)
     metrics['learner/grad_norm'] = optax.tree.norm(grads['params'])
+    metrics['learner/critic_only'] = critic_only.astype(jnp.float32)
     new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1,
                            rng=state.rng)
     return new_state, metrics
@@ -212,7 +282,9 @@ def _weight_metrics(weights, online_weight, kind, valid):
   n = jnp.maximum(valid.sum(), 1)
   w = jnp.where(valid, weights, 0.0)
   metrics['weights/zero_fraction'] = (valid & (weights == 0.0)).sum() / n
-  metrics['weights/ess_fraction'] = w.sum() ** 2 / jnp.maximum((w**2).sum(), 1e-12) / n
+  metrics['weights/nonzero_count'] = (valid & (weights != 0.0)).sum()
+  metrics['weights/ess'] = w.sum() ** 2 / jnp.maximum((w**2).sum(), 1e-12)
+  metrics['weights/ess_fraction'] = metrics['weights/ess'] / n
   metrics['weights/mean'] = w.sum() / n
   return metrics
 
@@ -257,7 +329,7 @@ class Learner:
         lambda x: jax.make_array_from_process_local_data(self._sharded, np.asarray(x)), batch)
 
   def update(self, batch, intervention_reweighting: bool | None = None,
-             gate_warmup: bool | None = None) -> dict:
+             gate_warmup: bool | None = None, critic_only: bool | None = None) -> dict:
     """One update on a host batch; returns metrics as Python floats.
 
     Args:
@@ -266,6 +338,8 @@ class Learner:
       gate_warmup: whether g_t is still held at 1. By default, the first
         ``config.method.warmup_steps`` learner updates; a pipeline whose online phase starts
         after SFT passes its own count.
+      critic_only: train the critic alone in this update; the actor's parameters and optimiser
+        state stay bit-identical (the critic phase of a round).
     """
     batch = dict(batch)
     rows = (len(batch['valid']),)
@@ -273,6 +347,8 @@ class Learner:
       batch['intervention_reweighting'] = np.full(rows, bool(intervention_reweighting))
     if gate_warmup is not None:
       batch['gate_warmup'] = np.full(rows, bool(gate_warmup))
+    if critic_only is not None:
+      batch['critic_only'] = np.full(rows, bool(critic_only))
     rng, step_rng = jax.random.split(self.state.rng)
     self.state = self.state._replace(rng=rng)
     self.state, metrics = self._update(self.state, self.put_batch(batch), step_rng)

@@ -40,31 +40,30 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
   """
   valid = batch['valid']
   term = batch['next_is_terminal']
+  # Importance weights of a stratified sampler (habc.data.sampler): they keep each loss an
+  # unbiased estimate of its mean over the dataset's windows. 1 without one.
+  sample_weight = batch.get('sample_weight', jnp.ones(valid.shape, jnp.float32))
   if method.weighting in ('habc', 'habc_v'):
     v_mask = valid & batch['viability_mask']
     e_mask = valid & batch['efficiency_mask']
-    loss_v = losses.viability_loss(heads['viability_logit'], batch['outcome'], v_mask)
+    loss_v = losses.viability_loss(heads['viability_logit'], batch['outcome'],
+                                   v_mask * sample_weight)
     target_e = losses.efficiency_targets(heads_next['efficiency'], term)
-    loss_e = losses.efficiency_loss(heads['efficiency'], target_e, e_mask, huber_delta)
-    a_v, a_e = losses.advantages(heads['viability_logit'], heads_next['viability_logit'],
-                                 heads['efficiency'], heads_next['efficiency'], term)
-    p_v = jax.nn.sigmoid(jax.lax.stop_gradient(heads['viability_logit']))
-    if method.weighting == 'habc_v':
-      g = losses.gate(jnp.zeros_like(p_v), a_v, jnp.zeros_like(a_e))
-      critic_loss = loss_v
-    else:
-      g = losses.gate(p_v, a_v, a_e)
-      critic_loss = loss_v + loss_e
+    loss_e = losses.efficiency_loss(heads['efficiency'], target_e, e_mask * sample_weight,
+                                    huber_delta)
+    signal = habc_signal(method, heads, heads_next, term)
+    critic_loss = loss_v if method.weighting == 'habc_v' else loss_v + loss_e
+    p_v = signal['p_v']
     metrics = {
         'critic/viability_loss': loss_v, 'critic/efficiency_loss': loss_e,
         'critic/p_v_mean': losses.masked_mean(p_v, valid),
         'critic/viability_accuracy': losses.masked_mean(
             ((p_v > 0.5) == (batch['outcome'] > 0.5)).astype(jnp.float32), v_mask),
         'critic/efficiency_mean': losses.masked_mean(heads['efficiency'], e_mask),
-        'advantage/viability_mean': losses.masked_mean(a_v, valid),
-        'advantage/efficiency_mean': losses.masked_mean(a_e, valid),
+        'advantage/viability_mean': losses.masked_mean(signal['a_v'], valid),
+        'advantage/efficiency_mean': losses.masked_mean(signal['a_e'], valid),
     }
-    return critic_loss, g, metrics
+    return critic_loss, signal['gate'], metrics
 
   online = valid & (batch['kind'] != SampleKind.SFT)
   if method.weighting == 'recap':
@@ -76,13 +75,13 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
                                   failure_cost=method.recap_failure_cost, mc_mix=method.recap_mc_mix)
     probs = losses.two_hot(target, v_min, v_max, heads['value_logits'].shape[-1])
     xent = -(probs * jax.nn.log_softmax(heads['value_logits'], axis=-1)).sum(axis=-1)
-    critic_loss = losses.masked_mean(xent, online)
+    critic_loss = losses.masked_mean(xent, online * sample_weight)
     advantage = jax.lax.stop_gradient(target - value)
     weight = (advantage >= method.recap_eps).astype(jnp.float32)
   elif method.weighting == 'awr':
     gamma = method.awr_gamma
     mc = jnp.where(batch['episode_success'], gamma ** batch['steps_to_end'], 0.0)
-    critic_loss = losses.masked_mean((heads['value'] - mc) ** 2, online)
+    critic_loss = losses.masked_mean((heads['value'] - mc) ** 2, online * sample_weight)
     next_value = jnp.where(term, 1.0,
                            jnp.where(batch['steps_to_end'] <= 1.0, 0.0, heads_next['value']))
     advantage = jax.lax.stop_gradient(gamma * next_value - heads['value'])
@@ -95,7 +94,24 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
   return critic_loss, weight, metrics
 
 
-def actor_weights(method: Any, kind, valid, online_weight, warmup, intervention_reweighting):
+def habc_signal(method: Any, heads, heads_next, next_is_terminal) -> dict:
+  """HABC's per-window signal from detached head outputs: p_v, the one-step advantages A_v and
+  A_e, the merged advantage inside the gate's tanh, and the gate g_t (all [B]).
+
+  habc_v uses the viability advantage alone: g = 1 + tanh(A_v).
+  """
+  a_v, a_e = losses.advantages(heads['viability_logit'], heads_next['viability_logit'],
+                               heads['efficiency'], heads_next['efficiency'], next_is_terminal)
+  p_v = jax.nn.sigmoid(jax.lax.stop_gradient(heads['viability_logit']))
+  mix = jnp.zeros_like(p_v) if method.weighting == 'habc_v' else p_v
+  a_e_used = jnp.zeros_like(a_e) if method.weighting == 'habc_v' else a_e
+  return {'p_v': p_v, 'a_v': a_v, 'a_e': a_e,
+          'advantage': (1.0 - mix) * a_v + mix * a_e_used,
+          'gate': losses.gate(mix, a_v, a_e_used)}
+
+
+def actor_weights(method: Any, kind, valid, online_weight, warmup, intervention_reweighting,
+                  sample_weight=None):
   """Normalised per-sample actor weights [B] (constants), and the online weight after warm-up.
 
   Args:
@@ -104,6 +120,8 @@ def actor_weights(method: Any, kind, valid, online_weight, warmup, intervention_
     online_weight: [B] the method's weight of autonomous windows (g_t for HABC), or None (bc).
     warmup: bool scalar or [B]: still in the warm-up, where g = 1.
     intervention_reweighting: bool scalar or [B]: intervention windows get g_t instead of 1.
+    sample_weight: [B] importance weights of a stratified sampler (None: 1), multiplied into the
+      raw weights before normalisation.
   """
   if online_weight is None:
     online_weight = jnp.ones(kind.shape)
@@ -117,5 +135,7 @@ def actor_weights(method: Any, kind, valid, online_weight, warmup, intervention_
   raw = losses.kind_weights(kind, online_weight, failure_weight=failure,
                             intervention_weight=intervention, unlabelled_weight=unlabelled,
                             use_autonomous=method.use_autonomous)
+  if sample_weight is not None:
+    raw = raw * sample_weight
   return jax.lax.stop_gradient(losses.normalise_weights(raw, kind, valid, method.weight_eps)), \
       online_weight
