@@ -85,7 +85,11 @@ def _flatten(d: dict, prefix: str = '') -> dict:
 # Config keys added after workdirs were made, each with the value every earlier run had in
 # effect. A saved config without the key reads as having that value, so those workdirs still
 # resume (``prepare_workdir``) and their SFT checkpoints are still shared (``habc.sft_share``).
-ADDED_KEYS = {'learner.sft_anneal_steps': 0}
+ADDED_KEYS = {'learner.sft_anneal_steps': 0, 'learner.critic_weight_decay': -1.0,
+              'critic.phase_steps': 0, 'critic.holdout_fraction': 0.0, 'critic.diagnostics': False,
+              'critic.diagnostic_windows': 4096, 'data.sampler': 'pool',
+              'data.kind_fractions.success': 0.0, 'data.kind_fractions.failure': 0.0,
+              'data.kind_fractions.intervention': 0.0, 'data.kind_fractions.unlabelled': 0.0}
 
 
 def config_identity(config) -> dict:

@@ -85,10 +85,14 @@ def check_restored_learner(workdir, config):
   assert restored.meta['stage'] == f'round_{config.pipeline.rounds:03d}'
   assert restored.config['name'] == config.name
   assert set(restored.stats['mean']) >= {'state', 'action'}
-  # Adam's step counters hold every update since SFT began (a dropped state would restart them).
-  counts = [int(np.asarray(x)) for x in jax.tree.leaves(restored.state.opt_state)
+  # Adam's step counters hold every update since SFT began (a dropped state would restart them);
+  # the actor's skip the critic phase's critic-only updates.
+  def counts(label):
+    return [int(np.asarray(x)) for x in jax.tree.leaves(restored.state.opt_state.inner_states[label])
             if np.asarray(x).dtype == np.int32 and np.asarray(x).shape == ()]
-  assert counts and all(c == final for c in counts)
+  actor_updates = final - config.pipeline.rounds * config.critic.phase_steps
+  assert counts('critic') and all(c == final for c in counts('critic'))
+  assert counts('actor') and all(c == actor_updates for c in counts('actor'))
   ckpt.close()
   backend.close()
 
@@ -115,6 +119,19 @@ def test_smoke_habc_resumes_between_stages(tmp_path):
   assert 'success' in lines[-1] and 'gate' in lines[-1] and 'collected' in lines[-1]
   assert os.path.exists(os.path.join(workdir, 'plots', 'gates.png'))
   assert summary['rounds'][1]['train']['critic/loss'] > 0
+  # Held-out critic diagnostics: round 1's critic on its held-out episode and on round 2's
+  # rollouts; round 2's (the last) on its held-out episode only.
+  from habc import critic_diagnostics
+  runs = critic_diagnostics.load_run(workdir)
+  assert [d['round'] for d in runs] == [1, 2]
+  assert set(runs[0]) == {'round', 'holdout', 'next_round'} and 'next_round' not in runs[1]
+  for split in ('holdout', 'next_round'):
+    diag = runs[0][split]
+    assert diag['windows'] > 0 and 'viability' in diag and 'efficiency' in diag
+    assert 0 <= diag['gate']['saturated_fraction'] <= 1
+    assert diag['actor_batches']['batches'] == 8
+  assert any(line.startswith('critic of round 1 on next_round') for line in log)
+  assert os.path.exists(os.path.join(workdir, 'logs', 'critic_round_001_next_round.npz'))
 
   check_restored_learner(workdir, config)
 
