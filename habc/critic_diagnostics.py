@@ -333,6 +333,41 @@ def plot_efficiency_scatter(pred, target, path: str, title: str = '') -> None:
   plt.close(fig)
 
 
+def report_section(workdir: str, plots_dir: str) -> list[str]:
+  """Markdown lines of report.md's critic section (table, reliability diagram, V_e scatter of the
+  latest split that has one), writing its plots into ``plots_dir``; [] when the run has none."""
+  runs = load_run(workdir)
+  if not runs:
+    return []
+  lines = ['## Critic on held-out data', '',
+           "Each round's critic on the held-out split of its own rollouts and on the next round's "
+           'fresh rollouts (never trained on). Targets: AUC >= 0.8, R^2 >= 0.6, saturated gates '
+           '<= 5%, >= 50% of an actor batch with a non-zero weight.', '', table(runs), '']
+  for split in SPLITS:
+    name = f'critic_reliability_{split}.png'
+    if plot_reliability(runs, os.path.join(plots_dir, name), split):
+      lines += [f'![viability reliability, {split}](plots/{name})', '']
+  for data in reversed(runs):
+    for split in ('next_round', 'holdout'):
+      npz = os.path.join(workdir, 'logs', f'critic_round_{data["round"]:03d}_{split}.npz')
+      if split not in data or not os.path.exists(npz):
+        continue
+      arrays = np.load(npz)
+      if 'efficiency' not in arrays:
+        continue
+      mask = arrays['episode_success'].astype(bool) & arrays['efficiency_mask'].astype(bool)
+      if not mask.any():
+        continue
+      plot_efficiency_scatter(arrays['efficiency'][mask], -arrays['steps_to_end'][mask],
+                              os.path.join(plots_dir, 'critic_efficiency.png'),
+                              f'V_e, critic of round {data["round"]}, {split}')
+      lines += [f'Efficiency head against the true decisions-to-success (critic of round '
+                f'{data["round"]}, {split}):', '', '![efficiency scatter](plots/critic_efficiency.png)',
+                '']
+      return lines
+  return lines
+
+
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -148,6 +148,9 @@ def write_report(workdir: str, summary: dict, config=None) -> str:
     lines += [f'Gate g_t per sample kind after round {r} (per window, before normalisation):', '',
               '![gate distribution](plots/gates.png)', '']
 
+  from habc import critic_diagnostics
+  lines += critic_diagnostics.report_section(workdir, plots)
+
   frames_file = _latest({r['round']: os.path.join(workdir, 'eval', f'round_{r["round"]:03d}_frames.npz')
                          for r in rounds})
   if frames_file:

@@ -132,6 +132,9 @@ def test_smoke_habc_resumes_between_stages(tmp_path):
     assert diag['actor_batches']['batches'] == 8
   assert any(line.startswith('critic of round 1 on next_round') for line in log)
   assert os.path.exists(os.path.join(workdir, 'logs', 'critic_round_001_next_round.npz'))
+  report_text = open(os.path.join(workdir, 'report.md')).read()
+  assert '## Critic on held-out data' in report_text and '| 1 | next_round |' in report_text
+  assert os.path.exists(os.path.join(workdir, 'plots', 'critic_reliability_holdout.png'))
 
   check_restored_learner(workdir, config)
 
