@@ -194,7 +194,50 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
   gate = habc_results.workdir_gate(workdir, [row['round'] for row in rounds])
   if gate:
     out['workdir_gate'] = gate
+  critic = critic_headlines(workdir)
+  if critic:
+    out['critic'] = critic
   return add_outcomes(out, workdir)
+
+
+def critic_headlines(workdir: str) -> list[dict]:
+  """Per round, the held-out critic diagnostics' headline numbers (habc.critic_diagnostics)."""
+  from habc import critic_diagnostics
+  rows = []
+  for data in critic_diagnostics.load_run(workdir):
+    row = {'round': data['round']}
+    for split in critic_diagnostics.SPLITS:
+      if split in data:
+        row[split] = critic_diagnostics.headline(data[split])
+    rows.append(row)
+  return rows
+
+
+def critic_table(summaries: list[dict]) -> str:
+  """Markdown: per method, the held-out critic numbers of the last round that has them (the next
+  round's rollouts where measured, else the held-out split), averaged over seeds; '' if none."""
+  by_method: dict[str, list[dict]] = {}
+  for s in summaries:
+    for row in reversed(s.get('critic', [])):
+      h = row.get('next_round') or row.get('holdout')
+      if h:
+        by_method.setdefault(s['method'], []).append(dict(h, round=row['round']))
+        break
+  if not by_method:
+    return ''
+
+  def mean(rows, key, scale=1.0, digits=3):
+    values = [r[key] for r in rows if r.get(key) is not None and r[key] == r[key]]
+    return f'{scale * sum(values) / len(values):.{digits}f}' if values else '-'
+
+  lines = ['| method | runs | round | AUC | Brier | R^2 (V_e) | saturated g (%) | '
+           'non-zero w (%) | ESS/B (%) |', '|---|---|---|---|---|---|---|---|---|']
+  for method, rows in by_method.items():
+    lines.append(f'| {method} | {len(rows)} | {max(r["round"] for r in rows)} | '
+                 f'{mean(rows, "auc")} | {mean(rows, "brier")} | {mean(rows, "r2")} | '
+                 f'{mean(rows, "saturated", 100, 1)} | {mean(rows, "nonzero_fraction", 100, 1)} | '
+                 f'{mean(rows, "ess_fraction", 100, 1)} |')
+  return '\n'.join(lines)
 
 
 def _parse_value(text: str, current):
@@ -277,6 +320,9 @@ def write_table(results: str, task: str) -> str:
           comparison_table(summaries), '',
           'Presets: ' + ', '.join(sorted({str(s.get('preset')) for s in summaries})) + '. '
           'Length: mean control steps of successful evaluation episodes in the last round.', '']
+  critic = critic_table(summaries)
+  if critic:
+    text += ['## Critic on held-out data (last round measured, mean over seeds)', '', critic, '']
   with open(path, 'w') as f:
     f.write('\n'.join(text))
   return path

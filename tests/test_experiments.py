@@ -299,3 +299,22 @@ def test_sweep_records_the_settings_a_run_changed(tmp_path):
   assert json.loads((results / 'fold_habc_3.json').read_text())['settings'] == {
       'learner.sft_anneal_steps': 20}
   assert sweep.backfill_outcomes(str(results), str(root)) == []
+
+
+def test_sweep_carries_held_out_critic_numbers_into_the_comparison(tmp_path):
+  from experiments import sweep
+  from habc import critic_diagnostics
+  workdir = tmp_path / 'fold_habc_0'
+  diag = {'windows': 10, 'viability': {'auc': 0.9, 'brier': 0.1},
+          'efficiency': {'r2': 0.7, 'mae': 1.0}, 'gate': {'saturated_fraction_online': 0.02},
+          'actor_batches': {'nonzero_fraction_mean': 0.6, 'ess_fraction_mean': 0.5}}
+  critic_diagnostics.update_file(str(workdir / 'logs'), 1, 'holdout', diag)
+  critic_diagnostics.update_file(str(workdir / 'logs'), 1, 'next_round',
+                                 dict(diag, viability={'auc': 0.7, 'brier': 0.2}))
+  rows = sweep.critic_headlines(str(workdir))
+  assert rows[0]['round'] == 1 and rows[0]['holdout']['auc'] == 0.9
+  summaries = [{'method': 'habc', 'seed': s, 'rounds': [], 'critic': rows} for s in (0, 1)]
+  table = sweep.critic_table(summaries)
+  # The next round's rollouts are the measure where they exist.
+  assert '| habc | 2 | 1 | 0.700 | 0.200 | 0.700 | 2.0 | 60.0 | 50.0 |' in table
+  assert sweep.critic_table([{'method': 'sft', 'rounds': []}]) == ''
