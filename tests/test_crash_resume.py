@@ -213,9 +213,14 @@ def restored_state(workdir, config_dict):
     state = jax.device_get(backend.learner.state)
   finally:
     backend.close()
-  counts = [int(np.asarray(x)) for x in jax.tree.leaves(state.opt_state)
+  def counts(label):
+    return [int(np.asarray(x)) for x in jax.tree.leaves(state.opt_state.inner_states[label])
             if np.asarray(x).dtype == np.int32 and np.asarray(x).shape == ()]
-  assert counts and all(c == final for c in counts), counts  # Adam state survived every resume.
+  # Adam state survived every resume; the actor's skips the critic phase's critic-only updates.
+  phase = config.get('critic', {}).get('phase_steps', 0)
+  assert counts('critic') and all(c == final for c in counts('critic')), counts('critic')
+  actor = final - config.pipeline.rounds * phase
+  assert counts('actor') and all(c == actor for c in counts('actor')), counts('actor')
   return state
 
 
@@ -334,13 +339,19 @@ class FakeBackend:
   def batches(self, datasets, seed):
     return iter(lambda: {}, None)
 
-  def update(self, batch, intervention_reweighting, gate_warmup=None):
+  def update(self, batch, intervention_reweighting, gate_warmup=None, critic_only=None):
     self.warmups.append(gate_warmup)
     self._step += 1
     return {'loss': 1.0}
 
   def gate_samples(self, datasets, seed):
     return {'gate': np.linspace(0, 1, 16), 'kind': np.zeros(16, np.int32)}
+
+  def critic_outputs(self, datasets, seed, max_windows=4096):
+    return None  # No critic to measure.
+
+  def actor_batch_weights(self, datasets, seed, num_batches=8):
+    return None
 
   def open_writer(self, path):
     return self.wrap_writer(pipeline._LazyWriter(path))  # pylint: disable=protected-access
