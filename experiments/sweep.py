@@ -231,12 +231,13 @@ def critic_table(summaries: list[dict]) -> str:
     return f'{scale * sum(values) / len(values):.{digits}f}' if values else '-'
 
   lines = ['| method | runs | round | AUC | Brier | R^2 (V_e) | saturated g (%) | '
-           'non-zero w (%) | ESS/B (%) |', '|---|---|---|---|---|---|---|---|---|']
+           'non-zero w, online (%) | ESS/B, online (%) |', '|---|---|---|---|---|---|---|---|---|']
   for method, rows in by_method.items():
     lines.append(f'| {method} | {len(rows)} | {max(r["round"] for r in rows)} | '
                  f'{mean(rows, "auc")} | {mean(rows, "brier")} | {mean(rows, "r2")} | '
-                 f'{mean(rows, "saturated", 100, 1)} | {mean(rows, "nonzero_fraction", 100, 1)} | '
-                 f'{mean(rows, "ess_fraction", 100, 1)} |')
+                 f'{mean(rows, "saturated", 100, 1)} | '
+                 f'{mean(rows, "online_nonzero_fraction", 100, 1)} | '
+                 f'{mean(rows, "online_ess_fraction", 100, 1)} |')
   return '\n'.join(lines)
 
 

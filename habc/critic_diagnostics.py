@@ -122,11 +122,12 @@ def effective_sample_size(weights) -> float:
   return float(np.sum(w) ** 2 / sq) if sq > 0 else 0.0
 
 
-def batch_weight_stats(weights, valid) -> dict:
+def batch_weight_stats(weights, valid, kind=None) -> dict:
   """Per actor batch: non-zero-weight windows and the ESS of the weights.
 
-  weights [M, B] (normalised actor weights, SFT included), valid bool [M, B] -> means over the M
-  batches, with the fractions of the B valid rows.
+  weights [M, B] (normalised actor weights, SFT included), valid bool [M, B], kind int [M, B]
+  (optional) -> means over the M batches, with the fractions of the B valid rows; with ``kind``
+  also of the online (non-SFT) rows alone, where the method's weights act.
   """
   weights = np.asarray(weights, np.float64)
   valid = np.asarray(valid, bool)
@@ -137,10 +138,24 @@ def batch_weight_stats(weights, valid) -> dict:
   nonzero = ((w != 0) & valid).sum(axis=1).astype(np.float64)
   ess = np.array([effective_sample_size(row) for row in w])
   rows = np.maximum(valid.sum(axis=1), 1).astype(np.float64)
-  return {'batches': int(len(w)), 'rows_mean': float(rows.mean()),
-          'nonzero_windows_mean': float(nonzero.mean()), 'nonzero_windows_min': float(nonzero.min()),
-          'nonzero_fraction_mean': float((nonzero / rows).mean()),
-          'ess_mean': float(ess.mean()), 'ess_fraction_mean': float((ess / rows).mean())}
+  out = {'batches': int(len(w)), 'rows_mean': float(rows.mean()),
+         'nonzero_windows_mean': float(nonzero.mean()), 'nonzero_windows_min': float(nonzero.min()),
+         'nonzero_fraction_mean': float((nonzero / rows).mean()),
+         'ess_mean': float(ess.mean()), 'ess_fraction_mean': float((ess / rows).mean())}
+  if kind is not None:
+    online = valid & (np.asarray(kind) != SampleKind.SFT)
+    w_on = np.where(online, weights, 0.0)
+    n_on = online.sum(axis=1).astype(np.float64)
+    nz_on = ((w_on != 0) & online).sum(axis=1).astype(np.float64)
+    ess_on = np.array([effective_sample_size(row) for row in w_on])
+    has = n_on > 0
+    out.update(online_windows_mean=float(n_on.mean()),
+               online_nonzero_windows_mean=float(nz_on.mean()),
+               online_nonzero_fraction_mean=float((nz_on[has] / n_on[has]).mean())
+               if has.any() else float('nan'),
+               online_ess_fraction_mean=float((ess_on[has] / n_on[has]).mean())
+               if has.any() else float('nan'))
+  return out
 
 
 def summarize(outputs: Mapping[str, np.ndarray], num_bins: int = 10) -> dict:
@@ -212,7 +227,9 @@ def headline(diag: Mapping) -> dict:
           'r2': get('efficiency', 'r2'), 'mae': get('efficiency', 'mae'),
           'saturated': get('gate', 'saturated_fraction_online'),
           'nonzero_fraction': get('actor_batches', 'nonzero_fraction_mean'),
-          'ess_fraction': get('actor_batches', 'ess_fraction_mean')}
+          'ess_fraction': get('actor_batches', 'ess_fraction_mean'),
+          'online_nonzero_fraction': get('actor_batches', 'online_nonzero_fraction_mean'),
+          'online_ess_fraction': get('actor_batches', 'online_ess_fraction_mean')}
 
 
 # ----------------------------------------------------------------------------- files
@@ -264,7 +281,8 @@ def scalars(diag: Mapping, split: str) -> dict:
 def table(runs: Sequence[dict]) -> str:
   """Markdown table: one row per (round, split) of a run's diagnostics."""
   lines = ['| round | split | windows | AUC | Brier | R^2 (V_e) | MAE | saturated g | '
-           'non-zero w | ESS/B |', '|---|---|---|---|---|---|---|---|---|---|']
+           'non-zero w (all / online) | ESS/B (all / online) |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for data in runs:
     for split in SPLITS:
       if split not in data:
@@ -273,8 +291,9 @@ def table(runs: Sequence[dict]) -> str:
       h = headline(d)
       lines.append(f'| {data.get("round")} | {split} | {d.get("windows", 0)} | {_f(h["auc"])} | '
                    f'{_f(h["brier"])} | {_f(h["r2"])} | {_f(h["mae"], 2)} | '
-                   f'{_pct(h["saturated"])} | {_pct(h["nonzero_fraction"])} | '
-                   f'{_pct(h["ess_fraction"])} |')
+                   f'{_pct(h["saturated"])} | {_pct(h["nonzero_fraction"])} / '
+                   f'{_pct(h["online_nonzero_fraction"])} | {_pct(h["ess_fraction"])} / '
+                   f'{_pct(h["online_ess_fraction"])} |')
   return '\n'.join(lines)
 
 

@@ -86,6 +86,7 @@ def _flatten(d: dict, prefix: str = '') -> dict:
 # effect. A saved config without the key reads as having that value, so those workdirs still
 # resume (``prepare_workdir``) and their SFT checkpoints are still shared (``habc.sft_share``).
 ADDED_KEYS = {'learner.sft_anneal_steps': 0, 'learner.critic_weight_decay': -1.0,
+              'method.advantage_norm': 'none', 'method.advantage_temperature': 2.0,
               'critic.phase_steps': 0, 'critic.holdout_fraction': 0.0, 'critic.diagnostics': False,
               'critic.diagnostic_windows': 4096, 'data.sampler': 'pool',
               'data.kind_fractions.success': 0.0, 'data.kind_fractions.failure': 0.0,
@@ -547,8 +548,8 @@ class Pipeline:
     h = cd.headline(diag)
     self.log(f'critic of round {r} on {split} ({diag["windows"]} windows): AUC {h["auc"]:.3f} '
              f'Brier {h["brier"]:.3f} | V_e R^2 {h["r2"]:.3f} MAE {h["mae"]:.2f} | saturated g '
-             f'{100 * h["saturated"]:.0f}% | non-zero weights {100 * h["nonzero_fraction"]:.0f}% '
-             'of an actor batch')
+             f'{100 * h["saturated"]:.0f}% | non-zero weights on '
+             f'{100 * h["online_nonzero_fraction"]:.0f}% of an actor batch\'s online windows')
 
   def _train_to(self, target: int, *, stage: str, round_index: int, datasets) -> None:
     c = self.config
@@ -1116,23 +1117,25 @@ class Backend:
 
   def actor_batch_weights(self, datasets, seed: int, num_batches: int = 8):
     """The normalised actor weights of ``num_batches`` training batches as the training sampler
-    draws them from ``datasets``: (weights [M, B], valid [M, B]); None without a critic."""
+    draws them from ``datasets``: (weights [M, B], valid [M, B], kind [M, B]); None without a
+    critic."""
     from habc.learning import objectives
     if not objectives.uses_critic(self.config.method):
       return None
     self._build()
     fn = self._diagnostic_fn()
     stream = self.batches(datasets, seed)
-    weights, valid = [], []
+    weights, valid, kinds = [], [], []
     try:
       for _ in range(num_batches):
         out = fn(self.learner.params, next(stream))
         weights.append(np.asarray(out['weights']))
         valid.append(np.asarray(out['valid'], bool))
+        kinds.append(np.asarray(out['kind']))
     finally:
       if hasattr(stream, 'close'):
         stream.close()
-    return np.stack(weights), np.stack(valid)
+    return np.stack(weights), np.stack(valid), np.stack(kinds)
 
   def close(self) -> None:
     if self._checkpointer is not None:

@@ -73,6 +73,11 @@ def test_r2_and_mae_and_saturation_and_ess():
   assert stats['nonzero_windows_mean'] == 1.5  # (2 valid non-zero, 1).
   assert stats['nonzero_fraction_mean'] == pytest.approx((2 / 3 + 1 / 4) / 2)
   assert stats['ess_mean'] == pytest.approx((9 / 5 + 1) / 2)
+  kind = np.array([[SampleKind.SFT, SampleKind.FAILURE, SampleKind.SUCCESS, SampleKind.SUCCESS],
+                   [SampleKind.FAILURE] * 4])
+  online = cd.batch_weight_stats(weights, valid, kind)
+  assert online['online_windows_mean'] == 3.0  # (2, 4).
+  assert online['online_nonzero_fraction_mean'] == pytest.approx((1 / 2 + 1 / 4) / 2)
 
 
 def _outputs(n=2000, seed=0, perfect=True):
@@ -118,7 +123,7 @@ def test_round_file_merges_splits_and_the_command_prints_a_table(tmp_path):
                         f'--workdir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
   assert out.returncode == 0, out.stderr
-  assert '| 1 | holdout | 2000 | 1.000 | 0.000 | 1.000 |' in out.stdout
+  assert '| 1 | holdout | 2000 | 1.000 | 0.000 | 1.000 |' in out.stdout, out.stdout
   assert os.path.exists(tmp_path / 'plots' / 'critic_reliability_next_round.png')
   empty = subprocess.run([sys.executable, '-m', 'habc.critic_diagnostics',
                           f'--workdir={tmp_path / "logs"}'], cwd=ROOT, capture_output=True,
@@ -260,7 +265,10 @@ def test_diagnostic_fn_gives_the_gate_the_update_uses():
   out = jax.device_get(jax.jit(learner_lib.make_diagnostic_fn(c, model))(lrn.params, batch))
   gate = jax.device_get(jax.jit(learner_lib.make_online_weight_fn(c, model))(lrn.params, batch))
   np.testing.assert_allclose(out['gate'], gate, rtol=1e-6)
-  np.testing.assert_allclose(out['gate'], 1 + np.tanh(out['advantage']), atol=1e-6)
+  np.testing.assert_allclose(out['gate'], 1 + np.tanh(out['scaled_advantage']), atol=1e-6)
+  # batch_std: the scaled advantage has std 1 / T over the online windows.
+  online = out['kind'] != SampleKind.SFT
+  assert np.std(out['scaled_advantage'][online]) == pytest.approx(1 / 2.0, rel=1e-2)
   assert set(out) >= {'p_v', 'efficiency', 'a_v', 'a_e', 'weights', 'kind', 'valid'}
   diag = cd.summarize({k: v for k, v in out.items() if k not in ('weights', 'valid')})
   assert diag['windows'] == 16 and 0 <= diag['viability']['auc'] <= 1

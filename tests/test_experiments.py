@@ -307,7 +307,8 @@ def test_sweep_carries_held_out_critic_numbers_into_the_comparison(tmp_path):
   workdir = tmp_path / 'fold_habc_0'
   diag = {'windows': 10, 'viability': {'auc': 0.9, 'brier': 0.1},
           'efficiency': {'r2': 0.7, 'mae': 1.0}, 'gate': {'saturated_fraction_online': 0.02},
-          'actor_batches': {'nonzero_fraction_mean': 0.6, 'ess_fraction_mean': 0.5}}
+          'actor_batches': {'online_nonzero_fraction_mean': 0.6,
+                            'online_ess_fraction_mean': 0.5}}
   critic_diagnostics.update_file(str(workdir / 'logs'), 1, 'holdout', diag)
   critic_diagnostics.update_file(str(workdir / 'logs'), 1, 'next_round',
                                  dict(diag, viability={'auc': 0.7, 'brier': 0.2}))

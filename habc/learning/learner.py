@@ -222,9 +222,10 @@ def make_diagnostic_fn(config, model):
         method, heads, heads_next, batch, config.learner.huber_delta)
     out = {'gate': online_weight}
     if method.weighting in ('habc', 'habc_v'):
-      signal = objectives.habc_signal(method, heads, heads_next, batch['next_is_terminal'])
+      signal = objectives.habc_signal(method, heads, heads_next, batch)
       out.update(p_v=signal['p_v'], efficiency=heads['efficiency'], a_v=signal['a_v'],
-                 a_e=signal['a_e'], advantage=signal['advantage'])
+                 a_e=signal['a_e'], advantage=signal['advantage'],
+                 scaled_advantage=signal['scaled_advantage'])
     weights, _ = objectives.actor_weights(
         method, batch['kind'], batch['valid'], online_weight, jnp.zeros((), bool),
         jnp.asarray(method.intervention_reweighting), batch.get('sample_weight'))

@@ -51,7 +51,7 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
     target_e = losses.efficiency_targets(heads_next['efficiency'], term)
     loss_e = losses.efficiency_loss(heads['efficiency'], target_e, e_mask * sample_weight,
                                     huber_delta)
-    signal = habc_signal(method, heads, heads_next, term)
+    signal = habc_signal(method, heads, heads_next, batch)
     critic_loss = loss_v if method.weighting == 'habc_v' else loss_v + loss_e
     p_v = signal['p_v']
     metrics = {
@@ -62,6 +62,7 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
         'critic/efficiency_mean': losses.masked_mean(heads['efficiency'], e_mask),
         'advantage/viability_mean': losses.masked_mean(signal['a_v'], valid),
         'advantage/efficiency_mean': losses.masked_mean(signal['a_e'], valid),
+        'advantage/scale': signal['advantage_scale'],
     }
     return critic_loss, signal['gate'], metrics
 
@@ -94,20 +95,44 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
   return critic_loss, weight, metrics
 
 
-def habc_signal(method: Any, heads, heads_next, next_is_terminal) -> dict:
+ADVANTAGE_NORMS = ('none', 'batch_std')
+
+
+def habc_signal(method: Any, heads, heads_next, batch) -> dict:
   """HABC's per-window signal from detached head outputs: p_v, the one-step advantages A_v and
   A_e, the merged advantage inside the gate's tanh, and the gate g_t (all [B]).
 
   habc_v uses the viability advantage alone: g = 1 + tanh(A_v).
+
+  ``method.advantage_norm``:
+    'none'       g = 1 + tanh(A), the paper's gate.
+    'batch_std'  g = 1 + tanh(A / (T * std(A))), std over the batch's valid non-SFT windows
+                 (importance-weighted), T = ``method.advantage_temperature``. A_v lives in logit
+                 space, where a confident critic's one-step changes are several units: without a
+                 scale tanh saturates on a third to a half of the windows (results/notes.md,
+                 session 15), and the weight only says which side of zero A fell on.
   """
   a_v, a_e = losses.advantages(heads['viability_logit'], heads_next['viability_logit'],
-                               heads['efficiency'], heads_next['efficiency'], next_is_terminal)
+                               heads['efficiency'], heads_next['efficiency'],
+                               batch['next_is_terminal'])
   p_v = jax.nn.sigmoid(jax.lax.stop_gradient(heads['viability_logit']))
   mix = jnp.zeros_like(p_v) if method.weighting == 'habc_v' else p_v
   a_e_used = jnp.zeros_like(a_e) if method.weighting == 'habc_v' else a_e
-  return {'p_v': p_v, 'a_v': a_v, 'a_e': a_e,
-          'advantage': (1.0 - mix) * a_v + mix * a_e_used,
-          'gate': losses.gate(mix, a_v, a_e_used)}
+  advantage = (1.0 - mix) * a_v + mix * a_e_used
+  norm = method.get('advantage_norm', 'none')
+  if norm not in ADVANTAGE_NORMS:
+    raise ValueError(f'config.method.advantage_norm must be one of {ADVANTAGE_NORMS}, got '
+                     f'{norm!r}.')
+  scale = jnp.ones(())
+  if norm == 'batch_std':
+    weight = ((batch['valid'] & (batch['kind'] != SampleKind.SFT))
+              * batch.get('sample_weight', jnp.ones(p_v.shape, jnp.float32)))
+    mean = losses.masked_mean(advantage, weight)
+    std = jnp.sqrt(losses.masked_mean((advantage - mean) ** 2, weight))
+    scale = method.get('advantage_temperature', 2.0) * std + 1e-3
+  scaled = advantage / scale
+  return {'p_v': p_v, 'a_v': a_v, 'a_e': a_e, 'advantage': advantage, 'scaled_advantage': scaled,
+          'advantage_scale': scale, 'gate': 1.0 + jnp.tanh(scaled)}
 
 
 def actor_weights(method: Any, kind, valid, online_weight, warmup, intervention_reweighting,
