@@ -8,6 +8,7 @@ r"""Runs the habc pipeline: demonstrations -> SFT -> rounds of (collect, train, 
   python launch.py --task=fold --mode=learner --workdir=/shared/run   # actor/learner split:
   python launch.py --task=fold --mode=actor --station_id=0 --workdir=/shared/run  # one per station
   python launch.py --task=hw_fold --config.data.teleop_dir=recordings/fold    # on the station
+  python launch.py --task=fold --operator=console     # a person at the simulator (docs/console.md)
 
 Config = the experiment file's ``get_config(preset)``, then the ``--config.<path>=<value>``
 overrides (ml_collections), then ``--task`` and ``--seed``. A re-run with the same workdir and config
@@ -19,6 +20,12 @@ config gains a ``hardware`` section (``habc.envs.hardware.config``, set with
 ``--config.hardware.<path>=<value>``), the station's environment factory, no simulated operator
 (takeovers and outcomes come from ``config.hardware.operator`` inside the environment), one
 environment worker (one robot), and demonstrations from ``--config.data.teleop_dir``.
+
+The operator console (``--operator=console``, the default on a hardware task; docs/console.md) is a
+web page for the person at the robot or the simulator: live cameras, take over and hand back,
+teleop, outcome labels. Its URL is printed at start; ``--console_host``/``--console_port``/
+``--console_token``/``--console_deadman``/``--console_wait`` set how it serves (runtime settings,
+not part of the run's config identity).
 """
 
 from __future__ import annotations
@@ -62,6 +69,20 @@ flags.DEFINE_integer('max_episodes', None, 'With --mode=actor: stop after this m
 flags.DEFINE_float('wait_timeout', 600.0, 'With --mode=actor: seconds to wait for a first learner '
                    'checkpoint.')
 flags.DEFINE_integer('max_steps', None, 'With --mode=learner: stop at this learner step.')
+flags.DEFINE_enum('operator', '', ['', 'simulated', 'console'], 'Who takes over during '
+                  'rollouts: simulated (the scripted operator; default in simulation) or console '
+                  '(a person at the operator console web page; default on a hardware task, where '
+                  '--config.hardware.operator may name another device class).')
+flags.DEFINE_string('console_host', '127.0.0.1', 'Operator console: address to listen on. Any '
+                    'address but loopback needs an access token (made and printed if not given).')
+flags.DEFINE_integer('console_port', 8765, 'Operator console: port.')
+flags.DEFINE_string('console_token', '', 'Operator console: access token needed to control (view '
+                    'without it); made when --console_host is not loopback and none is given.')
+flags.DEFINE_float('console_deadman', 0.0, 'Operator console: seconds after which a takeover '
+                   'command is stale and the arms are held instead; 0: three control periods.')
+flags.DEFINE_enum('console_wait', 'auto', ['auto', 'yes', 'no'], 'Operator console: wait for '
+                  '"scene reset, start next episode" between episodes (auto: yes on a station, no '
+                  'in simulation).')
 # --config.hardware.<path>=<value> arrives here (``hardware_argv``): the experiment configs have no
 # ``hardware`` section, so ml_collections could not apply it; ``build_config`` does.
 flags.DEFINE_multi_string('hardware_override', [], 'Set by --config.hardware.<path>=<value>.')
@@ -69,6 +90,11 @@ flags.DEFINE_multi_string('hardware_override', [], 'Set by --config.hardware.<pa
 HARDWARE_PREFIX = '--config.hardware.'
 STATION_ENV_FACTORY = 'habc.envs.hardware:rollout_env'
 SIMULATED_ENV_FACTORY = 'habc.envs:make'
+# The operator console (habc/web/console.py): the operator class and, in simulation, the
+# environment factory that lets the person's verdict end an episode.
+CONSOLE_OPERATOR = 'habc.web.console:ConsoleOperator'
+CONSOLE_SIM_ENV_FACTORY = 'habc.web.console:simulated_env'
+TELEOP_OPERATOR = 'habc.envs.hardware:TeleopOperator'  # The library default: fed by no device.
 
 
 class UsageError(ValueError):
@@ -202,10 +228,11 @@ def check_overrides(path: str, preset: str, argv: list[str]) -> None:
 
 
 def build_config(config, *, task: str | None, seed: int | None, experiment: str,
-                 hardware_overrides=()):
+                 hardware_overrides=(), operator: str = ''):
   """Applies --task, --seed and, for a hardware task, the station settings (``hardware``
   section with ``hardware_overrides`` 'path=value', station environment factory, no simulated
-  operator, one worker); validates the config before any work. Returns the config."""
+  operator, one worker); then ``operator`` ('' for the task's default, 'simulated' or 'console':
+  see ``apply_operator``); validates the config before any work. Returns the config."""
   import ml_collections
   from habc.envs import hardware
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked copy.
@@ -223,8 +250,67 @@ def build_config(config, *, task: str | None, seed: int | None, experiment: str,
     names = ', '.join(hardware.list_tasks())
     raise UsageError(f'--config.hardware.* applies to a hardware task ({names}); '
                      f'--task={config.task} is simulated.')
+  apply_operator(config, operator, explicit_device=any(
+      o.split('=', 1)[0] == 'operator' for o in hardware_overrides))
   validate_config(config)
   return config
+
+
+def apply_operator(config, operator: str, explicit_device: bool = False) -> None:
+  """Who takes over, in place. Simulation: 'simulated' (default) or 'console' (the console's
+  operator and environment factory, one worker: one person). Hardware task: the console by
+  default, unless ``--config.hardware.operator`` names another device class
+  (``explicit_device``); 'simulated' is refused (a station has no scripted expert)."""
+  from habc.envs import hardware
+  if operator not in ('', 'simulated', 'console'):
+    raise UsageError(f'--operator={operator}: choose simulated or console.')
+  if hardware.is_hardware_task(config.task):
+    if operator == 'simulated':
+      raise UsageError(f'--operator=simulated: task {config.task} runs on the station, which has '
+                       'no scripted expert to take over; use the console (the default) or a '
+                       'device class in --config.hardware.operator.')
+    current = config.hardware.operator
+    if operator == 'console' and explicit_device and current != CONSOLE_OPERATOR:
+      raise UsageError(f'--operator=console and --config.hardware.operator={current}: choose one.')
+    if operator == 'console' or (not explicit_device and current in ('', TELEOP_OPERATOR)):
+      config.hardware.operator = CONSOLE_OPERATOR
+  elif operator == 'console':
+    config.operator.enabled = True
+    config.rollout.operator_factory = CONSOLE_OPERATOR
+    if config.rollout.env_factory == SIMULATED_ENV_FACTORY:
+      config.rollout.env_factory = CONSOLE_SIM_ENV_FACTORY
+    config.runtime.num_workers = 1  # One person, one episode at a time.
+
+
+def uses_console(config) -> bool:
+  """Whether the run's episodes take their operator from the console."""
+  from habc.envs import hardware
+  if hardware.is_hardware_task(config.task):
+    return config.hardware.get('operator', '') == CONSOLE_OPERATOR
+  return bool(config.operator.enabled) and config.rollout.operator_factory == CONSOLE_OPERATOR
+
+
+def console_settings(config, workdir: str, *, host: str = '127.0.0.1', port: int = 8765,
+                     token: str = '', deadman_s: float = 0.0, wait: str = 'auto',
+                     mode: str = 'pipeline', station_id: int = 0):
+  """The console's settings for this run (token made when the address needs one)."""
+  from habc.envs import hardware
+  from habc.web import console
+  station = hardware.is_hardware_task(config.task)
+  local = workdir if '://' not in str(workdir) else ''
+  name = f'console_station_{int(station_id):03d}.jsonl' if mode == 'actor' else 'console.jsonl'
+  settings = console.ConsoleSettings(
+      host=host, port=int(port), token=token, deadman_s=float(deadman_s),
+      wait_for_start=station if wait == 'auto' else wait == 'yes',
+      log_path=os.path.join(local, 'logs', name) if local else '',
+      workdir=os.path.abspath(local) if local else '',
+      episodes_per_round=0 if mode == 'actor' else int(config.rollout.episodes_per_round),
+      camera_size=max(96, int(config.image_size))).resolved()
+  try:
+    settings.check()
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  return settings
 
 
 def validate_config(config) -> None:
@@ -249,6 +335,10 @@ def validate_config(config) -> None:
                        'station (takeovers come from config.hardware.operator).')
     if config.runtime.num_workers != 1:
       raise UsageError(f'Task {config.task}: config.runtime.num_workers must be 1 (one robot).')
+  elif config.operator.enabled and config.rollout.operator_factory == CONSOLE_OPERATOR and \
+      config.runtime.num_workers != 1:
+    raise UsageError('The operator console drives one episode at a time: '
+                     'config.runtime.num_workers must be 1.')
   weightings = ('habc', 'habc_v', 'bc', 'recap', 'awr')
   if config.method.weighting not in weightings:
     raise UsageError(f'config.method.weighting={config.method.weighting!r} is not one of '
@@ -296,10 +386,21 @@ def main(argv):
     distributed.maybe_initialize(distributed.resolve(FLAGS, config=config))
     distributed.check_mode(FLAGS.mode)  # Several processes: only the learner role.
     config = build_config(config, task=FLAGS.task, seed=FLAGS.seed, experiment=FLAGS.experiment,
-                          hardware_overrides=FLAGS.hardware_override)
+                          hardware_overrides=FLAGS.hardware_override, operator=FLAGS.operator)
+    workdir = FLAGS.workdir or default_workdir(config, FLAGS.experiment)
+    if uses_console(config) and FLAGS.mode in ('pipeline', 'collect', 'eval', 'actor'):
+      from habc.web import console
+      settings = console_settings(
+          config, workdir, host=FLAGS.console_host, port=FLAGS.console_port,
+          token=FLAGS.console_token, deadman_s=FLAGS.console_deadman, wait=FLAGS.console_wait,
+          mode=FLAGS.mode, station_id=FLAGS.station_id)
+      os.environ[console.ENV_VAR] = settings.to_env()  # Read by the environment workers.
+      token_note = (' (the token is needed to control; without it the page is view-only)'
+                    if settings.token else '')
+      print(f'habc: operator console at {settings.url()}{token_note}; it goes live when the '
+            'first episode\'s environment is built', flush=True)
   except (UsageError, distributed.DistributedConfigError) as e:
     sys.exit(f'launch.py: {e}')
-  workdir = FLAGS.workdir or default_workdir(config, FLAGS.experiment)
   enable_compilation_cache()
   from habc import pipeline, preflight, stations
   try:

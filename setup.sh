@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian machine with Python 3.11: the software-rendering library for
-# MuJoCo (OSMesa) and a virtualenv at .venv with the pinned requirements. Safe to run again.
+# MuJoCo (OSMesa), the Chromium browser for the operator console's browser tests, and a
+# virtualenv at .venv with the pinned requirements. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
+APT_PACKAGES=()
 if ! ldconfig -p 2>/dev/null | grep -q libOSMesa.so; then
-  echo "setup: installing libosmesa6 (MuJoCo software rendering)"
+  APT_PACKAGES+=(libosmesa6)  # MuJoCo software rendering.
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  # Headless Chromium for the console's browser tests (Playwright drives this Debian build;
+  # Playwright's own browser download is not used).
+  APT_PACKAGES+=(chromium)
+fi
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+  echo "setup: installing ${APT_PACKAGES[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q libosmesa6 >/dev/null
+  $SUDO apt-get update -q >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${APT_PACKAGES[@]}" >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"

@@ -148,6 +148,8 @@ class _Episode:
     if request.kind == 'rollout' and config.operator is not None:
       operator_cls = load_symbol(config.operator_factory)
       self.operator = operator_cls(config.operator, request.seed)
+    self._notify('begin_episode', request, self.env)
+    if self.operator is not None:
       self.operator.reset()
     self.recorder = _EpisodeRecorder(request.record)
     self.frames: list[np.ndarray] = []
@@ -157,6 +159,17 @@ class _Episode:
     self.timestep = self.env.reset()
     self.length = 0
     self._maybe_frame(force=True)
+
+  def _notify(self, hook: str, *args) -> None:
+    """Calls ``hook`` on the operator that has it (the rollout's, else the environment's own,
+    e.g. a station's): ``begin_episode(request, env)`` before the first reset and
+    ``end_episode(summary)`` with the result (no arrays). Operators that show the episode to a
+    person use them (habc.web.console); others need not define them."""
+    for operator in (self.operator, getattr(self.env, 'operator', None)):
+      fn = getattr(operator, hook, None)
+      if callable(fn):
+        fn(*args)
+        return
 
   def policy_observation(self) -> dict:
     """The current observation with the episode's instruction (what the policy reads)."""
@@ -223,6 +236,7 @@ class _Episode:
         'episode': episode,
         'frames': np.stack(self.frames) if self.frames else None,
     }
+    self._notify('end_episode', {k: v for k, v in out.items() if k not in ('episode', 'frames')})
     self.env.close()
     return out
 

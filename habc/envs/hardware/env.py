@@ -188,6 +188,14 @@ class HardwareEnv(dm_env.Environment):
       a[(i + 1) * ARM_ACTION_DIM - 1] = 1.0 - 2.0 * opening  # Grip command of that opening.
     return a
 
+  def camera_images(self) -> dict:
+    """The current image of every camera, {name: uint8 [H, W, 3]} ({} before the first reset):
+    what an operator's display shows (habc.web.console)."""
+    if self._raw is None:
+      return {}
+    obs = self._observation(self._raw)
+    return {c: obs[c] for c in self.cameras}
+
   def make_expert(self, seed: int):
     raise NotImplementedError(
         f'{self.task_name} on the station has no scripted expert (it needs privileged object '
