@@ -297,3 +297,26 @@ def test_list_stays_fast_while_a_large_dataset_is_indexed(tmp_path):
   assert scan_s < 30, scan_s
   page = viewer_app.episode_rows(catalog, {'intervention': 'yes', 'per': '200'})
   assert page['matching'] == 150 and page['complete']
+
+
+def test_a_broken_dataset_is_reported_and_the_rest_still_open(tmp_path):
+  root = str(tmp_path / 'run')
+  make_workdir(root)
+  broken = os.path.join(root, 'data', 'round_002')
+  os.makedirs(broken)
+  with open(os.path.join(broken, 'dataset_info.json'), 'w') as f:
+    f.write('{"name": "habc_episodes", "fileFormat": "tfrecord"}')
+  catalog = vd.open_catalog(root)
+  assert list(catalog.datasets) == ['demos', 'round_001', 'round_002']
+  assert 'array_record' in catalog.datasets['round_002'].error
+  with pytest.raises(vd.ViewerError, match='cannot be read'):
+    catalog.datasets['round_002'].episode(0)
+  from habc.web import viewer_app
+  page = viewer_app.episode_rows(catalog, {})
+  assert page['total'] == 5 and 'round_002' in page['errors']
+  # A record that cannot be parsed: its row says so, the others are listed.
+  view = vd.open_catalog(root).datasets['round_001']
+  view.source.raw = lambda i, raw=view.source.raw: b'not a record' if i == 2 else raw(i)
+  assert view.wait_indexed(30)
+  rows = view.summaries()
+  assert 'error' in rows[2] and all('error' not in r for i, r in enumerate(rows) if i != 2)

@@ -108,10 +108,13 @@
       const X = (t) => g.left + (n > 1 ? t / (n - 1) : 0) * pw;
       const Y = (v) => g.top + (1 - (v - this.ymin) / (this.ymax - this.ymin)) * ph;
       const half = n > 1 ? pw / (n - 1) / 2 : pw / 2;
+      ctx.save();
+      ctx.beginPath(); ctx.rect(g.left, g.top, pw, ph); ctx.clip();
       for (const b of this.opts.bands) {
         ctx.fillStyle = b.color;
         ctx.fillRect(X(b.start) - half, g.top, X(b.stop - 1) - X(b.start) + 2 * half, ph);
       }
+      ctx.restore();
       // Axes and ticks.
       ctx.strokeStyle = '#ccc'; ctx.fillStyle = '#555'; ctx.lineWidth = 1;
       ctx.font = '10px system-ui, sans-serif';
@@ -431,7 +434,7 @@
         color: lighten(ep.kind_colours[ep.kind_names[r.value]], 0.16)}));
       for (const key of c.series) {
         const labels = SERIES_LABELS[key] || {long: key};
-        const long = key === 'gate' && !info.method.startsWith('habc') ? 'online weight of the method' : labels.long;
+        const long = key === 'gate' && !info.method.startsWith('habc') ? 'online weight' : labels.long;
         const values = c[key].concat([null]);
         const chart = new Chart(criticBox, {id: `critic-${key}`, title: long, n: T, bands: kindBands, onSeek: seek,
           digits: 4, zeroLine: true, yRange: labels.range || null, height: 100,
@@ -451,14 +454,14 @@
   }
 
   const SERIES_LABELS = {
-    p_v: {short: 'p_v', long: 'p_v: viability, the probability of success', range: [0, 1], colour: '#2ca02c'},
-    v_e: {short: 'V_e', long: 'V_e: efficiency (minus the decisions left to success)', colour: '#9467bd'},
-    a_v: {short: 'A_v', long: 'A_v: viability advantage (logit)', colour: '#17becf'},
-    a_e: {short: 'A_e', long: 'A_e: efficiency advantage', colour: '#8c564b'},
-    gate: {short: 'g_t', long: 'g_t: the gate, 1 + tanh((1 − p_v) A_v + p_v A_e)', colour: '#d62728'},
+    p_v: {short: 'p_v', long: 'p_v = P(success) (viability)', range: [0, 1], colour: '#2ca02c'},
+    v_e: {short: 'V_e', long: 'V_e = −decisions to success', colour: '#9467bd'},
+    a_v: {short: 'A_v', long: 'A_v (viability advantage, logit)', colour: '#17becf'},
+    a_e: {short: 'A_e', long: 'A_e (efficiency advantage)', colour: '#8c564b'},
+    gate: {short: 'g_t', long: 'g_t = 1 + tanh((1−p_v)A_v + p_v A_e)', colour: '#d62728'},
     value: {short: 'V', long: 'value', colour: '#9467bd'},
     advantage: {short: 'A', long: 'advantage', colour: '#17becf'},
-    weight: {short: 'actor weight', long: 'actor weight before normalisation (after the warm-up)', colour: '#1f77b4'},
+    weight: {short: 'actor weight', long: 'actor weight, before normalisation', colour: '#1f77b4'},
   };
 
   // ---------------------------------------------------------------------------------------------
