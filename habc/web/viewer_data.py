@@ -218,6 +218,7 @@ class DatasetView:
     self._scan_thread: threading.Thread | None = None
     self._stop = threading.Event()
     self.scan_seconds: float | None = None
+    self.camera_order: tuple[str, ...] = ()
     try:
       self.source = reader.EpisodeSource(self.path, decode=False)
       self._summaries = [None] * len(self.source)
@@ -234,7 +235,12 @@ class DatasetView:
 
   @property
   def cameras(self) -> tuple[str, ...]:
-    return () if self.source is None else tuple(self.source.spec.camera_names)
+    """Camera names: in the run's config order where it names them, the rest sorted."""
+    if self.source is None:
+      return ()
+    names = set(self.source.spec.camera_names)
+    first = [c for c in self.camera_order if c in names]
+    return tuple(first + sorted(names - set(first)))
 
   def camera_shapes(self) -> dict:
     if self.source is None:
@@ -434,6 +440,9 @@ class Catalog:
     names = sorted(datasets, key=_dataset_order)
     self.datasets = {n: DatasetView(n, datasets[n], self.cache) for n in names}
     self.config = read_json(os.path.join(workdir, 'config.json')) if workdir else None
+    order = tuple((self.config or {}).get('cameras') or ())
+    for view in self.datasets.values():
+      view.camera_order = order
     self.extra_checkpoints = [os.path.abspath(os.path.expanduser(p)) for p in extra_checkpoints]
 
   @property

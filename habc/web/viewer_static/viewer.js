@@ -95,18 +95,21 @@
 
     setCursor(t) { this.cursor = t; this.draw(); }
 
-    draw() {
-      const g = this.geometry();
-      const dpr = window.devicePixelRatio || 1;
-      this.canvas.width = g.width * dpr; this.canvas.height = g.height * dpr;
-      this.canvas.style.width = g.width + 'px'; this.canvas.style.height = g.height + 'px';
-      const ctx = this.canvas.getContext('2d');
-      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-      ctx.clearRect(0, 0, g.width, g.height);
+    frame(g) {
       const n = this.opts.n;
       const pw = g.width - g.left - g.right, ph = g.height - g.top - g.bottom;
-      const X = (t) => g.left + (n > 1 ? t / (n - 1) : 0) * pw;
-      const Y = (v) => g.top + (1 - (v - this.ymin) / (this.ymax - this.ymin)) * ph;
+      return {n, pw, ph, X: (t) => g.left + (n > 1 ? t / (n - 1) : 0) * pw,
+              Y: (v) => g.top + (1 - (v - this.ymin) / (this.ymax - this.ymin)) * ph};
+    }
+
+    // The static part (bands, axes, lines) is drawn once per size into an offscreen canvas; a
+    // cursor move only copies it and draws two lines (playback redraws every chart each frame).
+    renderBase(g, dpr) {
+      const base = document.createElement('canvas');
+      base.width = g.width * dpr; base.height = g.height * dpr;
+      const ctx = base.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      const {n, pw, ph, X, Y} = this.frame(g);
       const half = n > 1 ? pw / (n - 1) / 2 : pw / 2;
       ctx.save();
       ctx.beginPath(); ctx.rect(g.left, g.top, pw, ph); ctx.clip();
@@ -150,7 +153,25 @@
           if (v !== null) { ctx.fillStyle = s.color; ctx.fillRect(X(t) - 2, Y(v) - 2, 4, 4); }
         });
       }
-      ctx.setLineDash([]);
+      return base;
+    }
+
+    draw() {
+      const g = this.geometry();
+      const dpr = window.devicePixelRatio || 1;
+      const key = `${g.width}x${g.height}@${dpr}`;
+      if (this.baseKey !== key) {
+        this.base = this.renderBase(g, dpr);
+        this.baseKey = key;
+        this.canvas.width = g.width * dpr; this.canvas.height = g.height * dpr;
+        this.canvas.style.width = g.width + 'px'; this.canvas.style.height = g.height + 'px';
+      }
+      const ctx = this.canvas.getContext('2d');
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+      ctx.drawImage(this.base, 0, 0);
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      const {ph, X} = this.frame(g);
       for (const [t, colour] of [[this.hover, '#bbb'], [this.cursor, '#000']]) {
         if (t === null || t === undefined) continue;
         ctx.strokeStyle = colour; ctx.lineWidth = 1;
@@ -219,6 +240,7 @@
     }
     for (const cam of ep.cameras) {
       const img = el('img', {class: 'frame', 'data-camera': cam.name, alt: cam.name});
+      img.addEventListener('load', () => { img.classList.toggle('native', img.naturalWidth >= 256); }, {once: true});
       const shape = cam.shape ? ` ${cam.shape[0]}×${cam.shape[1]}` : '';
       frames.append(el('figure', {}, [img, el('figcaption', {text: cam.name + shape})]));
       imgs[cam.name] = img;
@@ -447,6 +469,7 @@
     document.getElementById('evaluate').addEventListener('click', evaluate);
 
     window.addEventListener('resize', () => { drawTimeline(); for (const ch of state.charts) ch.draw(); });
+    for (const d of document.querySelectorAll('details')) d.addEventListener('toggle', () => { for (const ch of state.charts) ch.draw(); });
     drawTimeline();
     setStep(0);
     state.ready = true;
