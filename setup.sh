@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian machine with Python 3.11: the software-rendering library for
-# MuJoCo (OSMesa), the Chromium browser for the operator console's browser tests, and a
+# MuJoCo (OSMesa), the Chromium browser for the web apps' browser tests (console, viewer), and a
 # virtualenv at .venv with the pinned requirements. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,7 +9,7 @@ if ! ldconfig -p 2>/dev/null | grep -q libOSMesa.so; then
   APT_PACKAGES+=(libosmesa6)  # MuJoCo software rendering.
 fi
 if ! command -v chromium >/dev/null 2>&1; then
-  # Headless Chromium for the console's browser tests (Playwright drives this Debian build;
+  # Headless Chromium for the console's and the viewer's browser tests (Playwright drives this Debian build;
   # Playwright's own browser download is not used).
   APT_PACKAGES+=(chromium)
 fi
