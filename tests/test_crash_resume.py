@@ -312,6 +312,7 @@ class FakeBackend:
     self.policy_seconds = []
     self.wrap_writer = lambda w: w
     self.warmups = []  # gate_warmup of every update.
+    self.critic_only = []  # critic_only of every update.
 
   def bind(self, paths):
     self.paths = paths
@@ -341,6 +342,7 @@ class FakeBackend:
 
   def update(self, batch, intervention_reweighting, gate_warmup=None, critic_only=None):
     self.warmups.append(gate_warmup)
+    self.critic_only.append(critic_only)
     self._step += 1
     return {'loss': 1.0}
 
@@ -455,3 +457,37 @@ def test_gate_warmup_counts_from_the_end_of_sft(tmp_path):
   finally:
     p.close()
   assert backend.warmups == [i < 3 for i in range(2 * per_round)]
+
+
+def test_a_stop_inside_the_critic_phase_resumes_it_where_it_was(tmp_path):
+  """A round's first critic.phase_steps updates are critic-only, counted from the round's start
+  step: a run stopped inside the phase finishes it after the resume, then trains the actor."""
+  config = smoke_config()
+  config.critic.phase_steps = 3
+  config.critic.holdout_fraction = 0.0
+  sft, per_round = config.pipeline.sft_steps, config.pipeline.steps_per_round
+  workdir = str(tmp_path / 'run')
+  pipeline.prepare_workdir(config, workdir)
+  datasets = [(os.path.join(workdir, 'data', 'demos'), 1.0)]
+
+  def stop_after_two(event, info):
+    if event == 'train_step' and info['step'] == sft + 2:
+      raise pipeline.Stop()
+
+  backend = FakeBackend(config, step=sft)
+  p = pipeline.Pipeline(config, workdir, backend=backend, log=lambda line: None,
+                        on_event=stop_after_two)
+  try:
+    with pytest.raises(pipeline.Stop):
+      p._train_to(sft + per_round, stage='round_001', round_index=1, datasets=datasets)  # pylint: disable=protected-access
+  finally:
+    p.close()
+  assert backend.critic_only == [True, True]
+  resumed = FakeBackend(config, step=sft + 2)  # What the checkpoint of step sft + 2 restores.
+  p = pipeline.Pipeline(config, workdir, backend=resumed, log=lambda line: None)
+  try:
+    p._train_to(sft + per_round, stage='round_001', round_index=1, datasets=datasets)  # pylint: disable=protected-access
+    p._train_to(sft + 2 * per_round, stage='round_002', round_index=2, datasets=datasets)  # pylint: disable=protected-access
+  finally:
+    p.close()
+  assert resumed.critic_only == [True, False] + [True, True, True, False]
