@@ -88,7 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.learner.critic_lr = 3e-4
   c.learner.weight_decay = 1e-4
   # The critic's own AdamW weight decay; negative: learner.weight_decay.
-  c.learner.critic_weight_decay = -1.0
+  c.learner.critic_weight_decay = 0.01
   c.learner.grad_clip = 1.0
   c.learner.critic_loss_weight = 1.0
   c.learner.huber_delta = 1.0
@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.critic = ml_collections.ConfigDict()
   # A round's first N learner updates train the critic alone on the new data (the actor's
   # parameters and optimiser state are untouched); they count towards pipeline.steps_per_round.
-  c.critic.phase_steps = 0
+  c.critic.phase_steps = 150
   # Share of each round's rollouts held out of that round's training (both losses) to measure its
   # critic on unseen episodes; they join the training mix from the next round on.
   c.critic.holdout_fraction = 0.2
