@@ -40,8 +40,9 @@ UNREADABLE_SUFFIX = '.unreadable'
 _TMP_MARK = '.orbax-checkpoint-tmp'
 
 
-class CheckpointReadError(RuntimeError):
-  """A checkpoint's files cannot be read back (cut, garbled or missing)."""
+class CheckpointReadError(ValueError):
+  """A checkpoint's files cannot be read back (cut, garbled or missing). A ValueError, as
+  orbax's own read errors were: callers that retry on those (habc.stations) still do."""
 
   def __init__(self, directory: str, step: int, reason: str):
     self.directory, self.step, self.reason = directory, int(step), reason
