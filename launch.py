@@ -370,7 +370,9 @@ def run_in(config, workdir: str) -> None:
   children_ignore_ctrl_c()
   from habc import checkpoints, preflight
   from habc.data import writer as writer_lib
-  new_workdir = not os.path.exists(os.path.join(workdir, 'config.json'))
+  # A shared workdir of the actor/learner split is left alone: another role may be using it.
+  new_workdir = (FLAGS.mode not in ('actor', 'learner')
+                 and not os.path.exists(os.path.join(workdir, 'config.json')))
   try:
     try:
       _run_mode(config, workdir)

@@ -1137,6 +1137,12 @@ def roll_back_to(pipeline: Pipeline, step: int | None) -> list[str]:
   leave progress.json, so the run redoes them from ``step``. Returns the undone keys."""
   keys, files = stale_after(pipeline, step)
   progress = pipeline._progress  # pylint: disable=protected-access
+  s, end = -1 if step is None else int(step), pipeline.round_end_step
+  for key in progress:  # Other per-round stages ('<name>_<round>'): after the round's training.
+    name, _, number = key.rpartition('_')
+    if name and number.isdigit() and len(number) == 3 and key not in keys and name != 'collect' \
+        and s < end(int(number)) and name != 'demos':
+      keys.append(key)
   undone = [k for k in keys if progress.get(k)]
   present = [f for f in files if os.path.exists(f)]
   if not undone and not present:

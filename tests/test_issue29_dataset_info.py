@@ -87,3 +87,23 @@ def test_convert_teleop_into_a_dataset_without_info_keeps_its_episodes(tmp_path)
   assert 'never committed' not in second.stderr
   assert 'rebuilt it from 2 shards' in second.stderr
   assert _ids(out) == ['episode_0', 'episode_1'] * 2
+
+
+def test_pipeline_start_rebuilds_a_round_dataset_before_a_resumed_collection(tmp_path):
+  """The resumed-collection path: the round's dataset lost its dataset_info.json; the pipeline
+  rebuilds it at start-up, so the collection counts (and keeps) the committed episodes."""
+  from experiments import habc as habc_experiment
+  from habc import pipeline
+  config = habc_experiment.get_config('smoke')
+  config.task = 'insert'
+  workdir = str(tmp_path / 'run')
+  pipeline.prepare_workdir(config, workdir)
+  round_data = pipeline.Paths(workdir).round_data(1)
+  writer.write_episodes(round_data, _episodes(2))
+  os.remove(os.path.join(round_data, 'dataset_info.json'))
+  lines = []
+  pipeline.Pipeline(config, workdir, log=lines.append).close()
+  assert lines == [f'{round_data}: dataset_info.json was missing or unreadable; rebuilt it from '
+                   'its 2 committed episodes']
+  assert _ids(round_data) == ['ep0', 'ep1']
+  assert pipeline.Backend(config).open_writer(round_data).num_episodes == 2

@@ -8,8 +8,12 @@
   videos/<key>/chunk-000/file-00N.mp4 with per-episode time spans). The fixture follows the column
   names LeRobot 0.4's own writer uses (episode_index, tasks, length, dataset_from_index,
   dataset_to_index, data/chunk_index, data/file_index, videos/<key>/chunk_index, file_index,
-  from_timestamp, to_timestamp; global ``index`` in the data rows); it was not compared with a
-  dataset made by LeRobot's API here (LeRobot and torch are not installed on this machine).
+  from_timestamp, to_timestamp; global ``index`` in the data rows; meta/tasks.parquet with the
+  task text as the pandas index column ``__index_level_0__``). Checked once (issue 29, by hand,
+  not in the suite: LeRobot pulls in torch) against a dataset made by LeRobot 0.4.4's own API
+  (``LeRobotDataset.create``, ``add_frame``, ``save_episode``, ``finalize``; 3 episodes in one
+  data parquet and one AV1 mp4): the same files and columns, and the converter gave each episode
+  its own rows and frames in order, colours kept.
 """
 
 import json
@@ -234,7 +238,7 @@ def _lerobot_v3(root, lengths=(5, 7, 4), files=((0, 1), (2,)), drop=None):
   os.makedirs(os.path.join(root, 'meta', 'episodes', 'chunk-000'), exist_ok=True)
   json.dump(info, open(os.path.join(root, 'meta', 'info.json'), 'w'), indent=4)
   tasks = ['open the bag', 'close the bag']
-  pq.write_table(pa.table({'task_index': [0, 1], 'task': tasks}),
+  pq.write_table(pa.table({'task_index': [0, 1], '__index_level_0__': tasks}),  # As LeRobot.
                  os.path.join(root, 'meta', 'tasks.parquet'))
   rng = np.random.default_rng(3)
   recorded, episode_rows, index, level = {}, [], 0, 30
