@@ -358,6 +358,25 @@ def children_ignore_ctrl_c() -> None:
   popen_spawn_posix.Popen._launch = _launch  # pylint: disable=protected-access
 
 
+def redeliver_swallowed_interrupts() -> None:
+  """A Ctrl-C that lands inside a callback Python cannot raise from (JAX's garbage-collection
+  callback, a __del__) is reported as 'Exception ignored' and the run went on; it is raised
+  again in the main thread instead."""
+  import _thread
+  previous = sys.unraisablehook
+  if getattr(previous, '_habc_redelivers', False):
+    return
+
+  def hook(unraisable):
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+      _thread.interrupt_main()
+      return
+    previous(unraisable)
+
+  hook._habc_redelivers = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
 def _quiet_interrupts() -> None:
   """After a Ctrl-C: later ones (while the run shuts its workers down) do not add tracebacks."""
   import signal
@@ -368,6 +387,7 @@ def run_in(config, workdir: str) -> None:
   """Runs the chosen mode in ``workdir``; every expected failure ends in one line."""
   enable_compilation_cache()
   children_ignore_ctrl_c()
+  redeliver_swallowed_interrupts()
   from habc import checkpoints, preflight
   from habc.data import writer as writer_lib
   # A shared workdir of the actor/learner split is left alone: another role may be using it.
