@@ -5,15 +5,19 @@ r"""Runs the habc pipeline: demonstrations -> SFT -> rounds of (collect, train, 
   python launch.py --task=fold --preset=smoke --workdir=/tmp/smoke
   python launch.py --task=fold --config.learner.batch_size=32    # any config value
   python launch.py --task=fold --mode=report                     # one stage only
+  python launch.py --preset=smoke --print_config                 # every config key, and exit
   python launch.py --task=fold --mode=learner --workdir=/shared/run   # actor/learner split:
   python launch.py --task=fold --mode=actor --station_id=0 --workdir=/shared/run  # one per station
   python launch.py --task=hw_fold --config.data.teleop_dir=recordings/fold    # on the station
   python launch.py --task=fold --operator=console     # a person at the simulator (docs/console.md)
 
 Config = the experiment file's ``get_config(preset)``, then the ``--config.<path>=<value>``
-overrides (ml_collections), then ``--task`` and ``--seed``. A re-run with the same workdir and config
-resumes after the last completed stage; a workdir made with another config is refused (the
-differences are printed) unless ``--overwrite``.
+overrides (ml_collections), then ``--task`` and ``--seed``; every value with a range or a set of
+choices is checked before anything is written (``habc.config_checks``). A re-run with the same
+workdir and config resumes after the last completed stage; a workdir made with another config is
+refused (the differences are printed) unless ``--overwrite``. A first run that fails before it
+produced anything leaves no config.json behind. Ctrl-C stops with one line; re-run the same
+command to resume.
 
 A hardware task (``hw_<task>``, docs/hardware.md) runs that task on the dm-robotics station: the
 config gains a ``hardware`` section (``habc.envs.hardware.config``, set with
@@ -37,6 +41,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from habc import config_checks
 from habc import distributed
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -56,6 +61,9 @@ flags.DEFINE_enum('preset', 'default', PRESETS, 'Size of the run: smoke (tests),
 flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage; actor and '
                   'learner: the two roles of the actor/learner split (habc/stations.py) over a '
                   'shared --workdir.')
+flags.DEFINE_bool('print_config', False, 'Print every config key with its value (after the '
+                  'preset, the --config.* overrides, --task and --seed) and exit; any key can be '
+                  'set with --config.<key>=<value>.')
 flags.DEFINE_bool('overwrite', False, 'Delete a workdir made with a different config and start '
                   'again.')
 # The experiment file and preset reach ml_collections as --config=<file>:<preset> (inserted by
@@ -314,8 +322,9 @@ def console_settings(config, workdir: str, *, host: str = '127.0.0.1', port: int
 
 
 def validate_config(config) -> None:
-  """Start-up checks: the task exists, the method is known, the batch divides the devices, and a
-  hardware task has its teleop demonstrations and a consistent ``hardware`` section."""
+  """Start-up checks: the task exists, the method is known, every value with a range or a set of
+  choices is in it (``habc.config_checks``), the batch divides the devices, and a hardware task
+  has its teleop demonstrations and a consistent ``hardware`` section."""
   from habc import envs
   from habc.envs import hardware
   if config.task not in envs.list_tasks() + hardware.list_tasks():
@@ -339,6 +348,10 @@ def validate_config(config) -> None:
       config.runtime.num_workers != 1:
     raise UsageError('The operator console drives one episode at a time: '
                      'config.runtime.num_workers must be 1.')
+  try:
+    config_checks.check(config, paths=False)  # Ranges and choices (the folders: in main).
+  except config_checks.ConfigError as e:
+    raise UsageError(str(e)) from None
   weightings = ('habc', 'habc_v', 'bc', 'recap', 'awr')
   if config.method.weighting not in weightings:
     raise UsageError(f'config.method.weighting={config.method.weighting!r} is not one of '
@@ -387,7 +400,14 @@ def main(argv):
     distributed.check_mode(FLAGS.mode)  # Several processes: only the learner role.
     config = build_config(config, task=FLAGS.task, seed=FLAGS.seed, experiment=FLAGS.experiment,
                           hardware_overrides=FLAGS.hardware_override, operator=FLAGS.operator)
-    workdir = FLAGS.workdir or default_workdir(config, FLAGS.experiment)
+    if FLAGS.print_config:
+      print(format_config(config))
+      return
+    config_checks.check(config)  # Also the folders the config names (data.teleop_dir).
+  except (UsageError, distributed.DistributedConfigError, config_checks.ConfigError) as e:
+    sys.exit(f'launch.py: {e}')
+  workdir = FLAGS.workdir or default_workdir(config, FLAGS.experiment)
+  try:
     if uses_console(config) and FLAGS.mode in ('pipeline', 'collect', 'eval', 'actor'):
       from habc.web import console
       settings = console_settings(
@@ -399,9 +419,127 @@ def main(argv):
                     if settings.token else '')
       print(f'habc: operator console at {settings.url()}{token_note}; it goes live when the '
             'first episode\'s environment is built', flush=True)
-  except (UsageError, distributed.DistributedConfigError) as e:
+  except UsageError as e:
     sys.exit(f'launch.py: {e}')
+  try:
+    run_in(config, workdir)
+  except KeyboardInterrupt:
+    sys.exit(STOPPED)
+
+
+STOPPED = 'stopped; re-run the same command to resume'
+
+
+def children_ignore_ctrl_c() -> None:
+  """Processes this one spawns (environment workers, grain workers) start with SIGINT ignored.
+
+  A terminal's Ctrl-C goes to every process of the foreground group; a worker interrupted
+  mid-import or mid-episode printed its own KeyboardInterrupt traceback. The workers are shut
+  down by this process instead (``rollout.WorkerPool.close``, when the pipeline unwinds). An
+  ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt
+  handler, so the disposition is set only while each child is launched.
+  """
+  import signal
+  import threading
+  try:
+    from multiprocessing import popen_spawn_posix
+  except ImportError:  # Not POSIX.
+    return
+  launch_child = popen_spawn_posix.Popen._launch  # pylint: disable=protected-access
+  if getattr(launch_child, '_habc_ignores_sigint', False):
+    return
+
+  def _launch(self, process_obj):
+    if threading.current_thread() is not threading.main_thread():
+      return launch_child(self, process_obj)  # signal.signal works in the main thread only.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+      return launch_child(self, process_obj)
+    finally:
+      signal.signal(signal.SIGINT, previous)
+
+  _launch._habc_ignores_sigint = True  # pylint: disable=protected-access
+  popen_spawn_posix.Popen._launch = _launch  # pylint: disable=protected-access
+
+
+def redeliver_swallowed_interrupts() -> None:
+  """A Ctrl-C that lands inside a callback Python cannot raise from (JAX's garbage-collection
+  callback, a __del__) is reported as 'Exception ignored' and the run went on; it is raised
+  again in the main thread instead."""
+  import _thread
+  previous = sys.unraisablehook
+  if getattr(previous, '_habc_redelivers', False):
+    return
+
+  def hook(unraisable):
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+      _thread.interrupt_main()
+      return
+    previous(unraisable)
+
+  hook._habc_redelivers = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+def _quiet_interrupts() -> None:
+  """After a Ctrl-C: later ones (while the run shuts its workers down) do not add tracebacks."""
+  import signal
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_in(config, workdir: str) -> None:
+  """Runs the chosen mode in ``workdir``; every expected failure ends in one line."""
   enable_compilation_cache()
+  children_ignore_ctrl_c()
+  redeliver_swallowed_interrupts()
+  from habc import checkpoints, preflight
+  from habc.data import writer as writer_lib
+  # A shared workdir of the actor/learner split is left alone: another role may be using it.
+  new_workdir = (FLAGS.mode not in ('actor', 'learner')
+                 and not os.path.exists(os.path.join(workdir, 'config.json')))
+  try:
+    try:
+      _run_mode(config, workdir)
+    except BaseException:
+      if new_workdir:
+        release_workdir(workdir)
+      raise
+  except KeyboardInterrupt:
+    _quiet_interrupts()
+    raise
+  except (checkpoints.CheckpointReadError, writer_lib.DatasetInfoError,
+          writer_lib.DatasetLockedError) as e:
+    sys.exit(f'launch.py: {e}')
+  except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e, preflight.StorageError):
+      sys.exit(f'launch.py: {e}')
+    if checkpoints.is_storage_full(e):
+      sys.exit(f'launch.py: writing to {os.path.abspath(workdir)} failed: the disk is full. '
+               'Committed episodes and checkpoints are intact and nothing half-written is kept; '
+               'free space (or move the workdir to a larger disk) and run the same command '
+               'again to resume.')
+    if isinstance(e, OSError):
+      explained = preflight.explain_os_error(e, workdir)
+      if explained is not None:
+        sys.exit(f'launch.py: {explained}')
+    raise
+
+
+def release_workdir(workdir: str) -> bool:
+  """After a failed first run in ``workdir``: removes its config.json (and an empty
+  progress.json) when the run left no results, so that the corrected command is not refused as
+  a config mismatch. Returns True if it did."""
+  from habc import pipeline
+  if not os.path.isdir(workdir) or pipeline.workdir_has_results(workdir):
+    return False
+  for name in (pipeline.CONFIG_FILE, pipeline.PROGRESS_FILE):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      os.remove(path)
+  return True
+
+
+def _run_mode(config, workdir: str) -> None:
   from habc import pipeline, preflight, stations
   try:
     preflight.check_workdir(workdir)
@@ -429,6 +567,33 @@ def main(argv):
     print(f'habc: done; round {last["round"]}: {evaluation.format_summary(last["eval"])}')
 
 
+HELP_FLAGS = ('--help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
+
+
+def run_app(main_fn, argv: list[str]) -> None:
+  """``absl.app.run``, except that asking for help exits 0 (absl exits 1 after printing it)."""
+  try:
+    app.run(main_fn, argv=argv)
+  except SystemExit as e:
+    if e.code == 1 and any(a in HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)
+    raise
+
+
+def format_config(config) -> str:
+  """Every config key as 'key = value', one per line, sorted (what --print_config prints)."""
+  def flat(node, prefix=''):
+    for key in sorted(node.keys()):
+      value = node[key]
+      if hasattr(value, 'keys'):
+        yield from flat(value, f'{prefix}{key}.')
+      else:
+        yield f'{prefix}{key} = {value!r}'
+  lines = list(flat(config))
+  return '\n'.join(['# launch.py --config.<key>=<value> sets any of these (--task, --seed: the '
+                    'top-level ones)'] + lines)
+
+
 def run_cli(argv: list[str] | None = None) -> None:
   argv = list(sys.argv if argv is None else argv)
   try:
@@ -436,7 +601,10 @@ def run_cli(argv: list[str] | None = None) -> None:
   except UsageError as e:
     sys.exit(f'launch.py: {e}')
   sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv.
-  app.run(main, argv=argv)
+  try:
+    run_app(main, argv)
+  except KeyboardInterrupt:  # Ctrl-C before main's own handler (while importing, parsing).
+    sys.exit(STOPPED)
 
 
 if __name__ == '__main__':

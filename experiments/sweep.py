@@ -47,8 +47,12 @@ def _define_flags() -> None:
                     '(issue 7).')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds.')
   flags.DEFINE_enum('preset', 'default', ['smoke', 'default', 'paper'], 'Size of every run.')
-  flags.DEFINE_string('root', 'workdirs/sweep', 'Where the runs\' workdirs go.')
-  flags.DEFINE_string('results', 'results', 'Where the per-run JSON summaries and the table go.')
+  flags.DEFINE_string('root', None, 'Where the runs\' workdirs go; default workdirs/sweep, and '
+                      'workdirs/sweep/<preset> for a preset other than default.')
+  flags.DEFINE_string('results', None, 'Where the per-run JSON summaries and the table go; '
+                      'default results (the committed comparison), and '
+                      'workdirs/sweep/<preset>/results for a preset other than default (kept '
+                      'out of RESULTS.md).')
   flags.DEFINE_bool('table_only', False, 'Only rebuild the table from the summaries there.')
   flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
   flags.DEFINE_bool('add_outcomes', False, 'Run nothing: add the per-trial evaluation outcomes '
@@ -66,6 +70,38 @@ FLAGS = flags.FLAGS
 
 def run_name(task: str, method: str, seed: int) -> str:
   return f'{task}_{method}_{seed}'
+
+
+def default_dirs(preset: str) -> tuple[str, str]:
+  """(root, results) when the flags do not say: the default preset's are the committed
+  comparison's; another preset's are its own, so a smoke sweep never mixes with (or is skipped
+  because of) the default one."""
+  if preset == 'default':
+    return 'workdirs/sweep', 'results'
+  root = os.path.join('workdirs', 'sweep', preset)
+  return root, os.path.join(root, 'results')
+
+
+def summary_mismatch(path: str, preset: str, settings: dict) -> str | None:
+  """Why the summary at ``path`` is not the run this sweep would make (None: it is, skip it).
+
+  Compares the preset and the settings (the config keys changed from the experiment file); a
+  summary without ``settings`` (older) counts as the experiment as written.
+  """
+  try:
+    with open(path) as f:
+      small = json.load(f)
+  except (OSError, ValueError) as e:
+    return f'{path} is unreadable ({e})'
+  differences = []
+  if small.get('preset') != preset:
+    differences.append(f'preset {small.get("preset")!r}, not {preset!r}')
+  theirs = small.get('settings', {})
+  if theirs != settings:
+    differences.append(f'settings {theirs or "{}"}, not {settings or "{}"}')
+  if differences:
+    return f'{path} holds another run: ' + '; '.join(differences)
+  return None
 
 
 # Config keys that are not a setting of the method: the run's identity, the observation mode
@@ -379,6 +415,12 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
   name = run_name(task, method, seed)
   out = os.path.join(FLAGS.results, f'{name}.json')
   if os.path.exists(out):
+    expected = experiment_config(method, FLAGS.preset, task, seed, overrides)
+    mismatch = summary_mismatch(out, FLAGS.preset, run_settings(
+        expected.to_dict(), method, FLAGS.preset, task, seed))
+    if mismatch:
+      sys.exit(f'sweep: {mismatch}. Give this sweep its own --results and --root (or delete '
+               f'{out} to redo that run).')
     print(f'sweep: {name} done already ({out})')
     return
   workdir = os.path.join(FLAGS.root, name)
@@ -449,6 +491,9 @@ def main(argv):
   unknown = [a for a in argv[1:] if not a.startswith('--config.')]
   if unknown:
     raise app.UsageError(f'Unexpected arguments: {unknown}')
+  root, results = default_dirs(FLAGS.preset)
+  FLAGS.root = FLAGS.root or root
+  FLAGS.results = FLAGS.results or results
   os.makedirs(FLAGS.results, exist_ok=True)
   if FLAGS.add_outcomes:
     done = backfill_outcomes(FLAGS.results, FLAGS.root)

@@ -11,11 +11,23 @@ One checkpoint is a step directory with four items:
 ``meta``    a small JSON dict from the caller (e.g. which stage and round wrote it).
 
 Typed PRNG keys (``jax.random.key``) are stored as their raw key data and rewrapped on restore.
+
+Damage (issue 29): a checkpoint whose files were cut or garbled raises ``CheckpointReadError``, one
+line naming the step and the file system's complaint, not orbax's pages of tracebacks.
+``newest_readable`` reads the checkpoints newest first, moves each unreadable one aside to
+``<directory>.unreadable/<step>`` (kept for inspection, never deleted) and returns the newest that
+reads back; ``habc.pipeline`` then rolls its stage bookkeeping back to that step. A save that fails
+(a full disk) removes orbax's half-written temporary directory and raises a ``StorageError`` for
+ENOSPC-like causes, the earlier checkpoints intact.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import sys
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -24,6 +36,93 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 _ITEMS = ('state', 'config', 'stats', 'meta')
+UNREADABLE_SUFFIX = '.unreadable'
+_TMP_MARK = '.orbax-checkpoint-tmp'
+
+
+class CheckpointReadError(ValueError):
+  """A checkpoint's files cannot be read back (cut, garbled or missing). A ValueError, as
+  orbax's own read errors were: callers that retry on those (habc.stations) still do."""
+
+  def __init__(self, directory: str, step: int, reason: str):
+    self.directory, self.step, self.reason = directory, int(step), reason
+    super().__init__(f'Checkpoint {step} in {directory} is unreadable: {reason}')
+
+
+def short_reason(error: BaseException, limit: int = 500) -> str:
+  """The innermost message of an exception chain, first line, at most ``limit`` characters."""
+  messages = []
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    text = str(error).strip().splitlines()
+    if text:
+      messages.append(f'{type(error).__name__}: {text[0]}' if not text[0].startswith(
+          ('OUT_OF_RANGE', 'DATA_LOSS', 'NOT_FOUND', 'INVALID_ARGUMENT', 'FAILED_PRECONDITION'))
+                      else text[0])
+    error = error.__cause__ or error.__context__
+  # The file system's own words are the most specific: prefer a tensorstore status line.
+  for message in reversed(messages):
+    if message.split(':', 1)[0].isupper():
+      return message[:limit]
+  return (messages[-1] if messages else 'unknown error')[:limit]
+
+
+def _quiet_closed_loop_reports() -> None:
+  """Silences the 'Event loop is closed' reports that tensorstore reads left pending by a failed
+  restore print once orbax has closed its event loop (one traceback per pending read)."""
+  previous = sys.unraisablehook
+  if getattr(previous, '_habc_quiet', False):
+    return
+
+  def hook(unraisable):
+    value = unraisable.exc_value
+    text = str(value)
+    if 'Event loop is closed' in text or 'while reading array index' in text:
+      return
+    previous(unraisable)
+
+  hook._habc_quiet = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+_STORAGE_NOISE = ('RESOURCE_EXHAUSTED', 'No space left on device', 'Disk quota exceeded',
+                  'Event loop is closed', 'while reading array index')
+
+
+class _StorageNoiseFilter:
+  """Drops orbax's background-thread error logs of a failed read or save (each with a full
+  traceback); the failure itself reaches the caller as one exception."""
+
+  def filter(self, record) -> bool:
+    try:
+      text = record.getMessage()
+    except Exception:  # pylint: disable=broad-except
+      return True
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return not any(mark in text for mark in _STORAGE_NOISE)
+
+
+def _quiet_orbax_failure_logs() -> None:
+  import logging
+  logger = logging.getLogger('absl')
+  if not any(isinstance(f, _StorageNoiseFilter) for f in logger.filters):
+    logger.addFilter(_StorageNoiseFilter())
+
+
+def is_storage_full(error: BaseException) -> bool:
+  """True when an error (or one in its chain) says the disk or quota is full."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    text = str(error)
+    if 'No space left on device' in text or 'Disk quota exceeded' in text:
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 class Restored(NamedTuple):
@@ -64,6 +163,8 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: int | None = 2):
     self.directory = os.path.abspath(directory)
+    _quiet_closed_loop_reports()
+    _quiet_orbax_failure_logs()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
@@ -95,8 +196,86 @@ class Checkpointer:
         config=ocp.args.JsonSave(config),
         stats=ocp.args.StandardSave(_to_numpy(stats)),
         meta=ocp.args.JsonSave(_jsonable(meta or {})))
-    self._manager.save(step, args=args, force=True)
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(step, args=args, force=True)
+      self._manager.wait_until_finished()
+    except BaseException as e:
+      self._clean_after_failed_save()
+      if is_storage_full(e):
+        from habc import preflight
+        raise preflight.StorageError(
+            f'Saving checkpoint {step} in {self.directory} failed: the disk is full. The earlier '
+            'checkpoints and every committed episode are intact and the half-written checkpoint '
+            'was removed; free space (or move the workdir to a larger disk) and run the same '
+            'command again to resume.') from None
+      raise
+
+  def _clean_after_failed_save(self) -> None:
+    """Waits for orbax's writer threads of the failed save, then removes its temporary
+    directories (a thread still running could otherwise recreate one after the removal)."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except
+      pass
+    quiet_since = time.monotonic()
+    deadline = quiet_since + 10.0
+    while time.monotonic() < deadline:
+      if self.remove_temporary():
+        quiet_since = time.monotonic()
+      elif time.monotonic() - quiet_since > 0.3:
+        break
+      time.sleep(0.05)
+    try:
+      self._manager.reload()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+  def remove_temporary(self) -> list[str]:
+    """Removes orbax's temporary (half-written) checkpoint directories; returns their names."""
+    removed = []
+    if os.path.isdir(self.directory):
+      for name in os.listdir(self.directory):
+        if _TMP_MARK in name:
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+          removed.append(name)
+    return removed
+
+  def read_error(self, step: int) -> str | None:
+    """Reads every item of checkpoint ``step`` as saved (no target); None when it reads back,
+    else the reason (one line)."""
+    try:
+      self._manager.restore(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore(),
+          stats=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      _quiet_closed_loop_reports()
+      return short_reason(e)
+    return None
+
+  def move_aside(self, step: int) -> str:
+    """Moves checkpoint ``step`` to ``<directory>.unreadable/<step>[-<time>]``; returns the path."""
+    aside = self.directory.rstrip(os.sep) + UNREADABLE_SUFFIX
+    os.makedirs(aside, exist_ok=True)
+    target = os.path.join(aside, str(step))
+    if os.path.exists(target):
+      target = f'{target}-{int(time.time())}'
+    shutil.move(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return target
+
+  def newest_readable(self) -> tuple[int | None, list[tuple[int, str, str]]]:
+    """The newest checkpoint that reads back, moving unreadable newer ones aside.
+
+    Returns:
+      (step or None when none reads back, [(unreadable step, reason, where it was moved)]).
+    """
+    skipped = []
+    for step in sorted(self.all_steps(), reverse=True):
+      reason = self.read_error(step)
+      if reason is None:
+        return step, skipped
+      skipped.append((step, reason, self.move_aside(step)))
+    return None, skipped
 
   def restore(self, target_state, step: int | None = None) -> Restored:
     """Restores checkpoint ``step`` (default: the latest) against ``target_state``'s structure.
@@ -108,6 +287,8 @@ class Checkpointer:
 
     Raises:
       FileNotFoundError: no checkpoint in the directory.
+      CheckpointReadError: its files do not read back (see ``newest_readable``).
+      ValueError: it reads back but does not match ``target_state``.
     """
     if step is None:
       step = self.latest_step()
@@ -121,7 +302,12 @@ class Checkpointer:
           config=ocp.args.JsonRestore(),
           stats=ocp.args.StandardRestore(),
           meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError) as e:
+    except Exception as e:  # pylint: disable=broad-except
+      reason = self.read_error(step)
+      if reason is not None:
+        raise CheckpointReadError(self.directory, step, reason) from None
+      if not isinstance(e, (ValueError, KeyError)):
+        raise
       raise ValueError(
           f'Checkpoint {step} in {self.directory} does not match the model being restored '
           f'(was the workdir made with another model config?): {e}') from e

@@ -245,6 +245,8 @@ class Pipeline:
       backend = Backend(config)
     self.backend = backend
     backend.bind(self.paths)
+    if isinstance(backend, Backend):  # Fakes in tests keep no checkpoints on disk.
+      recover_workdir(self)
 
   # -- bookkeeping -------------------------------------------------------------------------------
   def done(self, key: str) -> bool:
@@ -1213,3 +1215,131 @@ def run(config, workdir: str, *, mode: str = 'pipeline', overwrite: bool = False
     return pipeline.run(mode)
   finally:
     pipeline.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Recovery at start-up (issue 29): damaged checkpoints and dataset metadata.
+
+
+def recover_workdir(pipeline: Pipeline) -> None:
+  """Makes a workdir's bookkeeping match what is readable on disk, before any stage runs.
+
+  * Checkpoints are read newest first; an unreadable one (cut, garbled) is moved aside to
+    ``checkpoints.unreadable/`` (``habc.checkpoints.Checkpointer.newest_readable``).
+  * Stages of progress.json that need a later checkpoint than the newest readable one are
+    undone (``roll_back_to``), so a resume retrains from that checkpoint instead of stopping at
+    "needs the checkpoint of step N".
+  * A dataset under data/ whose dataset_info.json is missing or unreadable is rebuilt from its
+    shards (``habc.data.writer.repair``); no shard is deleted.
+  """
+  progress = pipeline._progress  # pylint: disable=protected-access
+  directory = pipeline.paths.checkpoints
+  if os.path.isdir(directory) or progress.get('sft'):
+    ckpt = pipeline.backend.checkpointer(directory, pipeline.config.pipeline.keep_checkpoints)
+    ckpt.remove_temporary()  # Left by a save that died (killed, disk full).
+    step, skipped = ckpt.newest_readable()
+    for bad, reason, moved in skipped:
+      pipeline.log(f'checkpoint {bad} in {directory} is unreadable ({reason}); moved it to '
+                   f'{moved}')
+    roll_back_to(pipeline, step)
+  data = os.path.join(pipeline.paths.root, 'data')
+  if os.path.isdir(data):
+    from habc.data import writer as writer_lib
+    for name in sorted(os.listdir(data)):
+      path = os.path.join(data, name)
+      if writer_lib.needs_repair(path):
+        writer_lib.repair(path)
+        pipeline.log(f'{path}: dataset_info.json was missing or unreadable; rebuilt it from its '
+                     f'{writer_lib.num_episodes(path)} committed episodes')
+
+
+def stale_after(pipeline: Pipeline, step: int | None) -> tuple[list[str], list[str]]:
+  """Progress keys and workdir files that were made from checkpoints after ``step``.
+
+  Round r's collection uses the checkpoint that ends round r - 1; its training, evaluation and
+  round line the one that ends round r (round 0: SFT and its evaluation).
+
+  Returns:
+    (progress keys, paths), whether or not they exist.
+  """
+  paths, end = pipeline.paths, pipeline.round_end_step
+  s = -1 if step is None else int(step)
+  keys: list[str] = []
+  files: list[str] = []
+
+  def ended(r):
+    files.extend([paths.eval_results(r), os.path.join(paths.eval_dir, f'round_{r:03d}.json'),
+                  paths.eval_frames(r)])
+
+  if s < end(0):
+    keys += ['sft', 'eval_000']
+    files.append(os.path.join(paths.logs, 'train_sft.json'))
+    ended(0)
+  for r in range(1, pipeline.config.pipeline.rounds + 1):
+    if s < end(r - 1):
+      keys.append(f'collect_{r:03d}')
+      files += [paths.round_data(r), paths.collect_log(r),
+                os.path.join(paths.logs, f'resources_round_{r:03d}.json')]
+    if s < end(r):
+      keys += [f'train_{r:03d}', f'eval_{r:03d}', f'round_{r:03d}']
+      files += [paths.gates(r), os.path.join(paths.logs, f'train_round_{r:03d}.json')]
+      ended(r)
+  return keys, files
+
+
+def roll_back_to(pipeline: Pipeline, step: int | None) -> list[str]:
+  """Undoes the stages that need a checkpoint after ``step`` (the newest readable one; None:
+  none). Their files are moved to ``rolled_back/<time>/`` (kept, never deleted) and their keys
+  leave progress.json, so the run redoes them from ``step``. Returns the undone keys."""
+  keys, files = stale_after(pipeline, step)
+  progress = pipeline._progress  # pylint: disable=protected-access
+  s, end = -1 if step is None else int(step), pipeline.round_end_step
+  for key in progress:  # Other per-round stages ('<name>_<round>'): after the round's training.
+    name, _, number = key.rpartition('_')
+    if name and number.isdigit() and len(number) == 3 and key not in keys and name != 'collect' \
+        and s < end(int(number)) and name != 'demos':
+      keys.append(key)
+  undone = [k for k in keys if progress.get(k)]
+  present = [f for f in files if os.path.exists(f)]
+  if not undone and not present:
+    return []
+  if progress.get('report'):
+    undone.append('report')
+  aside = os.path.join(pipeline.paths.root, 'rolled_back', time.strftime('%Y%m%d-%H%M%S'))
+  for path in present:
+    target = os.path.join(aside, os.path.relpath(path, pipeline.paths.root))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(path, target)
+  for key in undone:
+    progress.pop(key, None)
+  _write_json(os.path.join(pipeline.paths.root, PROGRESS_FILE), progress)
+  where = 'no readable checkpoint' if step is None else f'the newest readable checkpoint is {step}'
+  moved = f'; their files are in {aside}' if present else ''
+  pipeline.log(f'resuming: {where}, so these stages are redone from it: '
+               f'{", ".join(undone) or "(partial ones)"}{moved}')
+  return undone
+
+
+def workdir_has_results(workdir: str) -> bool:
+  """Whether a workdir holds anything a run made besides its config: a completed stage in
+  progress.json, or any file outside logs/ (demonstrations, datasets, checkpoints, evaluation,
+  a report). Temporary files of a write cut short do not count. launch.py removes the config of
+  a workdir that its failed run left without results, so the corrected command is not refused
+  as a config mismatch."""
+  try:
+    if _read_json(os.path.join(workdir, PROGRESS_FILE), {}):
+      return True
+  except ValueError:  # Unreadable: assume it records something.
+    return True
+  for root, dirs, files in os.walk(workdir):
+    rel = os.path.relpath(root, workdir)
+    if rel == 'logs' or rel.startswith('logs' + os.sep):
+      dirs[:] = []
+      continue
+    for name in files:
+      if rel == '.' and name in (CONFIG_FILE, PROGRESS_FILE):
+        continue
+      if '.tmp-' in name:
+        continue
+      return True
+  return False

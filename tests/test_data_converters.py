@@ -263,9 +263,9 @@ def test_bad_aloha_and_lerobot_files(tmp_path):
   with pytest.raises(ConversionError, match="episode_000000.parquet: episode 'episode_000000', "
                      "field '<file>': unreadable parquet"):
     converters.convert('lerobot', str(tmp_path / 'lr'), str(tmp_path / 'o4'), progress=False)
-  _lerobot_folder(str(tmp_path / 'v3'), rng, lengths=(5,), version='v3.0')
-  with pytest.raises(ConversionError, match="'v3.0' is not supported"):
-    converters.convert('lerobot', str(tmp_path / 'v3'), str(tmp_path / 'o5'), progress=False)
+  _lerobot_folder(str(tmp_path / 'v1'), rng, lengths=(5,), version='v1.6')
+  with pytest.raises(ConversionError, match="'v1.6' is not supported .*LeRobot's own converters"):
+    converters.convert('lerobot', str(tmp_path / 'v1'), str(tmp_path / 'o5'), progress=False)
 
 
 def test_cli(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Mapping
 
 import numpy as np
@@ -144,3 +145,53 @@ def load_or_compute_stats(dataset_dir: str) -> NormStats:
   stats = compute_dataset_stats(dataset_dir)
   save_stats(stats, path)
   return stats
+
+
+def describe(path: str) -> str:
+  """A few lines on a dataset: episodes, steps, and per key the dimension, mean and std (from
+  the saved ``habc_stats.json`` when there is one, else computed now)."""
+  from habc.data import writer
+  episodes = writer.num_episodes(path)
+  saved = os.path.exists(stats_path(path))
+  stats = load_stats(path) if saved else compute_dataset_stats(path)
+  where = 'saved ' + STATS_FILE if saved else 'computed now; not saved'
+  lines = [f'{path}: {episodes} episode{"s" if episodes != 1 else ""}, {stats.num_steps} steps '
+           f'(statistics {where})']
+  with np.printoptions(precision=3, suppress=True, linewidth=120):
+    for key in KEYS:
+      if key in stats.mean:
+        mean, std = np.asarray(stats.mean[key]), np.asarray(stats.std[key])
+        lines.append(f'  {key} [{mean.shape[0]}]: mean {mean}')
+        lines.append(f'  {" " * len(key)} {" " * (len(str(mean.shape[0])) + 2)}  std  {std}')
+  return '\n'.join(lines)
+
+
+def main(argv: list[str]) -> int:
+  """``python -m habc.data.stats DIR [DIR ...] [--save]``: prints ``describe`` of each dataset;
+  ``--save`` also writes the statistics beside a dataset that has none."""
+  args = [a for a in argv[1:] if a != '--save']
+  if not args or any(a in ('-h', '--help') for a in args):
+    print('usage: python -m habc.data.stats DATASET_DIR [DATASET_DIR ...] [--save]\n'
+          'Prints the episodes, steps and per-dimension mean and std of state, privileged and '
+          'action of each RLDS dataset; --save writes them as habc_stats.json beside it.')
+    return 0 if args else 2
+  code = 0
+  for path in args:
+    if not os.path.exists(os.path.join(path, 'dataset_info.json')):
+      print(f'error: {path} is not an RLDS dataset (no dataset_info.json)', file=sys.stderr)
+      code = 1
+      continue
+    try:
+      print(describe(path))
+    except (ValueError, OSError) as e:
+      print(f'error: {path}: {e}', file=sys.stderr)
+      code = 1
+      continue
+    if '--save' in argv and not os.path.exists(stats_path(path)):
+      save_stats(compute_dataset_stats(path), path)
+      print(f'  saved {stats_path(path)}')
+  return code
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

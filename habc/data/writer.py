@@ -12,6 +12,11 @@ exactly the shards that ``dataset_info.json`` lists, so a process killed at any 
 dataset that loads with whole episodes only. A shard renamed but never listed (killed between the
 two steps) is removed when the next writer opens the dataset.
 
+A dataset whose ``dataset_info.json`` is missing or unreadable (deleted by hand, copied without
+it) proves nothing about its shards, so none is deleted: the next writer rebuilds the file from
+the shards themselves (each was fsynced before its rename, so each holds whole episodes) and
+``features.json``, and says so; without ``features.json`` it stops with ``DatasetInfoError``.
+
 No TensorFlow: images are encoded here (``habc.data.images``) and handed to tfds as bytes, so tfds
 never needs TF to encode them; everything else is numpy. The rollout processes render with MuJoCo
 and must not load TF.
@@ -44,6 +49,10 @@ class DatasetLockedError(RuntimeError):
   """Another process is writing the dataset."""
 
 
+class DatasetInfoError(ValueError):
+  """A dataset's metadata is missing or broken and cannot be rebuilt (nothing was deleted)."""
+
+
 def shard_name(name: str, index: int) -> str:
   return f'{name}-{SPLIT}.array_record-{index:05d}'
 
@@ -63,6 +72,42 @@ def read_info_json(path: str) -> dict | None:
     return None
   with open(info_path) as f:
     return json.load(f)
+
+
+def shard_files(path: str) -> dict[str, list[int]]:
+  """Shard indices on disk per dataset name: {name: sorted indices} (any name)."""
+  pattern = re.compile(r'^(.+)-' + re.escape(SPLIT) + r'\.array_record-(\d+)$')
+  found: dict[str, list[int]] = {}
+  for fname in os.listdir(path) if os.path.isdir(path) else ():
+    match = pattern.match(fname)
+    if match:
+      found.setdefault(match.group(1), []).append(int(match.group(2)))
+  return {name: sorted(indices) for name, indices in found.items()}
+
+
+def needs_repair(path: str) -> bool:
+  """True when ``path`` holds shards but no readable dataset_info.json (see ``repair``)."""
+  if not shard_files(path):
+    return False
+  try:
+    return read_info_json(path) is None
+  except ValueError:
+    return True
+
+
+def repair(path: str) -> bool:
+  """Rebuilds a missing or unreadable dataset_info.json from the shards (nothing is deleted).
+
+  Returns:
+    True if the file was rebuilt, False if the dataset needed nothing.
+  Raises:
+    DatasetInfoError: the shards cannot be read back (the message says what to do).
+    DatasetLockedError: another process is writing the dataset.
+  """
+  if not needs_repair(path):
+    return False
+  EpisodeWriter(path).close()
+  return True
 
 
 def existing_shards(info_json: Mapping[str, Any]) -> tuple[list[int], int]:
@@ -152,8 +197,18 @@ class EpisodeWriter:
 
   def _open(self, spec, name, description):
     from tensorflow_datasets.core import example_serializer
-    info_json = read_info_json(self.path)
+    try:
+      info_json = read_info_json(self.path)
+    except ValueError as e:  # Cut or garbled JSON.
+      logging.warning('%s/dataset_info.json is unreadable (%s); rebuilding it from the shards.',
+                      self.path, e)
+      info_json = None
+    rebuilt = False
+    if info_json is None and shard_files(self.path):
+      info_json, rebuilt = self._rebuild_info(), True
     if info_json is None:
+      if spec is None and os.path.exists(os.path.join(self.path, 'features.json')):
+        spec = schema.spec_from_features(self._load_features())  # Killed in its first commit.
       if spec is None:
         raise ValueError(f'{self.path} holds no dataset yet; pass the episode spec to create one.')
       self.name, self.description = name, description
@@ -177,6 +232,45 @@ class EpisodeWriter:
     self._remove_orphans()
     if info_json is None:
       self._commit_info(first=True)
+    elif rebuilt:
+      self._commit_info()
+
+  def _rebuild_info(self) -> dict:
+    """dataset_info.json's content rebuilt from the shards on disk and features.json."""
+    from array_record.python import array_record_module
+    found = shard_files(self.path)
+    total = sum(len(v) for v in found.values())
+    keep = ('Nothing was deleted. Put back the dataset\'s dataset_info.json and features.json '
+            '(from a copy of the dataset), or move the shards to another directory.')
+    if len(found) > 1:
+      raise DatasetInfoError(f'{self.path} has no dataset_info.json and holds shards of several '
+                             f'datasets ({", ".join(sorted(found))}). {keep}')
+    if not os.path.exists(os.path.join(self.path, 'features.json')):
+      raise DatasetInfoError(f'{self.path} holds {total} shards but neither dataset_info.json '
+                             f'nor features.json, so what the shards hold is unknown. {keep}')
+    (name, indices), = found.items()
+    if indices != list(range(len(indices))):
+      missing = sorted(set(range(indices[-1] + 1)) - set(indices))
+      raise DatasetInfoError(f'{self.path} has no dataset_info.json and its shards are not '
+                             f'numbered 0..{indices[-1]} (missing: {missing[:10]}). {keep}')
+    lengths, num_bytes = [], 0
+    for index in indices:
+      shard = os.path.join(self.path, shard_name(name, index))
+      try:
+        reader = array_record_module.ArrayRecordReader(shard)
+        try:
+          lengths.append(int(reader.num_records()))
+        finally:
+          reader.close()
+      except Exception as e:  # pylint: disable=broad-except
+        raise DatasetInfoError(f'{self.path} has no dataset_info.json and its shard {shard} is '
+                               f'unreadable ({e}). {keep}') from e
+      num_bytes += os.path.getsize(shard)
+    logging.warning('%s had no readable dataset_info.json; rebuilt it from %d shards (%d '
+                    'episodes) and features.json.', self.path, len(lengths), sum(lengths))
+    return {'name': name, 'fileFormat': 'array_record',
+            'splits': [{'name': SPLIT, 'shardLengths': [str(n) for n in lengths],
+                        'numBytes': str(num_bytes)}]}
 
   def _load_features(self):
     import tensorflow_datasets as tfds
@@ -258,9 +352,17 @@ class EpisodeWriter:
     tmp_dir = os.path.join(self.path, TMP_DIR)
     os.makedirs(tmp_dir, exist_ok=True)
     tmp = os.path.join(tmp_dir, f'shard-{os.getpid()}-{index:05d}')
-    _write_shard(array_record_module, tmp, self._buffer)
     final = os.path.join(self.path, shard_name(self.name, index))
-    os.replace(tmp, final)
+    try:
+      _write_shard(array_record_module, tmp, self._buffer)
+      os.replace(tmp, final)
+    except BaseException:
+      # Not committed (a full disk, a kill): the buffered episodes are dropped, not retried by
+      # close(), and no partial shard is left behind.
+      self._buffer = []
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise
     self.shard_lengths.append(len(self._buffer))
     self.num_bytes += sum(len(b) for b in self._buffer)
     self._buffer = []
@@ -302,7 +404,7 @@ def write_episodes(path: str, episodes: Iterable[Mapping[str, Any]],
                    spec: schema.EpisodeSpec | None = None, **kwargs) -> int:
   """Appends episodes to a dataset (created if absent); returns the dataset's episode count."""
   episodes = iter(episodes)
-  if spec is None and read_info_json(path) is None:
+  if spec is None and not os.path.exists(os.path.join(path, 'features.json')):
     first = next(episodes)
     spec = schema.spec_of_episode(first)
     episodes = _chain([first], episodes)
@@ -318,6 +420,9 @@ def _chain(head, tail):
 
 
 def num_episodes(path: str) -> int:
-  """Episodes committed in a dataset directory (0 when there is none)."""
-  info = read_info_json(path)
+  """Episodes committed in a dataset directory (0 when there is none or its info is unreadable)."""
+  try:
+    info = read_info_json(path)
+  except ValueError:
+    return 0
   return sum(existing_shards(info)[0]) if info else 0

@@ -1,4 +1,4 @@
-"""Teleop recordings -> RLDS: ALOHA HDF5, LeRobot (v2.x) and npz episodes.
+"""Teleop recordings -> RLDS: ALOHA HDF5, LeRobot (v2.x and v3.0) and npz episodes.
 
 ``convert(format, input, output, **options) -> Summary`` is what data/convert_teleop.py runs.
 """
@@ -34,6 +34,14 @@ def make_options(**options: Any) -> Options:
       options['success'] = False
     else:
       raise ValueError(f'--success must be true or false, got {success!r}.')
+  for key, choices in (('state', aloha_hdf5.STATE_CHOICES),
+                       ('base_action', aloha_hdf5.BASE_ACTION_CHOICES),
+                       ('jpeg_channels', aloha_hdf5.JPEG_CHANNEL_CHOICES)):
+    if key in options and options[key] is None:
+      options.pop(key)
+    elif key in options and options[key] not in choices:
+      raise ValueError(f'--{key} must be one of {", ".join(c or "(empty)" for c in choices)}, '
+                       f'got {options[key]!r}.')
   unknown = set(options) - set(Options.__dataclass_fields__)
   if unknown:
     raise TypeError(f'Unknown conversion options {sorted(unknown)}.')
@@ -66,7 +74,10 @@ def convert(format: str, input: str, output: str, *, skip_bad: bool = False,
   if not os.path.exists(input):
     raise FileNotFoundError(f'Input {input} does not exist.')
   opts = make_options(**options)
-  items = list(FORMATS[format].iter_raw(input))
+  if format == 'aloha_hdf5':
+    items = list(aloha_hdf5.iter_raw(input, opts))
+  else:
+    items = list(FORMATS[format].iter_raw(input))
   if not items:
     raise ValueError(f'No {format} episodes found in {input}.')
   summary = Summary(output=output)

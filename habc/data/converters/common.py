@@ -41,6 +41,10 @@ class Options:
   cameras: ((recorded name, stored name), ...) to choose and rename cameras; None keeps all.
   source, operator, policy_version: episode metadata (teleop recordings are demonstrations).
   image_format: 'jpeg' (default, quality 95) or 'png' (lossless) storage.
+  state, base_action, jpeg_channels: ALOHA HDF5 only (see ``aloha_hdf5.read_episode``): which
+    arrays make the state ('auto', 'qpos', 'qpos+qvel'), Mobile ALOHA's /base_action ('append',
+    'drop'; '' refuses a file that has one), the channel order the recorder JPEG-encoded ('rgb'
+    for the ALOHA recorders, 'bgr' for standard JPEGs).
   """
 
   task: str = ''
@@ -52,6 +56,9 @@ class Options:
   operator: str = 'teleop'
   policy_version: int = -1
   image_format: str = 'jpeg'
+  state: str = 'auto'
+  base_action: str = ''
+  jpeg_channels: str = 'rgb'
 
 
 def parse_cameras(text: str | Sequence[str] | None) -> tuple[tuple[str, str], ...] | None:

@@ -1,0 +1,87 @@
+"""Issue 29 through launch.py: a cut newest checkpoint and a disk that fills mid-run each give a
+few clear lines (no traceback), leave nothing half-written, and the same command then resumes
+to a complete run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ['--task=insert', '--preset=smoke', '--config.pipeline.rounds=1']
+
+
+def launch(*args, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', HABC_MIN_FREE_GB='0')
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'), *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _leftovers(workdir):
+  found = []
+  for root, dirs, files in os.walk(workdir):
+    found += [os.path.join(root, n) for n in dirs + files
+              if 'orbax-checkpoint-tmp' in n or n == '.tmp' or '.tmp-' in n]
+  return found
+
+
+def _cut_newest_checkpoint(workdir):
+  ckpts = os.path.join(workdir, 'checkpoints')
+  newest = max(int(n) for n in os.listdir(ckpts) if n.isdigit())
+  files = []
+  for root, _, names in os.walk(os.path.join(ckpts, str(newest), 'state')):
+    if 'ocdbt.process_' in root and os.path.basename(root) == 'd':
+      files += [os.path.join(root, n) for n in names]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.truncate(os.path.getsize(biggest) // 2)
+  return newest
+
+
+def test_cut_newest_checkpoint_falls_back_and_completes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  first = launch(*SMOKE, f'--workdir={workdir}')
+  assert first.returncode == 0, first.stderr[-3000:]
+  newest = _cut_newest_checkpoint(workdir)
+  resumed = launch(*SMOKE, f'--workdir={workdir}')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Traceback' not in resumed.stderr, resumed.stderr[-3000:]
+  lines = resumed.stdout.splitlines()
+  assert len(lines) <= 8, resumed.stdout
+  assert any(l.startswith(f'checkpoint {newest} in ') and 'is unreadable (' in l for l in lines)
+  assert any('these stages are redone from it: train_001, eval_001, round_001, report' in l
+             for l in lines), resumed.stdout
+  progress = json.load(open(os.path.join(workdir, 'progress.json')))
+  assert all(progress.get(k) for k in ('train_001', 'eval_001', 'round_001', 'report'))
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints.unreadable', str(newest)))
+  assert str(newest) in os.listdir(os.path.join(workdir, 'checkpoints'))  # Retrained, saved.
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  path = str(tmp_path / 'disk')
+  os.makedirs(path)
+  if os.geteuid() != 0 or subprocess.run(
+      ['mount', '-t', 'tmpfs', '-o', 'size=1500k', 'tmpfs', path],
+      capture_output=True).returncode != 0:
+    pytest.skip('needs root to mount a small tmpfs (a real full disk)')
+  yield path
+  subprocess.run(['umount', '-l', path], check=False)
+
+
+def test_disk_full_mid_run_is_one_line_and_resumes(small_disk):
+  workdir = os.path.join(small_disk, 'run')
+  full = launch(*SMOKE, f'--workdir={workdir}')
+  assert full.returncode == 1, full.stderr[-3000:]
+  assert 'Traceback' not in full.stderr, full.stderr[-3000:]
+  errors = full.stderr.strip().splitlines()
+  assert len(errors) == 1 and errors[0].startswith('launch.py: '), full.stderr[-3000:]
+  assert 'the disk is full' in errors[0] and 'run the same command again' in errors[0]
+  assert _leftovers(workdir) == []
+  subprocess.run(['mount', '-o', 'remount,size=40m', small_disk], check=True)
+  resumed = launch(*SMOKE, f'--workdir={workdir}')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert json.load(open(os.path.join(workdir, 'progress.json'))).get('report')
+  assert _leftovers(workdir) == []
