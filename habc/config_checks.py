@@ -142,6 +142,13 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     'pipeline.log_every': _int_at_least(1, 'learner updates between metric lines'),
     'pipeline.intervention_reweighting_from_round': _from_round,
     'runtime.num_workers': _int_at_least(1, 'environment worker processes'),
+    'method.advantage_norm': _one_of(('none', 'batch_std'), "scale of the gate's advantage"),
+    'method.advantage_temperature': _number_in(0, None, "T of the gate's batch_std scale",
+                                               low_open=True),
+    'critic.phase_steps': _int_at_least(0, "critic-only updates opening each round"),
+    'critic.holdout_fraction': _number_in(0, 0.9, "share of a round's rollouts held out"),
+    'critic.diagnostic_windows': _int_at_least(1, 'windows measured per held-out split'),
+    'data.sampler': _one_of(('auto', 'pool', 'uniform'), 'how windows are drawn'),
 }
 CHECKED_KEYS = tuple(CHECKS) + ('data.teleop_dir',)
 
@@ -186,6 +193,24 @@ def problems(config) -> list[str]:
     if problem:
       name = 'seed' if key == 'seed' else f'config.{key}'
       out.append(f'{name}={value!r} {problem}. Set {_flag(key)}.')
+  phase, per_round = _get(config, 'critic.phase_steps'), _get(config, 'pipeline.steps_per_round')
+  if _is_int(phase) and _is_int(per_round) and phase > 0 and phase >= per_round > 0:
+    out.append(f'config.critic.phase_steps={phase} leaves no actor update in a round of '
+               f'pipeline.steps_per_round={per_round}; set --config.critic.phase_steps below it.')
+  fractions = _get(config, 'data.kind_fractions')
+  if fractions is not _MISSING and fractions:
+    values = dict(fractions)
+    bad = {k: v for k, v in values.items() if not _is_number(v) or v < 0}
+    if bad:
+      out.append(f'config.data.kind_fractions {bad} must be >= 0. Set '
+                 '--config.data.kind_fractions.<kind>=<share>.')
+    elif any(values.values()):
+      sampler = _get(config, 'data.sampler')
+      obs = _get(config, 'obs')
+      if sampler == 'pool' or (sampler == 'auto' and obs != 'state'):
+        out.append(f'config.data.kind_fractions={values} needs the uniform sampler, but '
+                   f'data.sampler={sampler!r} (obs={obs!r}) draws from the episode pool; set '
+                   "--config.data.sampler=uniform or every --config.data.kind_fractions.<kind>=0.")
   embed, heads = _get(config, 'model.embed_dim'), _get(config, 'model.num_heads')
   if _is_int(embed) and _is_int(heads) and embed >= 1 and heads >= 1 and embed % heads:
     out.append(f'config.model.embed_dim={embed} must be a multiple of config.model.num_heads='

@@ -272,3 +272,18 @@ def test_diagnostic_fn_gives_the_gate_the_update_uses():
   assert set(out) >= {'p_v', 'efficiency', 'a_v', 'a_e', 'weights', 'kind', 'valid'}
   diag = cd.summarize({k: v for k, v in out.items() if k not in ('weights', 'valid')})
   assert diag['windows'] == 16 and 0 <= diag['viability']['auc'] <= 1
+
+
+def test_start_up_checks_name_the_new_keys():
+  from experiments import habc as habc_experiment
+  from habc import config_checks
+  config = habc_experiment.get_config('default')
+  assert config_checks.problems(config) == []
+  config.critic.phase_steps = config.pipeline.steps_per_round
+  config.data.sampler = 'pool'
+  config.method.advantage_norm = 'zscore'
+  lines = config_checks.problems(config)
+  assert len(lines) == 3
+  assert any('critic.phase_steps' in line for line in lines)
+  assert any('kind_fractions' in line and 'uniform' in line for line in lines)
+  assert any('advantage_norm' in line for line in lines)
