@@ -224,6 +224,7 @@ def _make_heads_fn(config, model):
   import jax.numpy as jnp
   from habc import losses
   from habc.learning import learner as learner_lib
+  from habc.learning import objectives
   method = config.method
 
   def fn(params, batch):
@@ -233,10 +234,9 @@ def _make_heads_fn(config, model):
                                                 next_obs, phi)
     term = batch['next_is_terminal']
     if method.weighting in ('habc', 'habc_v'):
-      a_v, a_e = losses.advantages(heads['viability_logit'], heads_next['viability_logit'],
-                                   heads['efficiency'], heads_next['efficiency'], term)
-      return {'p_v': jax.nn.sigmoid(heads['viability_logit']), 'v_e': heads['efficiency'],
-              'a_v': a_v, 'a_e': a_e}
+      signal = objectives.habc_signal(method, heads, heads_next, batch)  # The learner's own.
+      return {'p_v': signal['p_v'], 'v_e': heads['efficiency'], 'a_v': signal['a_v'],
+              'a_e': signal['a_e']}
     if method.weighting == 'recap':
       v_min, v_max = losses.recap_value_range(method.recap_gamma, method.recap_failure_cost)
       value = losses.categorical_mean(heads['value_logits'], v_min, v_max)
