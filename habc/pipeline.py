@@ -333,7 +333,9 @@ class Pipeline:
     for r in range(1, self.config.pipeline.rounds + 1):
       if not self.done(f'{phase}_{r:03d}'):
         return r
-    raise StageOrderError(f'Every round of {phase} is complete ({self.config.pipeline.rounds} rounds); '
+    rounds = self.config.pipeline.rounds
+    raise StageOrderError(f'Every round of {phase} is complete ({rounds} round'
+                          f'{"" if rounds == 1 else "s"}); '
                      'raise --config.pipeline.rounds in a new workdir to run more.')
 
   def round(self, r: int) -> None:

@@ -102,7 +102,8 @@ def write_report(workdir: str, summary: dict, config=None) -> str:
   lines = [f'# Report: {title}', '']
   if config is not None:
     lines += [f'Preset `{config.get("preset", "")}`, obs `{config.obs}`, '
-              f'{config.pipeline.rounds} rounds of {config.rollout.episodes_per_round} rollouts, '
+              f'{_count(config.pipeline.rounds, "round")} of '
+              f'{_count(config.rollout.episodes_per_round, "rollout")}, '
               f'{config.pipeline.steps_per_round} learner steps a round at batch '
               f'{config.learner.batch_size}; {config.eval.episodes} evaluation episodes per '
               'checkpoint.', '']
@@ -168,6 +169,11 @@ def write_report(workdir: str, summary: dict, config=None) -> str:
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
   return path
+
+
+def _count(n: int, noun: str) -> str:
+  """'1 round', '3 rounds'."""
+  return f'{n} {noun}' if int(n) == 1 else f'{n} {noun}s'
 
 
 def _fmt(value) -> str:

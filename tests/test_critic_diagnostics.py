@@ -287,3 +287,9 @@ def test_start_up_checks_name_the_new_keys():
   assert any('critic.phase_steps' in line for line in lines)
   assert any('kind_fractions' in line and 'uniform' in line for line in lines)
   assert any('advantage_norm' in line for line in lines)
+
+
+def test_report_counts_in_the_singular():
+  from habc import report
+  assert report._count(1, 'round') == '1 round'  # pylint: disable=protected-access
+  assert report._count(3, 'round') == '3 rounds'  # pylint: disable=protected-access
