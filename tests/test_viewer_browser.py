@@ -245,8 +245,15 @@ def test_gate_shown_equals_the_learners_gate_function(page, run_viewer, smoke_ru
       max_instruction_len=config.model.max_instruction_len)(episode)
 
   def learner_gate(t):
-    batch = reader.gather_batch([(pack, np.array([t]))], config.learner.batch_size, obs=config.obs)
-    return float(np.asarray(gate_fn(backend.learner.params, batch))[0])
+    # The viewer evaluates an episode in chunks of viewer_critic.BATCH consecutive windows; with
+    # method.advantage_norm='batch_std' a window's gate is relative to its batch, so the learner
+    # gets the same chunk.
+    from habc.web import viewer_critic
+    size = viewer_critic.BATCH
+    start = (t // size) * size
+    idx = np.arange(start, min(start + size, len(pack['anchor'])))
+    batch = reader.gather_batch([(pack, idx)], size, obs=config.obs)
+    return float(np.asarray(gate_fn(backend.learner.params, batch))[t - start])
 
   open_episode(page, f'{run_viewer}/episode?ds={ds}&i={index}')
   options = page.eval_on_selector_all('#checkpoint option', 'os => os.map(o => o.textContent)')
