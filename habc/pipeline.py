@@ -526,7 +526,8 @@ class Pipeline:
     ``critic.diagnostics`` off, or when a split is already written (a resumed run)."""
     from habc import critic_diagnostics as cd
     c = self.config
-    if not c.get('critic', {}).get('diagnostics', True):
+    settings = c.get('critic', {})
+    if not settings.get('diagnostics', True):
       return
     existing = cd.load_file(cd.path_for(self.paths.logs, r)) or {}
     if split in existing:
@@ -534,7 +535,7 @@ class Pipeline:
     try:
       outputs = self.backend.critic_outputs(
           eval_datasets, seed=rollout.seed_for(c.seed, f'critic-{split}', r, 0),
-          max_windows=int(c.critic.get('diagnostic_windows', 4096)))
+          max_windows=int(settings.get('diagnostic_windows', 4096)))
     except ValueError as e:  # An empty held-out split: say so, train on.
       self.log(f'critic diagnostics, round {r} {split}: skipped ({e})')
       return
@@ -555,6 +556,11 @@ class Pipeline:
              f'{100 * h["saturated"]:.0f}% | non-zero weights on '
              f'{100 * h["online_nonzero_fraction"]:.0f}% of an actor batch\'s online windows')
 
+  def _holdout_diagnostics(self, r: int) -> None:
+    """Round r's critic on the held-out split of round r's rollouts (none held out: nothing)."""
+    if _holdout_fraction(self.config) > 0:
+      self._critic_diagnostics(r, 'holdout', [(self.paths.round_data(r), 1.0, 'holdout')])
+
   def _train_to(self, target: int, *, stage: str, round_index: int, datasets) -> None:
     c = self.config
     ckpt = self.backend.checkpointer(self.paths.checkpoints, c.pipeline.keep_checkpoints)
@@ -563,9 +569,8 @@ class Pipeline:
     if step >= target:
       if round_index and not _npz_readable(self.paths.gates(round_index)):
         self._save_gates(round_index, datasets, step)  # A stop before (or while) they were saved.
-      if round_index and _holdout_fraction(c) > 0 and step == target:
-        self._critic_diagnostics(round_index, 'holdout',
-                                 [(self.paths.round_data(round_index), 1.0, 'holdout')])
+      if round_index and step == target:
+        self._holdout_diagnostics(round_index)  # A stop before they were written.
       return
     ir = intervention_reweighting_at(c, round_index)
     # The critic phase: a round's first critic.phase_steps updates train the critic alone (the
@@ -607,9 +612,7 @@ class Pipeline:
     _write_json(os.path.join(self.paths.logs, f'train_{stage}.json'), means)
     if round_index:
       self._save_gates(round_index, datasets, step)
-      if _holdout_fraction(c) > 0:
-        self._critic_diagnostics(round_index, 'holdout',
-                                 [(self.paths.round_data(round_index), 1.0, 'holdout')])
+      self._holdout_diagnostics(round_index)
 
   def _save_gates(self, round_index: int, datasets, step: int) -> None:
     """Samples g_t at the end of a round's training into logs/gates_round_XXX.npz (atomically)."""
@@ -1284,7 +1287,11 @@ def stale_after(pipeline: Pipeline, step: int | None) -> tuple[list[str], list[s
                 os.path.join(paths.logs, f'resources_round_{r:03d}.json')]
     if s < end(r):
       keys += [f'train_{r:03d}', f'eval_{r:03d}', f'round_{r:03d}']
-      files += [paths.gates(r), os.path.join(paths.logs, f'train_round_{r:03d}.json')]
+      # Round r's critic diagnostics (both splits) measure the checkpoint that ends round r.
+      files += [paths.gates(r), os.path.join(paths.logs, f'train_round_{r:03d}.json'),
+                os.path.join(paths.logs, f'critic_round_{r:03d}.json')]
+      files += [os.path.join(paths.logs, f'critic_round_{r:03d}_{split}.npz')
+                for split in ('holdout', 'next_round')]
       ended(r)
   return keys, files
 

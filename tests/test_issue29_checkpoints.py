@@ -86,9 +86,13 @@ def test_fall_back_rolls_the_stage_bookkeeping_back(tmp_path):
           'collect_002', 'train_002', 'eval_002', 'round_002', 'report']
   pipeline._write_json(os.path.join(workdir, 'progress.json'), {k: True for k in done})  # pylint: disable=protected-access
   kept = [paths.eval_results(1), paths.gates(1), paths.collect_log(2),
-          os.path.join(paths.round_data(2), 'dataset_info.json')]
+          os.path.join(paths.round_data(2), 'dataset_info.json'),
+          os.path.join(paths.logs, 'critic_round_001.json')]
+  # Round 2's held-out critic diagnostics measured the cut checkpoint: redone with the round.
   redone = [paths.eval_results(2), paths.eval_frames(2), paths.gates(2),
-            os.path.join(paths.logs, 'train_round_002.json')]
+            os.path.join(paths.logs, 'train_round_002.json'),
+            os.path.join(paths.logs, 'critic_round_002.json'),
+            os.path.join(paths.logs, 'critic_round_002_holdout.npz')]
   for path in kept + redone:
     _touch(path)
   lines = []

@@ -242,17 +242,10 @@ def make_online_weight_fn(config, model):
   """``fn(params, batch) -> [B]``: the method's per-sample weight of autonomous windows (g_t for
   HABC) before warm-up and normalisation; for plots of the gate. None for methods without a
   critic."""
-  if not objectives.uses_critic(config.method):
+  diagnostics = make_diagnostic_fn(config, model)
+  if diagnostics is None:
     return None
-
-  def online_weight(params, batch):
-    phi = model.apply(params, batch['obs'], method=model.encode)
-    heads, heads_next = critic_pass(model, config.model.critic_encoder, params, batch['obs'],
-                                    batch['next_obs'], phi)
-    return objectives.critic_loss_and_online_weight(config.method, heads, heads_next, batch,
-                                                    config.learner.huber_delta)[1]
-
-  return online_weight
+  return lambda params, batch: diagnostics(params, batch)['gate']
 
 
 def make_update_step(config, model):
