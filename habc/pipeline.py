@@ -262,10 +262,26 @@ class Pipeline:
 
   @property
   def metrics(self):
+    """The run's metrics writer (logs/: TensorBoard events and metrics.jsonl), opened once.
+
+    Opened at the start of ``run`` (before any stage trains or saves), so that what an earlier
+    attempt logged after the checkpoint this run goes on from is discarded: it is logged again
+    (``habc.metrics_writer``)."""
     if self._writer is None:
       from habc import metrics_writer
-      self._writer = metrics_writer.MetricsWriter(self.paths.logs)
+      self._writer = metrics_writer.MetricsWriter(self.paths.logs,
+                                                  resume_step=self.resume_step())
     return self._writer
+
+  def resume_step(self) -> int:
+    """The learner step this run goes on from: its newest checkpoint's (unreadable ones were set
+    aside at start-up), 0 without one. A stand-in backend without checkpoints: its step."""
+    if not isinstance(self.backend, Backend):
+      return int(self.backend.step)
+    if not os.path.isdir(self.paths.checkpoints):
+      return 0
+    ckpt = self.backend.checkpointer(self.paths.checkpoints, self.config.pipeline.keep_checkpoints)
+    return int(ckpt.latest_step() or 0)
 
   def pool(self) -> rollout.WorkerPool:
     if self._pool is None:
@@ -291,6 +307,8 @@ class Pipeline:
     if mode not in MODES:
       raise ValueError(f'Unknown mode {mode!r}; choose one of {MODES}.')
     self._check_prerequisites(mode)
+    if mode in ('pipeline', 'sft', 'train', 'eval'):
+      _ = self.metrics  # Opened before any step is trained (see ``metrics``).
     if mode in ('pipeline', 'demos'):
       self.demos()
     if mode in ('pipeline', 'sft'):
@@ -693,9 +711,12 @@ class Pipeline:
     stats['round'] = r
     stats['step'] = self.backend.step
     _write_json(os.path.join(self.paths.eval_dir, f'round_{r:03d}.json'), stats)
-    self.metrics.scalars(r, {'success_rate': stats['success_rate'], 'ci_low': stats['ci_low'],
-                             'ci_high': stats['ci_high'],
-                             'mean_success_length': stats['mean_success_length'] or np.nan},
+    # At the learner step of the checkpoint evaluated, like the train scalars; eval/round says
+    # which round's evaluation each point is.
+    self.metrics.scalars(stats['step'], {
+        'success_rate': stats['success_rate'], 'ci_low': stats['ci_low'],
+        'ci_high': stats['ci_high'],
+        'mean_success_length': stats['mean_success_length'] or np.nan, 'round': r},
                          prefix='eval')
     self.metrics.flush()
     if r == 0:
