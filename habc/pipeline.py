@@ -298,7 +298,13 @@ class Pipeline:
     self.backend.close()
 
   def _bar(self, total: int, desc: str, initial: int = 0):
+    """Progress of one long piece of work (``update(n)``, ``close()``), with
+    ``runtime.progress`` on: a tqdm bar at a terminal; where stderr is not one (a log file, a
+    pipe), a line at most every ``PROGRESS_LINE_EVERY_S`` seconds (``ProgressLines``)."""
+    import sys
     from tqdm import tqdm
+    if self.config.runtime.progress and not _is_terminal(sys.stderr):
+      return ProgressLines(total, desc, initial=initial)
     return tqdm(total=total, initial=initial, desc=desc, disable=not self.config.runtime.progress,
                 leave=False, dynamic_ncols=True)
 
@@ -783,6 +789,70 @@ class Pipeline:
     report.write_report(self.paths.root, summary, config=self.config)
     self.mark('report')
     self.log(f'report: {os.path.join(self.paths.root, "report.md")}')
+
+
+PROGRESS_LINE_EVERY_S = 15.0  # Progress without a terminal: one line per stage this often.
+
+
+def _is_terminal(stream) -> bool:
+  try:
+    return bool(stream.isatty())
+  except (AttributeError, ValueError):  # No isatty, or a closed stream.
+    return False
+
+
+class ProgressLines:
+  """Progress as plain lines, for output that is not a terminal (tqdm's redraws would fill a
+  log file): ``'<desc>: n/total (p%), e s, ~r s left'`` when an ``update`` comes at least
+  ``every_s`` seconds after the bar opened or after the last line, and a closing line at
+  ``close`` if any was printed. Work done in under ``every_s`` prints nothing.
+
+  Args:
+    total: units of work (episodes, learner steps).
+    desc: what the work is ('train sft', 'collect round 1').
+    initial: units already done (a resumed stage).
+    every_s: seconds between lines (default ``PROGRESS_LINE_EVERY_S``).
+    out: the stream (default: stderr at the time of each line, like tqdm).
+    clock: seconds, monotonic (tests pass a fake one).
+  """
+
+  def __init__(self, total: int, desc: str, initial: int = 0, every_s: float | None = None,
+               out=None, clock=time.monotonic):
+    self.total, self.desc, self.n, self.initial = int(total), desc, int(initial), int(initial)
+    self.every_s = float(PROGRESS_LINE_EVERY_S if every_s is None else every_s)
+    self.out, self.clock = out, clock
+    self.start = self.last = clock()
+    self.lines = 0
+
+  def line(self, now: float) -> str:
+    elapsed = now - self.start
+    text = f'{self.desc}: {self.n}/{self.total}'
+    if self.total:
+      text += f' ({100 * self.n / self.total:.0f}%)'
+    text += f', {elapsed:.0f} s'
+    done = self.n - self.initial
+    if done > 0 and self.n < self.total:
+      text += f', ~{elapsed / done * (self.total - self.n):.0f} s left'
+    return text
+
+  def _print(self, now: float) -> None:
+    import sys
+    out = self.out or sys.stderr
+    out.write(self.line(now) + '\n')
+    out.flush()
+    self.last = now
+    self.lines += 1
+
+  def update(self, n: int = 1) -> None:
+    self.n += n
+    now = self.clock()
+    if now - self.last >= self.every_s:
+      self._print(now)
+
+  def close(self) -> None:
+    if self.lines:
+      self._print(self.clock())
+      self.lines = 0  # A second close prints nothing.
 
 
 def _memory_mb() -> dict:
