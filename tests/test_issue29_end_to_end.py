@@ -71,9 +71,39 @@ def small_disk(tmp_path):
   subprocess.run(['umount', '-l', path], check=False)
 
 
-# Out of the default suite: on a loaded 2-core machine the disk filled inside an orbax checkpoint
-# save once and stderr then held 4 lines, not 1 (session 15; it passed alone). Not yet explained.
-@pytest.mark.slow
+WRITER_ON_A_FULL_DISK = """
+import errno, sys
+sys.path.insert(0, {root!r})
+from habc import metrics_writer
+w = metrics_writer.MetricsWriter({logdir!r})
+try:
+  for step in range(1, 100000):
+    w.scalars(step, {{'loss': 1.0, 'gate': 0.5}}, prefix='train')
+    w.histogram(step, 'gate/success', [0.5, 1.0, 1.5])
+except OSError as e:
+  assert e.errno == errno.ENOSPC, e
+  print('full at', step)
+w.close()
+w.close()
+"""
+
+
+def test_metrics_writer_on_a_full_disk_raises_once_and_exits_quietly(small_disk):
+  """The writer's part of the disk-full run: tensorboardX's SummaryWriter wrote from a thread and
+  flushed again at exit, so a full disk gave extra tracebacks after the run's one line, more or
+  fewer depending on timing (the test below once saw 4 lines under load). Now the failed write
+  raises in the caller, close() is quiet and nothing is printed at exit."""
+  logdir = os.path.join(small_disk, 'logs')
+  result = subprocess.run(
+      [sys.executable, '-c', WRITER_ON_A_FULL_DISK.format(root=ROOT, logdir=logdir)],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.startswith('full at '), result.stdout
+  assert result.stderr == '', result.stderr[-3000:]
+
+
+# On a loaded 2-core machine this printed 4 lines, not 1, once (session 15; it passed alone): a
+# race between tensorboardX's writer thread and the run's own writes (see the test above).
 def test_disk_full_mid_run_is_one_line_and_resumes(small_disk):
   workdir = os.path.join(small_disk, 'run')
   full = launch(*SMOKE, f'--workdir={workdir}')
