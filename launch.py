@@ -401,7 +401,10 @@ def main(argv):
     config = build_config(config, task=FLAGS.task, seed=FLAGS.seed, experiment=FLAGS.experiment,
                           hardware_overrides=FLAGS.hardware_override, operator=FLAGS.operator)
     if FLAGS.print_config:
-      print(format_config(config))
+      try:
+        print(format_config(config), flush=True)
+      except BrokenPipeError:  # Piped into `head`, which stopped reading: not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
       return
     config_checks.check(config)  # Also the folders the config names (data.teleop_dir).
   except (UsageError, distributed.DistributedConfigError, config_checks.ConfigError) as e:

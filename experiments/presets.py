@@ -127,7 +127,6 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
     c.pipeline.steps_per_round = 4
     c.pipeline.checkpoint_every = 3
     c.pipeline.log_every = 2
-    c.runtime.progress = False
   elif preset == 'default':
     c.obs = 'state'
     c.cameras = ()

@@ -105,10 +105,14 @@ class _StorageNoiseFilter:
 
 
 def _quiet_orbax_failure_logs() -> None:
+  """On orbax's logger ('absl') and asyncio's: tensorstore writes of a failed save whose futures
+  are collected unread log "Future exception was never retrieved" there, when the garbage
+  collector gets to them (a filter on a logger does not see records propagated from another)."""
   import logging
-  logger = logging.getLogger('absl')
-  if not any(isinstance(f, _StorageNoiseFilter) for f in logger.filters):
-    logger.addFilter(_StorageNoiseFilter())
+  for name in ('absl', 'asyncio'):
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _StorageNoiseFilter) for f in logger.filters):
+      logger.addFilter(_StorageNoiseFilter())
 
 
 def is_storage_full(error: BaseException) -> bool:

@@ -262,10 +262,26 @@ class Pipeline:
 
   @property
   def metrics(self):
+    """The run's metrics writer (logs/: TensorBoard events and metrics.jsonl), opened once.
+
+    Opened at the start of ``run`` (before any stage trains or saves), so that what an earlier
+    attempt logged after the checkpoint this run goes on from is discarded: it is logged again
+    (``habc.metrics_writer``)."""
     if self._writer is None:
       from habc import metrics_writer
-      self._writer = metrics_writer.MetricsWriter(self.paths.logs)
+      self._writer = metrics_writer.MetricsWriter(self.paths.logs,
+                                                  resume_step=self.resume_step())
     return self._writer
+
+  def resume_step(self) -> int:
+    """The learner step this run goes on from: its newest checkpoint's (unreadable ones were set
+    aside at start-up), 0 without one. A stand-in backend without checkpoints: its step."""
+    if not isinstance(self.backend, Backend):
+      return int(self.backend.step)
+    if not os.path.isdir(self.paths.checkpoints):
+      return 0
+    ckpt = self.backend.checkpointer(self.paths.checkpoints, self.config.pipeline.keep_checkpoints)
+    return int(ckpt.latest_step() or 0)
 
   def pool(self) -> rollout.WorkerPool:
     if self._pool is None:
@@ -282,7 +298,13 @@ class Pipeline:
     self.backend.close()
 
   def _bar(self, total: int, desc: str, initial: int = 0):
+    """Progress of one long piece of work (``update(n)``, ``close()``), with
+    ``runtime.progress`` on: a tqdm bar at a terminal; where stderr is not one (a log file, a
+    pipe), a line at most every ``PROGRESS_LINE_EVERY_S`` seconds (``ProgressLines``)."""
+    import sys
     from tqdm import tqdm
+    if self.config.runtime.progress and not _is_terminal(sys.stderr):
+      return ProgressLines(total, desc, initial=initial)
     return tqdm(total=total, initial=initial, desc=desc, disable=not self.config.runtime.progress,
                 leave=False, dynamic_ncols=True)
 
@@ -291,6 +313,8 @@ class Pipeline:
     if mode not in MODES:
       raise ValueError(f'Unknown mode {mode!r}; choose one of {MODES}.')
     self._check_prerequisites(mode)
+    if mode in ('pipeline', 'sft', 'train', 'eval'):
+      _ = self.metrics  # Opened before any step is trained (see ``metrics``).
     if mode in ('pipeline', 'demos'):
       self.demos()
     if mode in ('pipeline', 'sft'):
@@ -693,9 +717,12 @@ class Pipeline:
     stats['round'] = r
     stats['step'] = self.backend.step
     _write_json(os.path.join(self.paths.eval_dir, f'round_{r:03d}.json'), stats)
-    self.metrics.scalars(r, {'success_rate': stats['success_rate'], 'ci_low': stats['ci_low'],
-                             'ci_high': stats['ci_high'],
-                             'mean_success_length': stats['mean_success_length'] or np.nan},
+    # At the learner step of the checkpoint evaluated, like the train scalars; eval/round says
+    # which round's evaluation each point is.
+    self.metrics.scalars(stats['step'], {
+        'success_rate': stats['success_rate'], 'ci_low': stats['ci_low'],
+        'ci_high': stats['ci_high'],
+        'mean_success_length': stats['mean_success_length'] or np.nan, 'round': r},
                          prefix='eval')
     self.metrics.flush()
     if r == 0:
@@ -762,6 +789,70 @@ class Pipeline:
     report.write_report(self.paths.root, summary, config=self.config)
     self.mark('report')
     self.log(f'report: {os.path.join(self.paths.root, "report.md")}')
+
+
+PROGRESS_LINE_EVERY_S = 15.0  # Progress without a terminal: one line per stage this often.
+
+
+def _is_terminal(stream) -> bool:
+  try:
+    return bool(stream.isatty())
+  except (AttributeError, ValueError):  # No isatty, or a closed stream.
+    return False
+
+
+class ProgressLines:
+  """Progress as plain lines, for output that is not a terminal (tqdm's redraws would fill a
+  log file): ``'<desc>: n/total (p%), e s, ~r s left'`` when an ``update`` comes at least
+  ``every_s`` seconds after the bar opened or after the last line, and a closing line at
+  ``close`` if any was printed. Work done in under ``every_s`` prints nothing.
+
+  Args:
+    total: units of work (episodes, learner steps).
+    desc: what the work is ('train sft', 'collect round 1').
+    initial: units already done (a resumed stage).
+    every_s: seconds between lines (default ``PROGRESS_LINE_EVERY_S``).
+    out: the stream (default: stderr at the time of each line, like tqdm).
+    clock: seconds, monotonic (tests pass a fake one).
+  """
+
+  def __init__(self, total: int, desc: str, initial: int = 0, every_s: float | None = None,
+               out=None, clock=time.monotonic):
+    self.total, self.desc, self.n, self.initial = int(total), desc, int(initial), int(initial)
+    self.every_s = float(PROGRESS_LINE_EVERY_S if every_s is None else every_s)
+    self.out, self.clock = out, clock
+    self.start = self.last = clock()
+    self.lines = 0
+
+  def line(self, now: float) -> str:
+    elapsed = now - self.start
+    text = f'{self.desc}: {self.n}/{self.total}'
+    if self.total:
+      text += f' ({100 * self.n / self.total:.0f}%)'
+    text += f', {elapsed:.0f} s'
+    done = self.n - self.initial
+    if done > 0 and self.n < self.total:
+      text += f', ~{elapsed / done * (self.total - self.n):.0f} s left'
+    return text
+
+  def _print(self, now: float) -> None:
+    import sys
+    out = self.out or sys.stderr
+    out.write(self.line(now) + '\n')
+    out.flush()
+    self.last = now
+    self.lines += 1
+
+  def update(self, n: int = 1) -> None:
+    self.n += n
+    now = self.clock()
+    if now - self.last >= self.every_s:
+      self._print(now)
+
+  def close(self) -> None:
+    if self.lines:
+      self._print(self.clock())
+      self.lines = 0  # A second close prints nothing.
 
 
 def _memory_mb() -> dict:
