@@ -42,7 +42,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from habc import config_checks
-from habc import distributed
+from habc.fleet import distributed
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_EXPERIMENT = os.path.join('experiments', 'habc.py')
@@ -492,7 +492,8 @@ def run_in(config, workdir: str) -> None:
   enable_compilation_cache()
   children_ignore_ctrl_c()
   redeliver_swallowed_interrupts()
-  from habc import checkpoints, preflight
+  from habc.run import checkpoints
+  from habc.fleet import preflight
   from habc.data import writer as writer_lib
   # A shared workdir of the actor/learner split is left alone: another role may be using it.
   new_workdir = (FLAGS.mode not in ('actor', 'learner')
@@ -529,7 +530,7 @@ def release_workdir(workdir: str) -> bool:
   """After a failed first run in ``workdir``: removes its config.json (and an empty
   progress.json) when the run left no results, so that the corrected command is not refused as
   a config mismatch. Returns True if it did."""
-  from habc import pipeline
+  from habc.run import pipeline
   if not os.path.isdir(workdir) or pipeline.workdir_has_results(workdir):
     return False
   for name in (pipeline.CONFIG_FILE, pipeline.PROGRESS_FILE):
@@ -540,7 +541,8 @@ def release_workdir(workdir: str) -> bool:
 
 
 def _run_mode(config, workdir: str) -> None:
-  from habc import pipeline, preflight, stations
+  from habc.run import pipeline
+  from habc.fleet import preflight, stations
   try:
     preflight.check_workdir(workdir)
     if FLAGS.mode == 'actor':
@@ -563,7 +565,7 @@ def _run_mode(config, workdir: str) -> None:
     sys.exit(f'launch.py: {e}')
   last = summary['rounds'][-1] if summary['rounds'] else None
   if last and 'eval' in last:
-    from habc import evaluation
+    from habc.run import evaluation
     print(f'habc: done; round {last["round"]}: {evaluation.format_summary(last["eval"])}')
 
 

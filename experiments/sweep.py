@@ -33,9 +33,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from habc import evaluation  # noqa: E402  (numpy only)
-from habc import pipeline  # noqa: E402  (no JAX or TensorFlow at import)
-from habc import results as habc_results  # noqa: E402  (numpy and scipy only)
+from habc.run import evaluation  # noqa: E402  (numpy only)
+from habc.run import pipeline  # noqa: E402  (no JAX or TensorFlow at import)
+from habc.analysis import results as habc_results  # noqa: E402  (numpy and scipy only)
 
 def _define_flags() -> None:
   """The script's flags (defined only when run as a script, so importing this module for its
@@ -238,7 +238,7 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
 
 def critic_headlines(workdir: str) -> list[dict]:
   """Per round, the held-out critic diagnostics' headline numbers (habc.critic_diagnostics)."""
-  from habc import critic_diagnostics
+  from habc.run import critic_diagnostics
   rows = []
   for data in critic_diagnostics.load_run(workdir):
     row = {'round': data['round']}
@@ -411,7 +411,7 @@ def run_timed(cmd: list[str], workdir: str, tick: float = 30.0) -> float:
 
 def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: bool = False) -> None:
   """One launch.py run (skipped if its summary exists), then its small summary and the table."""
-  from habc import sft_share
+  from habc.run import sft_share
   name = run_name(task, method, seed)
   out = os.path.join(FLAGS.results, f'{name}.json')
   if os.path.exists(out):

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from habc import rollout
+from habc.run import rollout
 from habc.web import console
 from habc.web import console_demo
 from habc.web import server_common
@@ -155,7 +155,7 @@ class FakeBackend:
     return self._step
 
   def worker_config(self):
-    from habc import rollout
+    from habc.run import rollout
     return rollout.WorkerConfig(task='console_demo', cameras=('top',), time_limit=self.time_limit,
                                 execute_steps=4, operator={},
                                 operator_factory=self.operator_factory,
@@ -166,7 +166,7 @@ class FakeBackend:
     return self._step
 
   def open_writer(self, path):
-    from habc import pipeline
+    from habc.run import pipeline
     return pipeline._LazyWriter(path)  # pylint: disable=protected-access
 
   def policy(self, rng_seed):
@@ -182,7 +182,7 @@ def smoke_config(episodes):
 
 
 def collect_in_thread(config, workdir, backend):
-  from habc import pipeline
+  from habc.run import pipeline
   p = pipeline.Pipeline(config, workdir, backend=backend, log=lambda line: None)
   errors = []
 
@@ -414,7 +414,7 @@ def test_a_server_crash_in_the_worker_keeps_the_dataset_whole_and_resumes(tmp_pa
   """Through the pipeline's collection stage: the console's server (in the spawned environment
   worker) crashes during episode 1. Episode 1 is not committed, episode 0 is intact, the stage
   stops with the console's error; run again, it collects the rest."""
-  from habc import pipeline
+  from habc.run import pipeline
   from habc.data import reader
   settings = console.ConsoleSettings(port=0, wait_for_start=False)
   monkeypatch.setenv(console.ENV_VAR, settings.to_env())

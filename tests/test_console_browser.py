@@ -104,7 +104,7 @@ def test_take_over_drive_and_succeed_writes_that_episode(browser, tmp_path, monk
   hold Space and D for some steps, release, press Success; the RLDS episode has exactly those
   steps as interventions, the commanded action on them, the policy's proposal on every step, and
   the success."""
-  from habc import pipeline
+  from habc.run import pipeline
   from habc.data import reader
   settings = console.ConsoleSettings(port=0, wait_for_start=True, deadman_s=1.0,
                                      log_path=str(tmp_path / 'console.jsonl'),

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import pytest
 
-from habc import pipeline
-from habc import rollout
+from habc.run import pipeline
+from habc.run import rollout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One environment worker: with two, which rollouts share a batched policy call depends on timing,

@@ -120,7 +120,7 @@ def _run_summary(method, seed, successes, episodes=10, length=50.0):
 
 def test_sweep_table_pools_seeds_with_wilson(tmp_path):
   from experiments import sweep
-  from habc import evaluation
+  from habc.run import evaluation
   for s in [_run_summary('habc', 0, [3, 5]), _run_summary('habc', 1, [4, 8], length=40.0),
             _run_summary('sft', 0, [3])]:
     with open(tmp_path / f'fold_{s["method"]}_{s["seed"]}.json', 'w') as f:
@@ -270,7 +270,7 @@ def test_sweep_smoke_end_to_end(tmp_path):
 def test_sweep_records_the_settings_a_run_changed(tmp_path):
   import json
   from experiments import sweep
-  from habc import pipeline
+  from habc.run import pipeline
 
   def saved(overrides):
     config = sweep.experiment_config('habc', 'smoke', 'fold', 3, overrides)
@@ -303,7 +303,7 @@ def test_sweep_records_the_settings_a_run_changed(tmp_path):
 
 def test_sweep_carries_held_out_critic_numbers_into_the_comparison(tmp_path):
   from experiments import sweep
-  from habc import critic_diagnostics
+  from habc.run import critic_diagnostics
   workdir = tmp_path / 'fold_habc_0'
   diag = {'windows': 10, 'viability': {'auc': 0.9, 'brier': 0.1},
           'efficiency': {'r2': 0.7, 'mae': 1.0}, 'gate': {'saturated_fraction_online': 0.02},

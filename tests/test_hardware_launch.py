@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from habc import rollout
+from habc.run import rollout
 from habc.envs import hardware
 
 # moma's quaternion helpers warn about numpy's `where` without `out`; harmless here.
@@ -123,7 +123,7 @@ def test_build_config_for_a_hardware_task():
   code = f"""
 import launch
 from experiments import habc
-from habc import pipeline
+from habc.run import pipeline
 base = habc.get_config('smoke')
 base.data.teleop_dir = '/recordings'
 c = launch.build_config(base, task='hw_fold', seed=None, experiment='experiments/habc.py',
@@ -183,7 +183,7 @@ def test_hardware_task_without_teleop_dir_fails_at_start_up(tmp_path):
 def write_teleop_episodes(folder, count: int, task: str = 'fold') -> None:
   """ALOHA-style HDF5 'teleop' episodes, driven by the simulated task's scripted expert."""
   import habc.envs
-  from habc import recorder
+  from habc.run import recorder
   os.makedirs(folder, exist_ok=True)
   for i in range(count):
     env = habc.envs.make(task, seed=100 + i, cameras=(), time_limit=90)
@@ -266,7 +266,7 @@ def test_launch_hw_fold_evaluates_on_the_station(tmp_path):
 
 def test_teleop_demos_in_simulation_and_their_errors(tmp_path):
   from experiments import habc as habc_experiment
-  from habc import pipeline
+  from habc.run import pipeline
   from habc.data import reader
   from habc.data.converters import ConversionError
   from habc.data.converters import aloha_hdf5

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from habc import checkpoints, pipeline, preflight
+from habc.run import checkpoints, pipeline
+from habc.fleet import preflight
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

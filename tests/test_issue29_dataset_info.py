@@ -93,7 +93,7 @@ def test_pipeline_start_rebuilds_a_round_dataset_before_a_resumed_collection(tmp
   """The resumed-collection path: the round's dataset lost its dataset_info.json; the pipeline
   rebuilds it at start-up, so the collection counts (and keeps) the committed episodes."""
   from experiments import habc as habc_experiment
-  from habc import pipeline
+  from habc.run import pipeline
   config = habc_experiment.get_config('smoke')
   config.task = 'insert'
   workdir = str(tmp_path / 'run')

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from habc import pipeline
+from habc.run import pipeline
 
 # Reuse compiled programs across the runs of this module (and across test sessions).
 jax.config.update('jax_compilation_cache_dir',
@@ -61,7 +61,7 @@ def check_finished_run(workdir, config):
     assert ids == [f'round{r:03d}-{i:05d}' for i in range(config.rollout.episodes_per_round)]
   assert len(episode_ids(os.path.join(workdir, 'data', 'demos'))) == config.data.num_demos
   # The final checkpoint is at the last step, with the config beside it.
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   final = config.pipeline.sft_steps + rounds * config.pipeline.steps_per_round
   assert ckpt.latest_step() == final
@@ -79,7 +79,7 @@ def check_restored_learner(workdir, config):
   backend.bind(pipeline.Paths(workdir))
   final = config.pipeline.sft_steps + config.pipeline.rounds * config.pipeline.steps_per_round
   assert backend.load_latest(os.path.join(workdir, 'checkpoints')) == final == backend.step
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   restored = ckpt.restore(backend.learner.state)
   assert restored.meta['stage'] == f'round_{config.pipeline.rounds:03d}'
@@ -121,7 +121,7 @@ def test_smoke_habc_resumes_between_stages(tmp_path):
   assert summary['rounds'][1]['train']['critic/loss'] > 0
   # Held-out critic diagnostics: round 1's critic on its held-out episode and on round 2's
   # rollouts; round 2's (the last) on its held-out episode only.
-  from habc import critic_diagnostics
+  from habc.run import critic_diagnostics
   runs = critic_diagnostics.load_run(workdir)
   assert [d['round'] for d in runs] == [1, 2]
   assert set(runs[0]) == {'round', 'holdout', 'next_round'} and 'next_round' not in runs[1]
@@ -207,7 +207,7 @@ def test_smoke_imit_dagger_resumes_mid_round(tmp_path):
   progress = json.load(open(os.path.join(workdir, 'progress.json')))
   assert progress.get('collect_001') and not progress.get('train_001')
 
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   resume_from = ckpt.latest_step()
   ckpt.close()

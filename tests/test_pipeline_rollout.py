@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from habc import rollout
+from habc.run import rollout
 
 FAKE_ENV = 'tests.test_pipeline_fakes:make_fake_env'
 OPERATOR = 'tests.test_pipeline_fakes:TakeoverOperator'

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from habc import pipeline, policy_fit
+from habc.run import pipeline
+from habc.analysis import policy_fit
 
 
 def test_r2_is_one_for_a_perfect_fit_and_zero_for_the_mean():

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from habc import preflight
+from habc.fleet import preflight
 
 
 def unwritable_dir(tmp_path):
@@ -86,7 +86,7 @@ class FakeStorage:
 
 
 def test_urls_are_probed_through_storage():
-  from habc import storage
+  from habc.fleet import storage
   fake = FakeStorage()
   assert preflight.check_workdir('gs://bucket/run', min_free_gb=1e9, storage=fake) == {
       'path': 'gs://bucket/run', 'free_gb': None, 'checked': True}

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from habc import rollout
+from habc.run import rollout
 from habc.networks import policy as policy_lib
 
 FAKE_ENV = 'tests.test_pipeline_fakes:make_fake_env'
@@ -174,7 +174,7 @@ def _smoke_config(num_workers):
 
 @pytest.fixture(scope='module')
 def sft_workdir(tmp_path_factory):
-  from habc import pipeline
+  from habc.run import pipeline
   jax.config.update('jax_compilation_cache_dir',
                     os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -208,7 +208,7 @@ def _assert_same_episodes(a, b):
 def test_trained_policy_episodes_do_not_depend_on_batching(sft_workdir):
   """The real policy (Backend.policy) in MuJoCo: one worker (each episode alone, padded) and two
   workers (episodes paired by timing, in either row) give bit-identical episodes."""
-  from habc import pipeline
+  from habc.run import pipeline
   config = _smoke_config(1)
   config.rollout.time_limit = TIME_LIMIT
   backend = pipeline.Backend(config)
@@ -240,7 +240,7 @@ def test_trained_policy_episodes_do_not_depend_on_batching(sft_workdir):
 def test_smoke_round_evaluation_and_collection_repeat_exactly(sft_workdir, tmp_path):
   """Round 0's evaluation and round 1's collection, run twice from the same SFT checkpoint:
   the same evaluation rows and the same recorded episodes, bit for bit, in the same order."""
-  from habc import pipeline
+  from habc.run import pipeline
   from habc.data import reader
   outcomes = []
   for run in ('a', 'b'):

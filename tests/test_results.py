@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from habc import evaluation
-from habc import results
+from habc.run import evaluation
+from habc.analysis import results
 
 
 def _round(r, successes, episodes=20, length=80.0, gate=None, interventions=None):

@@ -6,7 +6,7 @@ import os
 import jax
 import pytest
 
-from habc import pipeline, sft_share
+from habc.run import pipeline, sft_share
 
 jax.config.update('jax_compilation_cache_dir',
                   os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))

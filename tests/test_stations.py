@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from habc import stations
+from habc.fleet import stations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = 'insert'
@@ -99,7 +99,7 @@ def test_restarted_station_continues_numbering(tmp_path):
 
 def test_publish_and_fetch_a_dataset_shard_by_shard(tmp_path):
   """The copy logic of the URL case, run here on plain paths (same code, no helper process)."""
-  from habc import storage
+  from habc.fleet import storage
   from habc.data import synthetic
   from habc.data import writer
   rng = np.random.default_rng(0)
@@ -130,7 +130,7 @@ def test_publish_and_fetch_a_dataset_shard_by_shard(tmp_path):
 def test_station_with_a_lost_cache_gets_its_episodes_back(tmp_path):
   """An actor whose local cache is gone restores its published dataset and log before writing,
   so its indices continue and no published shard is overwritten."""
-  from habc import storage
+  from habc.fleet import storage
   from habc.data import synthetic
   from habc.data import writer
   rng = np.random.default_rng(0)
@@ -152,7 +152,7 @@ def test_station_with_a_lost_cache_gets_its_episodes_back(tmp_path):
 
 
 def test_checkpoints_are_published_whole_and_pruned(tmp_path):
-  from habc import storage
+  from habc.fleet import storage
   st = storage.Storage()
   local, url, cache = (str(tmp_path / n) for n in ('ckpt', 'shared/checkpoints', 'cache'))
   for step in (2, 4, 6, 8):
@@ -241,7 +241,7 @@ def test_two_actors_and_a_learner(tmp_path, kind):
   logged = [json.loads(line) for line in open(stations.station_log(bucket, 0))]
   assert [r['episode_id'] for r in logged] == [stations.episode_id(0, k) for k in (0, 1)]
   # The learner's last checkpoint came after every episode joined, and (URL) was published whole.
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(os.path.join(bucket, 'checkpoints'), max_to_keep=None)
   assert ckpt.latest_step() == results['learner']['step'] > 0
   ckpt.close()
@@ -259,7 +259,7 @@ def test_two_actors_and_a_learner(tmp_path, kind):
 
 def test_process_batches_draw_each_process_share_with_its_own_seed():
   import ml_collections
-  from habc import stations
+  from habc.fleet import stations
 
   class Backend:
     config = ml_collections.ConfigDict({'learner': {'batch_size': 8}})

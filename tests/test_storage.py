@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from habc import storage
+from habc.fleet import storage
 
 FAKE_HELPER = """
 import json, sys, time
@@ -100,7 +100,7 @@ def test_probe_and_unwritable_url(remote):
 
 
 def test_preflight_checks_a_url_through_the_helper(remote):
-  from habc import preflight
+  from habc.fleet import preflight
   s, url = remote
   found = preflight.check_workdir(storage.join(url, 'run'), storage=s)
   assert found == {'path': storage.join(url, 'run'), 'free_gb': None, 'checked': True}

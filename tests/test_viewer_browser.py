@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 def smoke_run(tmp_path_factory):
   """A finished smoke run of habc on insert (state observations) with interventions."""
   import jax
-  from habc import pipeline
+  from habc.run import pipeline
   jax.config.update('jax_compilation_cache_dir',
                     os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -227,7 +227,7 @@ def test_window_kinds_match_labeling(page, run_viewer, smoke_run):
 
 def test_gate_shown_equals_the_learners_gate_function(page, run_viewer, smoke_run):
   import jax
-  from habc import pipeline
+  from habc.run import pipeline
   from habc.learning import learner as learner_lib
   workdir, config = smoke_run
   ds, index = 'round_002', 0

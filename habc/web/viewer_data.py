@@ -593,7 +593,7 @@ def gate_histograms(gate: np.ndarray, kind: np.ndarray, bins: int = 40) -> dict:
 
 
 def _collect_summary(rows: list[dict]) -> dict | None:
-  from habc import evaluation
+  from habc.run import evaluation
   rows = [r for r in rows if not r.get('invalid')]
   if not rows:
     return None

@@ -202,7 +202,7 @@ class Checkpointer:
     except BaseException as e:
       self._clean_after_failed_save()
       if is_storage_full(e):
-        from habc import preflight
+        from habc.fleet import preflight
         raise preflight.StorageError(
             f'Saving checkpoint {step} in {self.directory} failed: the disk is full. The earlier '
             'checkpoints and every committed episode are intact and the half-written checkpoint '

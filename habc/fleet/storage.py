@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 
-from habc import preflight
+from habc.fleet import preflight
 
 HELPER_START_TIMEOUT_S = 180.0
 DEFAULT_TIMEOUT_S = 600.0
@@ -211,7 +211,7 @@ class _Helper:
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
                PYTHONPATH=os.pathsep.join(p for p in (_ROOT, os.environ.get('PYTHONPATH')) if p))
     self.proc = subprocess.Popen(
-        [python, '-u', '-m', 'habc.storage', '--serve'], stdin=subprocess.PIPE,
+        [python, '-u', '-m', 'habc.fleet.storage', '--serve'], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=_ROOT)
     self.answers: queue.Queue = queue.Queue()
     self.stderr = collections.deque(maxlen=30)

@@ -132,7 +132,7 @@ def check_remote(url: str, storage=None, timeout_s: float = 120.0) -> dict:
   Raises:
     StorageError: the helper could not start or answer, or the URL cannot be written or read.
   """
-  from habc import storage as storage_lib  # pylint: disable=import-outside-toplevel
+  from habc.fleet import storage as storage_lib  # pylint: disable=import-outside-toplevel
   own = storage is None
   s = storage_lib.Storage(timeout_s=timeout_s, start_timeout_s=max(timeout_s, 180.0)) \
       if own else storage

@@ -37,7 +37,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from habc import evaluation
+from habc.run import evaluation
 
 METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
            'awr_single_scalar')

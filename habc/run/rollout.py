@@ -283,7 +283,7 @@ def _worker_main(conn, config: WorkerConfig) -> None:
         else:
           conn.send(('obs', episode.policy_observation()))
       elif message == 'demo':
-        from habc import recorder  # Imported here: the recorder writes HDF5 in this process.
+        from habc.run import recorder  # Imported here: the recorder writes HDF5 in this process.
         conn.send(('done', recorder.record_demo(config, payload)))
       else:
         raise ValueError(f'Unknown worker message {message!r}.')

@@ -60,7 +60,7 @@ def fit_report(workdir: str, *, windows: int = 512, samples: int = 4, seed: int 
   import jax
   import ml_collections
 
-  from habc import pipeline
+  from habc.run import pipeline
   from habc.networks import policy as policy_lib
 
   config_path = os.path.join(workdir, 'config.json')

@@ -80,7 +80,7 @@ def seed_from_sft(sft_workdir: str, workdir: str, run_config) -> bool:
     SFTShareError: the SFT run is unfinished, the configs differ where SFT depends on them, or the
       workdir has progress of its own.
   """
-  from habc import pipeline  # Light: no TensorFlow or JAX at import.
+  from habc.run import pipeline  # Light: no TensorFlow or JAX at import.
   progress_path = os.path.join(sft_workdir, 'progress.json')
   progress = _read_json(progress_path) if os.path.exists(progress_path) else {}
   missing = [s for s in STAGES if not progress.get(s)]

@@ -71,10 +71,10 @@ from typing import Callable
 
 import numpy as np
 
-from habc import distributed
-from habc import preflight
-from habc import rollout
-from habc import storage as storage_lib
+from habc.fleet import distributed
+from habc.fleet import preflight
+from habc.run import rollout
+from habc.fleet import storage as storage_lib
 
 STATIONS_DIR = 'stations'
 LEARNER_LOG = 'learner.jsonl'
@@ -356,7 +356,7 @@ def sync_config(shared: Shared, config, *, primary: bool = True) -> None:
   With a URL: the remote config.json, when there is one, replaces the cache's before the check;
   when there is none, the checked one is published.
   """
-  from habc import pipeline
+  from habc.run import pipeline
   if shared.remote:
     local = os.path.join(shared.local, pipeline.CONFIG_FILE)
     try:
@@ -386,7 +386,7 @@ def latest_checkpoint_step(directory: str) -> int | None:
   """The newest complete checkpoint's step, read fresh from disk (None: none yet)."""
   if not os.path.isdir(directory):
     return None
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(directory, max_to_keep=None)
   try:
     return ckpt.latest_step()
@@ -537,7 +537,7 @@ def run_actor(config, shared_dir: str, station_id: int, *, max_episodes: int | N
   Returns:
     {'station', 'episodes', 'written', 'successes', 'policy_versions'} of this call.
   """
-  from habc import pipeline
+  from habc.run import pipeline
   from habc.data import schema
   from habc.data import writer as writer_lib
   if int(station_id) < 0:
@@ -711,7 +711,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
     'rows_per_batch' (this process's share of the last batch), 'params_digest' (equal in every
     process), 'tensorflow_loaded'} at the end.
   """
-  from habc import pipeline
+  from habc.run import pipeline
   count = distributed.process_count()
   index = distributed.process_index()
   primary = index == 0
@@ -928,7 +928,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-  from habc import pipeline
+  from habc.run import pipeline
   args = parse_args(sys.argv[1:] if argv is None else argv)
   config = load_config(args.experiment, args.preset, args.task, args.seed)
   log = lambda line: print(line, flush=True)

@@ -40,8 +40,8 @@ from typing import Any, Callable
 import ml_collections
 import numpy as np
 
-from habc import evaluation
-from habc import rollout
+from habc.run import evaluation
+from habc.run import rollout
 
 MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report')
 CONFIG_FILE = 'config.json'
@@ -263,7 +263,7 @@ class Pipeline:
   @property
   def metrics(self):
     if self._writer is None:
-      from habc import metrics_writer
+      from habc.run import metrics_writer
       self._writer = metrics_writer.MetricsWriter(self.paths.logs)
     return self._writer
 
@@ -524,7 +524,7 @@ class Pipeline:
     """Round r's critic on data it never trained on -> logs/critic_round_XXX.json (+ .npz of the
     per-window values, TensorBoard ``critic_eval/``). Skipped for methods without a critic, with
     ``critic.diagnostics`` off, or when a split is already written (a resumed run)."""
-    from habc import critic_diagnostics as cd
+    from habc.run import critic_diagnostics as cd
     c = self.config
     settings = c.get('critic', {})
     if not settings.get('diagnostics', True):
@@ -757,7 +757,7 @@ class Pipeline:
     return out
 
   def report(self) -> None:
-    from habc import report
+    from habc.run import report
     summary = self.summary()
     report.write_report(self.paths.root, summary, config=self.config)
     self.mark('report')
@@ -989,7 +989,7 @@ class Backend:
 
   def checkpointer(self, directory: str, keep: int):
     if self._checkpointer is None:
-      from habc import checkpoints
+      from habc.run import checkpoints
       self._checkpointer = checkpoints.Checkpointer(directory, max_to_keep=keep)
     return self._checkpointer
 
