@@ -437,9 +437,3 @@ def main(argv) -> None:
     out = os.path.join(plots, f'critic_reliability_{split}.png')
     if plot_reliability(runs, out, split):
       print(f'wrote {out}')
-
-
-if __name__ == '__main__':
-  from absl import app, flags
-  flags.DEFINE_string('workdir', '', 'A run directory (launch.py --workdir).')
-  app.run(main)
