@@ -493,7 +493,7 @@ def run_in(config, workdir: str) -> None:
   children_ignore_ctrl_c()
   redeliver_swallowed_interrupts()
   from habc.run import checkpoints
-  from habc.fleet import preflight
+  from habc.run import storage_errors
   from habc.data import writer as writer_lib
   # A shared workdir of the actor/learner split is left alone: another role may be using it.
   new_workdir = (FLAGS.mode not in ('actor', 'learner')
@@ -512,7 +512,7 @@ def run_in(config, workdir: str) -> None:
           writer_lib.DatasetLockedError) as e:
     sys.exit(f'launch.py: {e}')
   except Exception as e:  # pylint: disable=broad-except
-    if isinstance(e, preflight.StorageError):
+    if isinstance(e, storage_errors.StorageError):
       sys.exit(f'launch.py: {e}')
     if checkpoints.is_storage_full(e):
       sys.exit(f'launch.py: writing to {os.path.abspath(workdir)} failed: the disk is full. '
@@ -520,7 +520,7 @@ def run_in(config, workdir: str) -> None:
                'free space (or move the workdir to a larger disk) and run the same command '
                'again to resume.')
     if isinstance(e, OSError):
-      explained = preflight.explain_os_error(e, workdir)
+      explained = storage_errors.explain_os_error(e, workdir)
       if explained is not None:
         sys.exit(f'launch.py: {explained}')
     raise
@@ -543,6 +543,7 @@ def release_workdir(workdir: str) -> bool:
 def _run_mode(config, workdir: str) -> None:
   from habc.run import pipeline
   from habc.fleet import preflight, stations
+  from habc.run import storage_errors
   try:
     preflight.check_workdir(workdir)
     if FLAGS.mode == 'actor':
@@ -552,7 +553,7 @@ def _run_mode(config, workdir: str) -> None:
     if FLAGS.mode == 'learner':
       stations.run_learner(config, workdir, max_steps=FLAGS.max_steps)
       return
-  except (preflight.StorageError, stations.SharedStorageError, TimeoutError, FileNotFoundError,
+  except (storage_errors.StorageError, stations.SharedStorageError, TimeoutError, FileNotFoundError,
           pipeline.ConfigMismatchError) as e:
     sys.exit(f'launch.py: {e}')
   print(f'habc: {config.name} on {config.task}, seed {config.seed}, preset {config.preset}, '

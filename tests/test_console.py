@@ -415,7 +415,7 @@ def test_a_server_crash_in_the_worker_keeps_the_dataset_whole_and_resumes(tmp_pa
   worker) crashes during episode 1. Episode 1 is not committed, episode 0 is intact, the stage
   stops with the console's error; run again, it collects the rest."""
   from habc.run import pipeline
-  from habc.data import reader
+  from habc.data import episodes as episodes_lib
   settings = console.ConsoleSettings(port=0, wait_for_start=False)
   monkeypatch.setenv(console.ENV_VAR, settings.to_env())
   config = smoke_config(3)
@@ -429,8 +429,8 @@ def test_a_server_crash_in_the_worker_keeps_the_dataset_whole_and_resumes(tmp_pa
   assert len(errors) == 1 and isinstance(errors[0], rollout.WorkerError)
   assert 'ConsoleError' in str(errors[0]) and 'not running' in str(errors[0]), errors[0]
   data = os.path.join(workdir, 'data', 'round_001')
-  assert len(reader.EpisodeSource(data, cameras=('top',))) == 1
-  first = reader.EpisodeSource(data, cameras=('top',))[0]
+  assert len(episodes_lib.EpisodeSource(data, cameras=('top',))) == 1
+  first = episodes_lib.EpisodeSource(data, cameras=('top',))[0]
   assert first['episode_metadata']['episode_id'] == 'round001-00000'
   assert first['steps']['action'].shape == (13, 10)  # Whole: 12 steps and the final one.
   log = [json.loads(line) for line in open(os.path.join(workdir, 'logs',
@@ -440,7 +440,7 @@ def test_a_server_crash_in_the_worker_keeps_the_dataset_whole_and_resumes(tmp_pa
       config, config.pipeline.sft_steps, time_limit=12))
   thread.join(120)
   assert not errors, errors
-  ids = [reader.EpisodeSource(data, cameras=())[i]['episode_metadata']['episode_id']
+  ids = [episodes_lib.EpisodeSource(data, cameras=())[i]['episode_metadata']['episode_id']
          for i in range(2)]
   assert ids == ['round001-00000', 'round001-00002']
 

@@ -225,8 +225,8 @@ def restored_state(workdir, config_dict):
 
 
 def demo_actions(workdir):
-  from habc.data import reader
-  source = reader.EpisodeSource(os.path.join(workdir, 'data', 'demos'), cameras=())
+  from habc.data import episodes as episodes_lib
+  source = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'demos'), cameras=())
   return [source[i]['steps']['action'] for i in range(len(source))]
 
 
@@ -431,8 +431,8 @@ def test_kill_between_commit_and_log_after_an_invalid_episode(tmp_path, monkeypa
     p.collect(1)
   finally:
     p.close()
-  from habc.data import reader
-  source = reader.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
+  from habc.data import episodes as episodes_lib
+  source = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
   ids = [str(source[i]['episode_metadata']['episode_id']) for i in range(len(source))]
   assert len(ids) == len(set(ids)), ids
   assert ids == [f'round001-{i:05d}' for i in (0, 2, 3)]

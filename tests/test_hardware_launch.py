@@ -223,14 +223,14 @@ def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
   config = json.load(open(workdir / 'config.json'))
   assert config['task'] == 'hw_fold' and config['hardware']['operator'] == OPERATOR
   assert config['runtime']['num_workers'] == 1 and not config['operator']['enabled']
-  from habc.data import reader
-  demos = reader.EpisodeSource(str(workdir / 'data' / 'demos'), cameras=())
+  from habc.data import episodes as episodes_lib
+  demos = episodes_lib.EpisodeSource(str(workdir / 'data' / 'demos'), cameras=())
   assert len(demos) == 2
   demo = demos[0]
   assert demo['episode_metadata']['operator'] == 'teleop'
   assert demo['episode_metadata']['source'] == 'demo'
   assert demo['steps']['language_instruction'].startswith('fold the cloth')
-  rollouts = reader.EpisodeSource(str(workdir / 'data' / 'round_001'), cameras=())
+  rollouts = episodes_lib.EpisodeSource(str(workdir / 'data' / 'round_001'), cameras=())
   assert len(rollouts) == 2
   first, second = rollouts[0], rollouts[1]
   expected = np.zeros(REPORT_AT + 2, bool)
@@ -267,7 +267,7 @@ def test_launch_hw_fold_evaluates_on_the_station(tmp_path):
 def test_teleop_demos_in_simulation_and_their_errors(tmp_path):
   from experiments import habc as habc_experiment
   from habc.run import pipeline
-  from habc.data import reader
+  from habc.data import episodes as episodes_lib
   from habc.data.converters import ConversionError
   from habc.data.converters import aloha_hdf5
 
@@ -286,7 +286,7 @@ def test_teleop_demos_in_simulation_and_their_errors(tmp_path):
   write_teleop_episodes(teleop, 2, task='insert')
   run = demos(teleop, 'ok')
   assert run.done('demos') and not os.path.exists(run.paths.demo_hdf5)  # No expert ran.
-  source = reader.EpisodeSource(run.paths.demo_data, cameras=())
+  source = episodes_lib.EpisodeSource(run.paths.demo_data, cameras=())
   assert len(source) == 2
   episode = source[1]
   assert episode['episode_metadata']['operator'] == 'teleop'

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from habc.run import checkpoints, pipeline
-from habc.fleet import preflight
+from habc.run import storage_errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,7 +166,7 @@ def test_disk_full_during_a_save_leaves_no_temporary_directory(small_disk):
   ckpt.save(1, _state(), config={}, stats={'x': np.zeros(1)})
   big = {'params': {'w': jnp.asarray(np.random.default_rng(1).normal(size=(1024, 1024)),
                                      jnp.float32)}, 'step': jnp.zeros((), jnp.int32)}  # 4 MB.
-  with pytest.raises(preflight.StorageError) as info:
+  with pytest.raises(storage_errors.StorageError) as info:
     ckpt.save(2, big, config={}, stats={'x': np.zeros(1)})
   assert 'the disk is full' in str(info.value) and 'run the same command again' in str(info.value)
   assert info.value.__cause__ is None

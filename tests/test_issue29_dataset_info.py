@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from habc.data import converters, reader, synthetic, writer
+from habc.data import converters, episodes as episodes_lib, synthetic, writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +23,7 @@ def _episodes(n, start=0):
 
 
 def _ids(path):
-  source = reader.EpisodeSource(path, cameras=())
+  source = episodes_lib.EpisodeSource(path, cameras=())
   return [str(source[i]['episode_metadata']['episode_id']) for i in range(len(source))]
 
 

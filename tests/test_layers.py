@@ -15,6 +15,7 @@ PACKAGE = os.path.join(ROOT, 'habc')
 LAYERS = {
     'habc': 0,  # The package's __init__: the rendering backend, nothing of habc.
     'habc.labeling': 0,
+    'habc.symbols': 0,
     'habc.losses': 0,
     'habc.data': 1,
     'habc.envs': 1,
@@ -31,6 +32,7 @@ LAYERS = {
     'habc.critic_diagnostics': 6,
     'habc.policy_fit': 6,
     'habc.stations': 6,
+    'habc.storage': 6,
 }
 # Packages of one layer that stay independent of one another.
 INDEPENDENT = ('habc.data', 'habc.envs', 'habc.networks')
@@ -203,7 +205,7 @@ def test_the_rendering_backend_is_chosen_in_one_place():
 
 
 @pytest.mark.parametrize('module', ['habc.results', 'habc.critic_diagnostics', 'habc.policy_fit',
-                                    'habc.stations'])
+                                    'habc.stations', 'habc.storage'])
 def test_command_modules_only_hand_over(module):
   """The entry modules that keep a documented `python -m habc.X` of a moved module do no work of
   their own: they call the moved module's main."""

@@ -38,8 +38,8 @@ def stop_at(predicate):
 
 
 def episode_ids(path):
-  from habc.data import reader
-  source = reader.EpisodeSource(path, cameras=())
+  from habc.data import episodes as episodes_lib
+  source = episodes_lib.EpisodeSource(path, cameras=())
   return [str(source[i]['episode_metadata']['episode_id']) for i in range(len(source))]
 
 
@@ -234,8 +234,8 @@ def test_smoke_vision_observations(tmp_path):
   workdir = str(tmp_path / 'run')
   summary = pipeline.run(config, workdir, log=lambda line: None)
   assert [r['round'] for r in summary['rounds']] == [0, 1]
-  from habc.data import reader
-  episode = reader.EpisodeSource(os.path.join(workdir, 'data', 'round_001'))[0]
+  from habc.data import episodes as episodes_lib
+  episode = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'))[0]
   size = config.image_size
   for camera in config.cameras:
     images = episode['steps']['observation'][camera]

@@ -241,7 +241,7 @@ def test_smoke_round_evaluation_and_collection_repeat_exactly(sft_workdir, tmp_p
   """Round 0's evaluation and round 1's collection, run twice from the same SFT checkpoint:
   the same evaluation rows and the same recorded episodes, bit for bit, in the same order."""
   from habc.run import pipeline
-  from habc.data import reader
+  from habc.data import episodes as episodes_lib
   outcomes = []
   for run in ('a', 'b'):
     workdir = str(tmp_path / run)
@@ -256,7 +256,7 @@ def test_smoke_round_evaluation_and_collection_repeat_exactly(sft_workdir, tmp_p
       p.close()
     with open(os.path.join(workdir, 'eval', 'round_000.jsonl')) as f:
       rows = [json.loads(line) for line in f]
-    source = reader.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
+    source = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
     episodes = [source[i] for i in range(len(source))]
     outcomes.append((rows, episodes))
   (rows_a, episodes_a), (rows_b, episodes_b) = outcomes

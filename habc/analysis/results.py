@@ -1095,7 +1095,7 @@ def main(argv=None) -> int:
                  '<results>/bench')
   args = p.parse_args((sys.argv if argv is None else argv)[1:])
   if args.run_benchmarks:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for name in benchmark_names():
       print(f'results: running python -m habc.bench {name} ...', flush=True)
       path = run_benchmark(name, benchmark_command(name), os.path.join(args.results, 'bench'),

@@ -73,6 +73,7 @@ import numpy as np
 
 from habc.fleet import distributed
 from habc.fleet import preflight
+from habc.run import storage_errors
 from habc.run import rollout
 from habc.fleet import storage as storage_lib
 
@@ -204,8 +205,8 @@ def next_episode_index(shared_dir: str, station_id: int) -> int:
   from habc.data import writer as writer_lib
   n = writer_lib.num_episodes(path) if os.path.isdir(path) else 0
   if n:
-    from habc.data import reader
-    source = reader.EpisodeSource(path, cameras=())
+    from habc.data import episodes as episodes_lib
+    source = episodes_lib.EpisodeSource(path, cameras=())
     ids = str(source[n - 1]['episode_metadata']['episode_id'])
     last = max(last, int(ids.rsplit('-', 1)[-1]))
   return last + 1
@@ -590,7 +591,7 @@ def run_actor(config, shared_dir: str, station_id: int, *, max_episodes: int | N
       rollout.run_episodes(pool, [request], policy, results.append)
       result = results[0]
       if result['episode'] is not None:
-        with preflight.storage_errors(dataset):
+        with storage_errors.storage_errors(dataset):
           if writer is None:
             writer = writer_lib.EpisodeWriter(dataset, schema.spec_of_episode(
                 result['episode'], image_format=pipeline.IMAGE_FORMAT))
@@ -600,7 +601,7 @@ def run_actor(config, shared_dir: str, station_id: int, *, max_episodes: int | N
                                    station_dataset(shared.url, station_id), listed)
         out['written'] += 1
       log_path = station_log(shared.local, station_id)
-      with preflight.storage_errors(dataset):
+      with storage_errors.storage_errors(dataset):
         _append_jsonl(log_path, {
             'episode_id': request.episode_id, 'seed': request.seed, 'policy_version': step,
             'success': result['success'], 'invalid': result['invalid'],
@@ -759,7 +760,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
     resumed = backend.load_latest(paths.checkpoints, allow_fresh=True)
 
     def save(episodes: int) -> None:
-      with preflight.storage_errors(paths.checkpoints):
+      with storage_errors.storage_errors(paths.checkpoints):
         backend.save(ckpt, meta={'stage': 'learner', 'station_episodes': episodes})
       if shared.remote and primary:
         publish_checkpoint(st, paths.checkpoints, backend.step, ckpt_url, keep)
@@ -795,7 +796,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
     def write_log(row: dict) -> None:
       if not primary:
         return
-      with preflight.storage_errors(learner_log):
+      with storage_errors.storage_errors(learner_log):
         _append_jsonl(learner_log, row)
       if shared.remote:
         st.upload(learner_log, shared.at('logs', LEARNER_LOG))
@@ -884,7 +885,7 @@ def load_config(experiment: str, preset: str, task: str | None = None, seed: int
   """An experiment config (a module name like 'habc' or a file path) with task/seed applied."""
   import importlib.util
   import ml_collections
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   path = experiment if experiment.endswith('.py') else os.path.join(
       root, 'experiments', f'{experiment}.py')
   if not os.path.isabs(path) and not os.path.exists(path):
@@ -947,7 +948,7 @@ def main(argv=None) -> int:
                         rescan_every=args.rescan_every, idle_log_s=args.idle_log_s,
                         min_free_gb=args.min_free_gb, cache_dir=args.cache_dir, log=log)
   except (distributed.DistributedConfigError, TimeoutError, SharedStorageError,
-          preflight.StorageError, FileNotFoundError, pipeline.ConfigMismatchError) as e:
+          storage_errors.StorageError, FileNotFoundError, pipeline.ConfigMismatchError) as e:
     print(f'habc.stations: {e}', file=sys.stderr, flush=True)
     return 1
   print('result ' + json.dumps(out), flush=True)

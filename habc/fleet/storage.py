@@ -20,7 +20,7 @@ Atomicity, the only guarantees the actor/learner split relies on:
 * directories are not atomic anywhere; callers publish a directory's files first and a small
   marker file last (``habc.stations``).
 
-Failures raise ``StorageError`` (an ``OSError``, the same family as habc.preflight's) naming the
+Failures raise ``StorageError`` (an ``OSError``, the same family as habc.run.storage_errors') naming the
 URL and the operation; ``NotFound`` for missing paths; ``HelperError`` when the helper cannot
 start, dies, or does not answer within ``timeout_s`` (it is killed, and the next operation starts
 a fresh one).
@@ -40,14 +40,14 @@ import threading
 import time
 import uuid
 
-from habc.fleet import preflight
+from habc.run import storage_errors
 
 HELPER_START_TIMEOUT_S = 180.0
 DEFAULT_TIMEOUT_S = 600.0
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class StorageError(preflight.StorageError):
+class StorageError(storage_errors.StorageError):
   """A storage operation failed; the message names the URL, the operation and the cause."""
 
 
@@ -61,7 +61,7 @@ class HelperError(StorageError):
 
 def is_remote(url: str) -> bool:
   """True for URLs with a scheme (gs://, s3://, file://...): they go through tf.io.gfile."""
-  return preflight.is_remote(url)
+  return storage_errors.is_remote(url)
 
 
 def join(url: str, *parts: str) -> str:
@@ -316,7 +316,7 @@ class Storage:
       except FileNotFoundError as e:
         raise NotFound(f'{op}: {e.filename or url} does not exist.') from e
       except OSError as e:
-        explained = preflight.explain_os_error(e, url)
+        explained = storage_errors.explain_os_error(e, url)
         raise (explained or StorageError(f'{op} {url} failed: {e}')) from e
     with self._lock:
       if self._helper is None or not self._helper.alive():

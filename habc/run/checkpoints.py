@@ -202,8 +202,8 @@ class Checkpointer:
     except BaseException as e:
       self._clean_after_failed_save()
       if is_storage_full(e):
-        from habc.fleet import preflight
-        raise preflight.StorageError(
+        from habc.run import storage_errors
+        raise storage_errors.StorageError(
             f'Saving checkpoint {step} in {self.directory} failed: the disk is full. The earlier '
             'checkpoints and every committed episode are intact and the half-written checkpoint '
             'was removed; free space (or move the workdir to a larger disk) and run the same '

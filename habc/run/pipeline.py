@@ -791,8 +791,8 @@ def _next_episode_index(logged: list[dict], dataset: str, committed: int) -> int
   """
   last = max([int(str(row['episode_id']).rsplit('-', 1)[1]) for row in logged], default=-1)
   if committed:
-    from habc.data import reader
-    episode = reader.EpisodeSource(dataset, cameras=())[committed - 1]
+    from habc.data import episodes as episodes_lib
+    episode = episodes_lib.EpisodeSource(dataset, cameras=())[committed - 1]
     last = max(last, int(str(episode['episode_metadata']['episode_id']).rsplit('-', 1)[1]))
   return last + 1
 

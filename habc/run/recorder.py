@@ -22,7 +22,7 @@ import numpy as np
 
 
 def _load(path):
-  from habc.run.rollout import load_symbol
+  from habc.symbols import load_symbol
   return load_symbol(path)
 
 

@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from habc.symbols import load_symbol
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkerConfig:
@@ -73,15 +75,6 @@ def seed_for(base_seed: int, stage: str, round_index: int, index: int) -> int:
   stage_code = int.from_bytes(stage.encode()[:8].ljust(8, b'\0'), 'little')
   seq = np.random.SeedSequence([int(base_seed), stage_code, int(round_index), int(index)])
   return int(seq.generate_state(1, np.uint32)[0] & 0x7FFFFFFF)
-
-
-def load_symbol(path: str):
-  """'package.module:name' -> the object."""
-  import importlib
-  module, _, name = path.partition(':')
-  if not name:
-    raise ValueError(f'Expected "module:name", got {path!r}.')
-  return getattr(importlib.import_module(module), name)
 
 
 # ------------------------------------------------------------------------------------------------

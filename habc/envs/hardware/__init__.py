@@ -55,7 +55,7 @@ def rollout_env(task: str, *, seed: int, image_size: int = 64, cameras=CAMERAS, 
   environment's ``task_name`` is the hardware name (``hw_fold``), so station data says where it
   came from; specs, instruction and time limit are the simulated task's.
   """
-  from habc.run.rollout import load_symbol
+  from habc.symbols import load_symbol
   c = default_config()
   if hardware:
     c.update(ml_collections.ConfigDict(dict(hardware)))
