@@ -245,8 +245,6 @@ def _worker_main(conn, config: WorkerConfig) -> None:
   """Loop of a worker process: serves 'start', 'chunk', 'demo' and 'close' messages."""
   episode = None
   try:
-    os.environ.setdefault('MUJOCO_GL', 'osmesa')
-    os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
     load_symbol(config.env_factory)  # Import the environment package up front.
     _check_no_tensorflow('an environment worker')
   except Exception:  # pylint: disable=broad-except
