@@ -35,6 +35,7 @@ if ROOT not in sys.path:
 
 from habc.run import evaluation  # noqa: E402  (numpy only)
 from habc.run import pipeline  # noqa: E402  (no JAX or TensorFlow at import)
+from habc.run import paths as paths_lib  # noqa: E402
 from habc.analysis import results as habc_results  # noqa: E402  (numpy and scipy only)
 
 def _define_flags() -> None:
@@ -132,7 +133,7 @@ def eval_outcomes(workdir: str, r: int) -> dict | None:
     {'seeds': [environment seed of each trial], 'success': '0110...'} in trial order, or None
     when the workdir has no evaluation file for that round.
   """
-  path = pipeline.Paths(workdir).eval_results(r)
+  path = paths_lib.Paths(workdir).eval_results(r)
   if not os.path.exists(path):
     return None
   with open(path) as f:

@@ -166,8 +166,8 @@ class FakeBackend:
     return self._step
 
   def open_writer(self, path):
-    from habc.run import pipeline
-    return pipeline._LazyWriter(path)  # pylint: disable=protected-access
+    from habc.run import backend as backend_lib
+    return backend_lib._LazyWriter(path)  # pylint: disable=protected-access
 
   def policy(self, rng_seed):
     return lambda observations, noise_ids: console_demo.drift_policy(observations, noise_ids, 8)

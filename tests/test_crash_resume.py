@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 
 from habc.run import pipeline
+from habc.run import backend as backend_lib
+from habc.run import paths as paths_lib
 from habc.run import rollout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,8 +207,8 @@ def restored_state(workdir, config_dict):
   import jax
   import ml_collections
   config = ml_collections.ConfigDict(config_dict)
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(workdir))
   final = config.pipeline.sft_steps + config.pipeline.rounds * config.pipeline.steps_per_round
   try:
     assert backend.load_latest(os.path.join(workdir, 'checkpoints')) == final == backend.step
@@ -356,7 +358,7 @@ class FakeBackend:
     return None
 
   def open_writer(self, path):
-    return self.wrap_writer(pipeline._LazyWriter(path))  # pylint: disable=protected-access
+    return self.wrap_writer(backend_lib._LazyWriter(path))  # pylint: disable=protected-access
 
   def policy(self, rng_seed):
     return lambda observations, noise_ids: np.zeros((len(observations), 8, 2), np.float32)

@@ -209,12 +209,13 @@ def test_learner_on_two_processes(tmp_path):
   logged = [json.loads(line) for line in open(os.path.join(shared, 'logs', 'learner.jsonl'))]
   assert [row['step'] for row in logged] == [2, 4]
   # The last checkpoint (step 4) restores, in one process, to the parameters both ended with.
-  from habc.run import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   from habc.fleet import stations
   config = stations.load_config('habc', 'smoke', task='insert')
   config.pipeline.checkpoint_every = 2
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(shared))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(shared))
   try:
     assert backend.load_latest(os.path.join(shared, 'checkpoints')) == 4
     assert stations.params_digest(backend.learner.params) == a['params_digest']

@@ -123,7 +123,7 @@ def test_build_config_for_a_hardware_task():
   code = f"""
 import launch
 from experiments import habc
-from habc.run import pipeline
+from habc.run import backend as backend_lib
 base = habc.get_config('smoke')
 base.data.teleop_dir = '/recordings'
 c = launch.build_config(base, task='hw_fold', seed=None, experiment='experiments/habc.py',
@@ -134,14 +134,14 @@ assert c.rollout.env_factory == 'habc.envs.hardware:rollout_env'
 assert not c.operator.enabled and c.runtime.num_workers == 1
 assert c.hardware.max_lin_vel == 0.2 and c.hardware.avoid_arm_collisions is False
 assert c.hardware.workspace.left == ((-0.4, -0.4, 0.05), (0.1, 0.2, 0.4))
-wc = pipeline.Backend(c).worker_config()
+wc = backend_lib.Backend(c).worker_config()
 assert wc.task == 'hw_fold' and wc.operator is None
 assert wc.env_options['hardware']['operator'] == '{OPERATOR}'
 assert wc.env_options['hardware']['max_lin_vel'] == 0.2
 import pickle; pickle.loads(pickle.dumps(wc))
 sim = launch.build_config(base, task='fold', seed=None, experiment='experiments/habc.py')
 assert 'hardware' not in sim and sim.operator.enabled
-assert pipeline.Backend(sim).worker_config().env_options is None
+assert backend_lib.Backend(sim).worker_config().env_options is None
 for task, overrides, message in [
     ('fold', ['max_lin_vel=0.2'], 'applies to a hardware task (hw_fold, hw_pouch, hw_insert)'),
     ('hw_fold', ['nope=1'], "no 'nope' under hardware"),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from habc.run import checkpoints, pipeline
+from habc.run import paths as paths_lib
 from habc.run import storage_errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +78,7 @@ def test_fall_back_rolls_the_stage_bookkeeping_back(tmp_path):
   end2 = sft + 2 * per_round
   workdir = str(tmp_path / 'run')
   pipeline.prepare_workdir(config, workdir)
-  paths = pipeline.Paths(workdir)
+  paths = paths_lib.Paths(workdir)
   ckpt = checkpoints.Checkpointer(paths.checkpoints, max_to_keep=2)
   for step in (end2 - 1, end2):
     ckpt.save(step, _state(step), config={}, stats={'x': np.zeros(1)})
@@ -120,7 +121,7 @@ def test_deleted_checkpoint_no_longer_leaves_the_run_stuck(tmp_path):
   sft, per_round = config.pipeline.sft_steps, config.pipeline.steps_per_round
   workdir = str(tmp_path / 'run')
   pipeline.prepare_workdir(config, workdir)
-  paths = pipeline.Paths(workdir)
+  paths = paths_lib.Paths(workdir)
   ckpt = checkpoints.Checkpointer(paths.checkpoints)
   ckpt.save(sft, _state(), config={}, stats={'x': np.zeros(1)})
   ckpt.close()

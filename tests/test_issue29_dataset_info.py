@@ -94,11 +94,13 @@ def test_pipeline_start_rebuilds_a_round_dataset_before_a_resumed_collection(tmp
   rebuilds it at start-up, so the collection counts (and keeps) the committed episodes."""
   from experiments import habc as habc_experiment
   from habc.run import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   config = habc_experiment.get_config('smoke')
   config.task = 'insert'
   workdir = str(tmp_path / 'run')
   pipeline.prepare_workdir(config, workdir)
-  round_data = pipeline.Paths(workdir).round_data(1)
+  round_data = paths_lib.Paths(workdir).round_data(1)
   writer.write_episodes(round_data, _episodes(2))
   os.remove(os.path.join(round_data, 'dataset_info.json'))
   lines = []
@@ -106,4 +108,4 @@ def test_pipeline_start_rebuilds_a_round_dataset_before_a_resumed_collection(tmp
   assert lines == [f'{round_data}: dataset_info.json was missing or unreadable; rebuilt it from '
                    'its 2 committed episodes']
   assert _ids(round_data) == ['ep0', 'ep1']
-  assert pipeline.Backend(config).open_writer(round_data).num_episodes == 2
+  assert backend_lib.Backend(config).open_writer(round_data).num_episodes == 2

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from habc.run import pipeline
+from habc.run import backend as backend_lib
+from habc.run import paths as paths_lib
 
 # Reuse compiled programs across the runs of this module (and across test sessions).
 jax.config.update('jax_compilation_cache_dir',
@@ -75,8 +77,8 @@ def check_finished_run(workdir, config):
 
 def check_restored_learner(workdir, config):
   """The run's last checkpoint restores params, optimiser state, step, config and statistics."""
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(workdir))
   final = config.pipeline.sft_steps + config.pipeline.rounds * config.pipeline.steps_per_round
   assert backend.load_latest(os.path.join(workdir, 'checkpoints')) == final == backend.step
   from habc.run import checkpoints

@@ -208,11 +208,12 @@ def _assert_same_episodes(a, b):
 def test_trained_policy_episodes_do_not_depend_on_batching(sft_workdir):
   """The real policy (Backend.policy) in MuJoCo: one worker (each episode alone, padded) and two
   workers (episodes paired by timing, in either row) give bit-identical episodes."""
-  from habc.run import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   config = _smoke_config(1)
   config.rollout.time_limit = TIME_LIMIT
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(sft_workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(sft_workdir))
   backend.load_latest(os.path.join(sft_workdir, 'checkpoints'))
   policy = backend.policy(rng_seed=rollout.seed_for(config.seed, 'test-policy', 0, 0))
   requests = [rollout.EpisodeRequest(episode_id=f'ep-{i}', seed=rollout.seed_for(7, 'test', 0, i),

@@ -228,15 +228,16 @@ def test_window_kinds_match_labeling(page, run_viewer, smoke_run):
 
 def test_gate_shown_equals_the_learners_gate_function(page, run_viewer, smoke_run):
   import jax
-  from habc.run import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   from habc.learning import learner as learner_lib
   workdir, config = smoke_run
   ds, index = 'round_002', 0
   episode = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', ds))[index]
   assert episode['steps']['is_intervention'].any()
   # The learner's parameters as the pipeline restores them, and its gate function.
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(workdir))
   step = backend.load_latest(os.path.join(workdir, 'checkpoints'))
   gate_fn = jax.jit(learner_lib.make_online_weight_fn(config, backend.model))
   pack = reader.EpisodePack(

@@ -60,7 +60,8 @@ def fit_report(workdir: str, *, windows: int = 512, samples: int = 4, seed: int 
   import jax
   import ml_collections
 
-  from habc.run import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   from habc.networks import policy as policy_lib
 
   config_path = os.path.join(workdir, 'config.json')
@@ -69,8 +70,8 @@ def fit_report(workdir: str, *, windows: int = 512, samples: int = 4, seed: int 
                             '(launch.py --workdir) whose SFT stage has finished.')
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(workdir))
   step = backend.load_latest(backend.paths.checkpoints)
   sample = jax.jit(lambda params, obs, keys: policy_lib.sample_actions(
       backend.model, params, obs, keys, config.model.flow_steps))

@@ -538,7 +538,8 @@ def run_actor(config, shared_dir: str, station_id: int, *, max_episodes: int | N
   Returns:
     {'station', 'episodes', 'written', 'successes', 'policy_versions'} of this call.
   """
-  from habc.run import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   from habc.data import schema
   from habc.data import writer as writer_lib
   if int(station_id) < 0:
@@ -551,10 +552,10 @@ def run_actor(config, shared_dir: str, station_id: int, *, max_episodes: int | N
   try:
     check_storage(shared, min_free_gb)
     sync_config(shared, config)
-    paths = pipeline.Paths(shared.local)
+    paths = paths_lib.Paths(shared.local)
     dataset = station_dataset(shared.local, station_id)
     os.makedirs(os.path.dirname(dataset), exist_ok=True)
-    backend = pipeline.Backend(config)
+    backend = backend_lib.Backend(config)
     backend.bind(paths)
     wait_for_checkpoint(shared, timeout_s=wait_timeout_s, poll_s=poll_s, log=log,
                         who=f'actor {station_id}')
@@ -594,7 +595,7 @@ def run_actor(config, shared_dir: str, station_id: int, *, max_episodes: int | N
         with storage_errors.storage_errors(dataset):
           if writer is None:
             writer = writer_lib.EpisodeWriter(dataset, schema.spec_of_episode(
-                result['episode'], image_format=pipeline.IMAGE_FORMAT))
+                result['episode'], image_format=backend_lib.IMAGE_FORMAT))
           writer.append(result['episode'])
         if shared.remote:
           listed = publish_dataset(shared.storage, dataset,
@@ -713,6 +714,8 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
     process), 'tensorflow_loaded'} at the end.
   """
   from habc.run import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   count = distributed.process_count()
   index = distributed.process_index()
   primary = index == 0
@@ -728,7 +731,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
     distributed.barrier('habc_learner_config')
     if not primary:
       sync_config(shared, config, primary=False)
-    paths = pipeline.Paths(shared.local)
+    paths = paths_lib.Paths(shared.local)
     st = shared.storage
     ckpt_url = shared.at('checkpoints')
     if shared.remote and primary:
@@ -750,7 +753,7 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
           f'No demonstrations in {paths.demo_data}: run launch.py --mode=demos with '
           f'--workdir={shared.local} (and the same config) before the learner.')
     c = config
-    backend = pipeline.Backend(c)
+    backend = backend_lib.Backend(c)
     backend.bind(paths)
     learner_log = os.path.join(paths.logs, LEARNER_LOG)
     if primary:
