@@ -278,39 +278,12 @@ def critic_table(summaries: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def _parse_value(text: str, current):
-  """An override's text as the type of the value it replaces (as ml_collections would)."""
-  import ast
-  if isinstance(current, bool):
-    if text.lower() not in ('true', 'false', '1', '0'):
-      raise ValueError(f'expected a bool, got {text!r}')
-    return text.lower() in ('true', '1')
-  if isinstance(current, int):
-    return int(text)
-  if isinstance(current, float):
-    return float(text)
-  if isinstance(current, (tuple, list)):
-    value = ast.literal_eval(text)
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-  return text
-
-
 def experiment_config(method: str, preset: str, task: str, seed: int, overrides: list[str]):
-  """The config ``launch.py`` builds for one run (experiment file, preset, overrides, task, seed)."""
-  import importlib.util
-  import ml_collections
-  path = os.path.join(ROOT, 'experiments', f'{method}.py')
-  spec = importlib.util.spec_from_file_location(f'habc_sweep_{method}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = ml_collections.ConfigDict(module.get_config(preset).to_dict())
-  for arg in overrides:
-    key, _, text = arg[len('--config.'):].partition('=')
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = _parse_value(text, node[leaf])
+  """The config ``launch.py`` builds for one run (experiment file, preset, overrides, task, seed):
+  the overrides go through launch.py's own parser (``experiments.configs``)."""
+  from experiments import configs
+  config = configs.experiment_config(os.path.join(ROOT, 'experiments', f'{method}.py'), preset,
+                                     overrides)
   config.task, config.seed = task, seed
   return config
 

@@ -319,3 +319,21 @@ def test_sweep_carries_held_out_critic_numbers_into_the_comparison(tmp_path):
   # The next round's rollouts are the measure where they exist.
   assert '| habc | 2 | 1 | 0.700 | 0.200 | 0.700 | 2.0 | 60.0 | 50.0 |' in table
   assert sweep.critic_table([{'method': 'sft', 'rounds': []}]) == ''
+
+
+def test_sweep_configs_parse_overrides_as_launch_does():
+  """experiments/sweep.py builds a run's config through ml_collections' config_flags, the parser of
+  launch.py's --config flag: values take their key's type and a bad one is refused, naming it."""
+  from absl import flags
+  from experiments import sweep
+  config = sweep.experiment_config('habc', 'smoke', 'pouch', 5, [
+      '--config.learner.batch_size=4', '--config.runtime.progress=false',
+      '--config.obs=vision'])
+  assert (config.task, config.seed) == ('pouch', 5)
+  assert config.learner.batch_size == 4 and isinstance(config.learner.batch_size, int)
+  assert config.runtime.progress is False and config.obs == 'vision'
+  with pytest.raises(flags.IllegalFlagValueError, match='config.learner.batch_size=many'):
+    sweep.experiment_config('habc', 'smoke', 'pouch', 5, ['--config.learner.batch_size=many'])
+  for key in ('learner.no_such_key', 'no_such_section.key'):  # Refused, as launch.py refuses it.
+    with pytest.raises((KeyError, AttributeError), match='no_such'):
+      sweep.experiment_config('habc', 'smoke', 'pouch', 5, [f'--config.{key}=1'])
