@@ -59,8 +59,8 @@ flags.DEFINE_integer('seed', None, 'Run seed; default: the config\'s seed (0).')
 flags.DEFINE_enum('preset', 'default', PRESETS, 'Size of the run: smoke (tests), default (about '
                   '30 minutes on a 2-core CPU), paper (the paper\'s scale).')
 flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage; actor and '
-                  'learner: the two roles of the actor/learner split (habc/stations.py) over a '
-                  'shared --workdir.')
+                  'learner: the two roles of the actor/learner split (habc/fleet/stations.py) '
+                  'over a shared --workdir.')
 flags.DEFINE_bool('print_config', False, 'Print every config key with its value (after the '
                   'preset, the --config.* overrides, --task and --seed) and exit; any key can be '
                   'set with --config.<key>=<value>.')

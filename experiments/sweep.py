@@ -7,13 +7,13 @@ Each (method, seed) is one ``launch.py`` run in its own process and workdir
 (``<root>/<task>_<method>_<seed>``), so a sweep stopped at any point continues where it was when
 started again: finished runs are skipped, an unfinished one resumes. With ``--share_sft`` (the
 default) the ``sft`` run of each seed goes first, and every other method's workdir starts from its
-demonstrations, SFT checkpoint and round-0 evaluation (``habc.sft_share``): all methods of a seed
-start from the same policy, and the SFT stage runs once instead of once per method. After each
+demonstrations, SFT checkpoint and round-0 evaluation (``habc.run.sft_share``): all methods of a
+seed start from the same policy, and the SFT stage runs once instead of once per method. After each
 run a small JSON summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds``
 add up every piece of a run that was stopped and resumed; its ``settings`` are the config keys
-the run changed from its experiment file and preset, so ``habc.results`` keeps runs of other
-settings apart), and the table (``<results>/comparison_<task>.md``) is rebuilt from every summary
-found there, so the table can also be regenerated alone with ``--table_only``. Extra
+the run changed from its experiment file and preset, so ``habc.analysis.results`` keeps runs of
+other settings apart), and the table (``<results>/comparison_<task>.md``) is rebuilt from every
+summary found there, so the table can also be regenerated alone with ``--table_only``. Extra
 ``--config.*`` overrides are passed on to every run.
 """
 
@@ -194,8 +194,8 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
                   sft_source: str | None = None, workdir: str | None = None,
                   machine: dict | None = None) -> dict:
   """What a run contributes to the comparison: per-round evaluation and collection figures (with
-  the per-trial outcomes and the workdir's gate readings (``habc.results.workdir_gate``) when
-  ``workdir`` is given), the observation mode and settings (with
+  the per-trial outcomes and the workdir's gate readings (``habc.analysis.results.workdir_gate``)
+  when ``workdir`` is given), the observation mode and settings (with
   ``config``, the run's config.json), wall-clock seconds, peak memory, where its SFT
   checkpoint came from and the machine it ran on (``machine_info``)."""
   rounds, peak_mb = [], []
@@ -238,7 +238,7 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
 
 
 def critic_headlines(workdir: str) -> list[dict]:
-  """Per round, the held-out critic diagnostics' headline numbers (habc.critic_diagnostics)."""
+  """Per round, the held-out critic diagnostics' headline numbers (habc.run.critic_diagnostics)."""
   from habc.run import critic_diagnostics
   rows = []
   for data in critic_diagnostics.load_run(workdir):

@@ -1,4 +1,4 @@
-"""habc.policy_fit: R^2 of the policy on its demonstration windows, next to a linear fit."""
+"""habc.analysis.policy_fit: R^2 of the policy on its demonstration windows, beside a linear fit."""
 
 import numpy as np
 import pytest

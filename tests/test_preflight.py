@@ -74,7 +74,7 @@ def test_threshold_from_environment(tmp_path, monkeypatch):
 
 
 class FakeStorage:
-  """Stands in for habc.storage.Storage (no helper process): probe() fails as told."""
+  """Stands in for habc.fleet.storage.Storage (no helper process): probe() fails as told."""
 
   def __init__(self, error=None):
     self.error = error

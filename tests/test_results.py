@@ -1,4 +1,4 @@
-"""RESULTS.md generation (habc.results) from fabricated sweep summaries in a tmp folder."""
+"""RESULTS.md generation (habc.analysis.results) from fabricated sweep summaries in a tmp folder."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""One SFT checkpoint for every method (habc.sft_share): a method's run starts from an sft run."""
+"""One SFT checkpoint for every method (habc.run.sft_share): a run starts from an sft run."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""habc.storage: local paths and URLs (file:// through the real tf.io.gfile helper process),
+"""habc.fleet.storage: local paths and URLs (file:// through the real tf.io.gfile helper process),
 clear errors for missing paths, and a helper that dies, hangs or cannot start."""
 
 import os

@@ -11,10 +11,10 @@ Writes that fail later anyway (the disk filled up during the run) are turned int
 ``StorageError`` naming the path, the cause and what to do, by
 ``habc.run.storage_errors.storage_errors``.
 
-URLs (``gs://``, ``s3://``, ``file://``...) are checked by ``check_remote``: through habc.storage's
-tf.io.gfile helper process (TensorFlow never loads in the calling process) a probe file is
-written, read back and removed; the error says which step failed and what to check. Free space
-of a bucket is not a meaningful number and is not checked.
+URLs (``gs://``, ``s3://``, ``file://``...) are checked by ``check_remote``: through
+habc.fleet.storage's tf.io.gfile helper process (TensorFlow never loads in the calling process) a
+probe file is written, read back and removed; the error says which step failed and what to check.
+Free space of a bucket is not a meaningful number and is not checked.
 """
 
 from __future__ import annotations
@@ -106,11 +106,11 @@ def check_free_space(path: str, min_free_gb: float | None = None) -> float:
 
 
 def check_remote(url: str, storage=None, timeout_s: float = 120.0) -> dict:
-  """Checks that a URL is reachable and writable (probe file through habc.storage).
+  """Checks that a URL is reachable and writable (probe file through habc.fleet.storage).
 
   Args:
     url: e.g. gs://bucket/run (created if missing).
-    storage: a ``habc.storage.Storage`` to use (its helper stays up); None: a temporary one.
+    storage: a ``habc.fleet.storage.Storage`` to use (its helper stays up); None: a temporary one.
     timeout_s: how long each probe step may take (a temporary storage only).
 
   Returns:

@@ -3,8 +3,8 @@
 Roles (each its own process, on its own machine or not):
 
 * **actor** (``run_actor``, one per station): loads the newest learner checkpoint, runs one
-  episode with the policy and the operator (``habc.rollout``: the environment renders in a spawned
-  worker process; this process holds the policy and never imports TensorFlow), commits the
+  episode with the policy and the operator (``habc.run.rollout``: the environment renders in a
+  spawned worker process; this process holds the policy and never imports TensorFlow), commits the
   finished episode to its station's RLDS dataset, and repeats. With no checkpoint yet it waits,
   saying so, and gives up after ``wait_timeout_s``.
 * **learner** (``run_learner``): trains on the demonstrations plus every station's committed
@@ -37,8 +37,8 @@ is in place).
 
 **Remote URL**: every role works in a local cache directory (``cache_dir``, default
 ``$HABC_STATION_CACHE`` or ``~/.cache/habc/stations``, then ``<url slug>/<role>``) laid out as
-above, and copies files through ``habc.storage`` (a tf.io.gfile helper process: TensorFlow never
-loads in a role's own process, and orbax never sees a URL):
+above, and copies files through ``habc.fleet.storage`` (a tf.io.gfile helper process: TensorFlow
+never loads in a role's own process, and orbax never sees a URL):
 
 * an actor commits each episode locally exactly as on a local path, then publishes the new shard,
   then ``features.json``, then ``dataset_info.json`` (each upload atomic): a reader that fetches
@@ -213,7 +213,8 @@ def next_episode_index(shared_dir: str, station_id: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# Remote copies (habc.storage): datasets shard by shard, directories with a marker written last.
+# Remote copies (habc.fleet.storage): datasets shard by shard, directories with a marker written
+# last.
 
 
 def _info_lengths(info: dict | None) -> list[int]:

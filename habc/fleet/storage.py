@@ -18,7 +18,7 @@ Atomicity, the only guarantees the actor/learner split relies on:
   file or the whole new one (object stores rename an object as a copy that appears at once);
 * ``download`` copies to a temporary local file and ``os.replace``s it into place;
 * directories are not atomic anywhere; callers publish a directory's files first and a small
-  marker file last (``habc.stations``).
+  marker file last (``habc.fleet.stations``).
 
 Failures raise ``StorageError`` (an ``OSError``, the same family as habc.run.storage_errors') naming the
 URL and the operation; ``NotFound`` for missing paths; ``HelperError`` when the helper cannot
@@ -123,7 +123,7 @@ def _local_op(op: str, args: list):
 
 
 # ------------------------------------------------------------------------------------------------
-# The helper process (``python -m habc.storage --serve``): tf.io.gfile behind a pipe.
+# The helper process (``python -m habc.fleet.storage --serve``): tf.io.gfile behind a pipe.
 
 
 def _gfile_op(gfile, op: str, args: list):
@@ -249,7 +249,7 @@ class _Helper:
       raise HelperError(
           f'The storage helper process (tf.io.gfile) died with exit code {code} during '
           f'{what}{self._tail()}. The next operation starts a new one; if it keeps dying, run '
-          f'`{sys.executable} -m habc.storage --check <url>` to see why.')
+          f'`{sys.executable} -m habc.fleet.storage --check <url>` to see why.')
     return json.loads(line)
 
   def request(self, op: str, args: list, timeout_s: float) -> dict:

@@ -78,7 +78,7 @@ def _flatten(d: dict, prefix: str = '') -> dict:
 
 # Config keys added after workdirs were made, each with the value every earlier run had in
 # effect. A saved config without the key reads as having that value, so those workdirs still
-# resume (``prepare_workdir``) and their SFT checkpoints are still shared (``habc.sft_share``).
+# resume (``prepare_workdir``) and their SFT checkpoints are still shared (``habc.run.sft_share``).
 ADDED_KEYS = {'learner.sft_anneal_steps': 0, 'learner.critic_weight_decay': -1.0,
               'method.advantage_norm': 'none', 'method.advantage_temperature': 2.0,
               'critic.phase_steps': 0, 'critic.holdout_fraction': 0.0, 'critic.diagnostics': False,
@@ -804,7 +804,7 @@ def recover_workdir(pipeline: Pipeline) -> None:
   """Makes a workdir's bookkeeping match what is readable on disk, before any stage runs.
 
   * Checkpoints are read newest first; an unreadable one (cut, garbled) is moved aside to
-    ``checkpoints.unreadable/`` (``habc.checkpoints.Checkpointer.newest_readable``).
+    ``checkpoints.unreadable/`` (``habc.run.checkpoints.Checkpointer.newest_readable``).
   * Stages of progress.json that need a later checkpoint than the newest readable one are
     undone (``roll_back_to``), so a resume retrains from that checkpoint instead of stopping at
     "needs the checkpoint of step N".

@@ -18,7 +18,7 @@ Worker processes never import TensorFlow (MuJoCo's software rendering crashes ne
 are started with the ``spawn`` method and import only numpy and the environment package; each
 checks ``sys.modules`` after its imports and reports a violation as an error.
 
-Demonstrations run entirely inside a worker (``habc.recorder``: the scripted expert, no policy).
+Demonstrations run entirely inside a worker (``habc.run.recorder``: the scripted expert, no policy).
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ class WorkerPool:
 # noise_ids is int64 [N, 2] = (episode seed, decision index within the episode), see
 # ``noise_ids``; a stochastic policy must draw row i's noise from (its base seed, noise_ids[i])
 # alone, so that an episode's actions do not depend on which episodes share a call, on padding
-# or on worker timing. ``habc.pipeline`` builds one from the network and
+# or on worker timing. ``habc.run.pipeline`` builds one from the network and
 # ``habc.data.reader.env_model_inputs`` (the reader's normalisation and tokenizer).
 Policy = Callable[[Sequence[dict], np.ndarray], np.ndarray]
 
