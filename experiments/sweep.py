@@ -36,7 +36,7 @@ if ROOT not in sys.path:
 from habc.run import evaluation  # noqa: E402  (numpy only)
 from habc.run import pipeline  # noqa: E402  (no JAX or TensorFlow at import)
 from habc.run import paths as paths_lib  # noqa: E402
-from habc.analysis import results as habc_results  # noqa: E402  (numpy and scipy only)
+from habc.analysis import statistics as habc_statistics  # noqa: E402  (numpy and scipy only)
 
 def _define_flags() -> None:
   """The script's flags (defined only when run as a script, so importing this module for its
@@ -228,7 +228,7 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
     out['machine'] = machine
   if not workdir:
     return out
-  gate = habc_results.workdir_gate(workdir, [row['round'] for row in rounds])
+  gate = habc_statistics.workdir_gate(workdir, [row['round'] for row in rounds])
   if gate:
     out['workdir_gate'] = gate
   critic = critic_headlines(workdir)
@@ -448,7 +448,7 @@ def backfill_outcomes(results: str, root: str) -> list[str]:
       updated = dict(updated, settings=run_settings(config, small['method'], small['preset'],
                                                     small['task'], small['seed']))
     if 'workdir_gate' not in updated:
-      gate = habc_results.workdir_gate(workdir, [row['round'] for row in small['rounds']])
+      gate = habc_statistics.workdir_gate(workdir, [row['round'] for row in small['rounds']])
       if gate:
         updated = dict(updated, workdir_gate=gate)
     if updated != small:
