@@ -279,11 +279,21 @@ def critic_table(summaries: list[dict]) -> str:
 
 
 def experiment_config(method: str, preset: str, task: str, seed: int, overrides: list[str]):
-  """The config ``launch.py`` builds for one run (experiment file, preset, overrides, task, seed):
-  the overrides go through launch.py's own parser (``experiments.configs``)."""
-  from experiments import configs
-  config = configs.experiment_config(os.path.join(ROOT, 'experiments', f'{method}.py'), preset,
-                                     overrides)
+  """The config ``launch.py`` builds for one run (experiment file, preset, overrides, task, seed).
+
+  The '--config.<key>=<value>' overrides go through ml_collections' ``config_flags``, the parser
+  of launch.py's ``--config`` flag (on a private set of flags): values take their key's type, an
+  unknown key raises KeyError or AttributeError, a bad value absl.flags.IllegalFlagValueError.
+  """
+  import ml_collections
+  from ml_collections import config_flags
+  argv = ['sweep', f'--config={os.path.join(ROOT, "experiments", method + ".py")}:{preset}',
+          *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'The experiment file and preset.',
+                                  flag_values=values, sys_argv=argv)
+  values(argv)
+  config = ml_collections.ConfigDict(values.config.to_dict())  # Unlocked copy, as launch.py's.
   config.task, config.seed = task, seed
   return config
 
