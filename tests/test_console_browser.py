@@ -134,7 +134,8 @@ def test_take_over_drive_and_succeed_writes_that_episode(browser, tmp_path, monk
     row = page.locator('#episodes tbody tr').first.inner_text().split('\t')
   finally:
     page.context.close()
-  episode = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=('top',))[0]
+  episode = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'),
+                                       cameras=('top',))[0]
   steps = episode['steps']
   flags = steps['is_intervention']
   record = json.loads(open(tmp_path / 'console.jsonl').read().splitlines()[-1])

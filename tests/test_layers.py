@@ -201,7 +201,8 @@ def test_the_rendering_backend_is_chosen_in_one_place():
     with open(path) as f:
       if re.search(r"environ(\.setdefault\(|\[)\s*'(MUJOCO_GL|PYOPENGL_PLATFORM)'", f.read()):
         setters.append(module)
-  assert setters == ['habc'], f'MUJOCO_GL / PYOPENGL_PLATFORM set in {setters}; only habc/__init__.py'
+  assert setters == ['habc'], (f'MUJOCO_GL / PYOPENGL_PLATFORM set in {setters}; set them in '
+                               'habc/__init__.py only')
 
 
 @pytest.mark.parametrize('module', ['habc.results', 'habc.critic_diagnostics', 'habc.policy_fit',

@@ -266,7 +266,8 @@ def episode_stream(path: str, pack_fn: EpisodePack, *, cameras, seed: int, num_e
   """Shuffled episode packs of one dataset (grain; worker processes when num_workers > 0);
   ``split`` 'train' / 'holdout' reads one side of ``sampler.holdout_mask`` only."""
   import grain
-  source = episodes_lib.EpisodeSource(path, cameras=cameras, decode=False)  # EpisodePack decodes in place.
+  # EpisodePack decodes in place.
+  source = episodes_lib.EpisodeSource(path, cameras=cameras, decode=False)
   if not len(source):
     raise ValueError(f'{path} holds no episodes; nothing to read.')
   if split not in (None, 'all'):

@@ -20,8 +20,8 @@ Atomicity, the only guarantees the actor/learner split relies on:
 * directories are not atomic anywhere; callers publish a directory's files first and a small
   marker file last (``habc.fleet.stations``).
 
-Failures raise ``StorageError`` (an ``OSError``, the same family as habc.run.storage_errors') naming the
-URL and the operation; ``NotFound`` for missing paths; ``HelperError`` when the helper cannot
+Failures raise ``StorageError`` (an ``OSError``, the same family as habc.run.storage_errors') naming
+the URL and the operation; ``NotFound`` for missing paths; ``HelperError`` when the helper cannot
 start, dies, or does not answer within ``timeout_s`` (it is killed, and the next operation starts
 a fresh one).
 """

@@ -1,6 +1,6 @@
-"""Storage errors that say what to do: ``StorageError``, and ``storage_errors``, which turns a failed
-write's ``OSError`` (disk full, quota, permissions, read-only) into one naming the path, the cause
-and what to do::
+"""Storage errors that say what to do: ``StorageError``, and ``storage_errors``, which turns a
+failed write's ``OSError`` (disk full, quota, permissions, read-only) into one naming the path, the
+cause and what to do::
 
   with storage_errors.storage_errors(workdir):
     writer.append(episode)
