@@ -42,7 +42,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from habc import config_checks
-from habc import distributed
+from habc.fleet import distributed
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_EXPERIMENT = os.path.join('experiments', 'habc.py')
@@ -59,8 +59,8 @@ flags.DEFINE_integer('seed', None, 'Run seed; default: the config\'s seed (0).')
 flags.DEFINE_enum('preset', 'default', PRESETS, 'Size of the run: smoke (tests), default (about '
                   '30 minutes on a 2-core CPU), paper (the paper\'s scale).')
 flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage; actor and '
-                  'learner: the two roles of the actor/learner split (habc/stations.py) over a '
-                  'shared --workdir.')
+                  'learner: the two roles of the actor/learner split (habc/fleet/stations.py) '
+                  'over a shared --workdir.')
 flags.DEFINE_bool('print_config', False, 'Print every config key with its value (after the '
                   'preset, the --config.* overrides, --task and --seed) and exit; any key can be '
                   'set with --config.<key>=<value>.')
@@ -495,7 +495,8 @@ def run_in(config, workdir: str) -> None:
   enable_compilation_cache()
   children_ignore_ctrl_c()
   redeliver_swallowed_interrupts()
-  from habc import checkpoints, preflight
+  from habc.run import checkpoints
+  from habc.run import storage_errors
   from habc.data import writer as writer_lib
   # A shared workdir of the actor/learner split is left alone: another role may be using it.
   new_workdir = (FLAGS.mode not in ('actor', 'learner')
@@ -514,7 +515,7 @@ def run_in(config, workdir: str) -> None:
           writer_lib.DatasetLockedError) as e:
     sys.exit(f'launch.py: {e}')
   except Exception as e:  # pylint: disable=broad-except
-    if isinstance(e, preflight.StorageError):
+    if isinstance(e, storage_errors.StorageError):
       sys.exit(f'launch.py: {e}')
     if checkpoints.is_storage_full(e):
       sys.exit(f'launch.py: writing to {os.path.abspath(workdir)} failed: the disk is full. '
@@ -522,7 +523,7 @@ def run_in(config, workdir: str) -> None:
                'free space (or move the workdir to a larger disk) and run the same command '
                'again to resume.')
     if isinstance(e, OSError):
-      explained = preflight.explain_os_error(e, workdir)
+      explained = storage_errors.explain_os_error(e, workdir)
       if explained is not None:
         sys.exit(f'launch.py: {explained}')
     raise
@@ -532,7 +533,7 @@ def release_workdir(workdir: str) -> bool:
   """After a failed first run in ``workdir``: removes its config.json (and an empty
   progress.json) when the run left no results, so that the corrected command is not refused as
   a config mismatch. Returns True if it did."""
-  from habc import pipeline
+  from habc.run import pipeline
   if not os.path.isdir(workdir) or pipeline.workdir_has_results(workdir):
     return False
   for name in (pipeline.CONFIG_FILE, pipeline.PROGRESS_FILE):
@@ -543,7 +544,9 @@ def release_workdir(workdir: str) -> bool:
 
 
 def _run_mode(config, workdir: str) -> None:
-  from habc import pipeline, preflight, stations
+  from habc.run import pipeline
+  from habc.fleet import preflight, stations
+  from habc.run import storage_errors
   try:
     preflight.check_workdir(workdir)
     if FLAGS.mode == 'actor':
@@ -553,7 +556,7 @@ def _run_mode(config, workdir: str) -> None:
     if FLAGS.mode == 'learner':
       stations.run_learner(config, workdir, max_steps=FLAGS.max_steps)
       return
-  except (preflight.StorageError, stations.SharedStorageError, TimeoutError, FileNotFoundError,
+  except (storage_errors.StorageError, stations.SharedStorageError, TimeoutError, FileNotFoundError,
           pipeline.ConfigMismatchError) as e:
     sys.exit(f'launch.py: {e}')
   print(f'habc: {config.name} on {config.task}, seed {config.seed}, preset {config.preset}, '
@@ -566,7 +569,7 @@ def _run_mode(config, workdir: str) -> None:
     sys.exit(f'launch.py: {e}')
   last = summary['rounds'][-1] if summary['rounds'] else None
   if last and 'eval' in last:
-    from habc import evaluation
+    from habc.run import evaluation
     print(f'habc: done; round {last["round"]}: {evaluation.format_summary(last["eval"])}')
 
 

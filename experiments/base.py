@@ -93,7 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.learner.critic_loss_weight = 1.0
   c.learner.huber_delta = 1.0
 
-  # How the critic is trained and checked (habc.critic_diagnostics, results/notes.md session 15).
+  # How the critic is trained and checked (habc.run.critic_diagnostics, results/notes.md
+  # session 15).
   c.critic = ml_collections.ConfigDict()
   # A round's first N learner updates train the critic alone on the new data (the actor's
   # parameters and optimiser state are untouched); they count towards pipeline.steps_per_round.

@@ -68,7 +68,7 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
 
   c.pipeline = ml_collections.ConfigDict()
   c.pipeline.rounds = 3
-  c.pipeline.sft_steps = 10_000  # At learner.sft_actor_lr (see habc.policy_fit).
+  c.pipeline.sft_steps = 10_000  # At learner.sft_actor_lr (see habc.analysis.policy_fit).
   c.pipeline.steps_per_round = 600
   c.pipeline.checkpoint_every = 300  # Learner steps between checkpoints inside a stage.
   c.pipeline.keep_checkpoints = 2

@@ -7,13 +7,13 @@ Each (method, seed) is one ``launch.py`` run in its own process and workdir
 (``<root>/<task>_<method>_<seed>``), so a sweep stopped at any point continues where it was when
 started again: finished runs are skipped, an unfinished one resumes. With ``--share_sft`` (the
 default) the ``sft`` run of each seed goes first, and every other method's workdir starts from its
-demonstrations, SFT checkpoint and round-0 evaluation (``habc.sft_share``): all methods of a seed
-start from the same policy, and the SFT stage runs once instead of once per method. After each
+demonstrations, SFT checkpoint and round-0 evaluation (``habc.run.sft_share``): all methods of a
+seed start from the same policy, and the SFT stage runs once instead of once per method. After each
 run a small JSON summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds``
 add up every piece of a run that was stopped and resumed; its ``settings`` are the config keys
-the run changed from its experiment file and preset, so ``habc.results`` keeps runs of other
-settings apart), and the table (``<results>/comparison_<task>.md``) is rebuilt from every summary
-found there, so the table can also be regenerated alone with ``--table_only``. Extra
+the run changed from its experiment file and preset, so ``habc.analysis.results`` keeps runs of
+other settings apart), and the table (``<results>/comparison_<task>.md``) is rebuilt from every
+summary found there, so the table can also be regenerated alone with ``--table_only``. Extra
 ``--config.*`` overrides are passed on to every run.
 """
 
@@ -33,9 +33,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from habc import evaluation  # noqa: E402  (numpy only)
-from habc import pipeline  # noqa: E402  (no JAX or TensorFlow at import)
-from habc import results as habc_results  # noqa: E402  (numpy and scipy only)
+from habc.run import evaluation  # noqa: E402  (numpy only)
+from habc.run import pipeline  # noqa: E402  (no JAX or TensorFlow at import)
+from habc.run import paths as paths_lib  # noqa: E402
+from habc.analysis import statistics as habc_statistics  # noqa: E402  (numpy and scipy only)
 
 def _define_flags() -> None:
   """The script's flags (defined only when run as a script, so importing this module for its
@@ -132,7 +133,7 @@ def eval_outcomes(workdir: str, r: int) -> dict | None:
     {'seeds': [environment seed of each trial], 'success': '0110...'} in trial order, or None
     when the workdir has no evaluation file for that round.
   """
-  path = pipeline.Paths(workdir).eval_results(r)
+  path = paths_lib.Paths(workdir).eval_results(r)
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -193,8 +194,8 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
                   sft_source: str | None = None, workdir: str | None = None,
                   machine: dict | None = None) -> dict:
   """What a run contributes to the comparison: per-round evaluation and collection figures (with
-  the per-trial outcomes and the workdir's gate readings (``habc.results.workdir_gate``) when
-  ``workdir`` is given), the observation mode and settings (with
+  the per-trial outcomes and the workdir's gate readings (``habc.analysis.results.workdir_gate``)
+  when ``workdir`` is given), the observation mode and settings (with
   ``config``, the run's config.json), wall-clock seconds, peak memory, where its SFT
   checkpoint came from and the machine it ran on (``machine_info``)."""
   rounds, peak_mb = [], []
@@ -227,7 +228,7 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
     out['machine'] = machine
   if not workdir:
     return out
-  gate = habc_results.workdir_gate(workdir, [row['round'] for row in rounds])
+  gate = habc_statistics.workdir_gate(workdir, [row['round'] for row in rounds])
   if gate:
     out['workdir_gate'] = gate
   critic = critic_headlines(workdir)
@@ -237,8 +238,8 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
 
 
 def critic_headlines(workdir: str) -> list[dict]:
-  """Per round, the held-out critic diagnostics' headline numbers (habc.critic_diagnostics)."""
-  from habc import critic_diagnostics
+  """Per round, the held-out critic diagnostics' headline numbers (habc.run.critic_diagnostics)."""
+  from habc.run import critic_diagnostics
   rows = []
   for data in critic_diagnostics.load_run(workdir):
     row = {'round': data['round']}
@@ -277,39 +278,22 @@ def critic_table(summaries: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def _parse_value(text: str, current):
-  """An override's text as the type of the value it replaces (as ml_collections would)."""
-  import ast
-  if isinstance(current, bool):
-    if text.lower() not in ('true', 'false', '1', '0'):
-      raise ValueError(f'expected a bool, got {text!r}')
-    return text.lower() in ('true', '1')
-  if isinstance(current, int):
-    return int(text)
-  if isinstance(current, float):
-    return float(text)
-  if isinstance(current, (tuple, list)):
-    value = ast.literal_eval(text)
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-  return text
-
-
 def experiment_config(method: str, preset: str, task: str, seed: int, overrides: list[str]):
-  """The config ``launch.py`` builds for one run (experiment file, preset, overrides, task, seed)."""
-  import importlib.util
+  """The config ``launch.py`` builds for one run (experiment file, preset, overrides, task, seed).
+
+  The '--config.<key>=<value>' overrides go through ml_collections' ``config_flags``, the parser
+  of launch.py's ``--config`` flag (on a private set of flags): values take their key's type, an
+  unknown key raises KeyError or AttributeError, a bad value absl.flags.IllegalFlagValueError.
+  """
   import ml_collections
-  path = os.path.join(ROOT, 'experiments', f'{method}.py')
-  spec = importlib.util.spec_from_file_location(f'habc_sweep_{method}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = ml_collections.ConfigDict(module.get_config(preset).to_dict())
-  for arg in overrides:
-    key, _, text = arg[len('--config.'):].partition('=')
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = _parse_value(text, node[leaf])
+  from ml_collections import config_flags
+  argv = ['sweep', f'--config={os.path.join(ROOT, "experiments", method + ".py")}:{preset}',
+          *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'The experiment file and preset.',
+                                  flag_values=values, sys_argv=argv)
+  values(argv)
+  config = ml_collections.ConfigDict(values.config.to_dict())  # Unlocked copy, as launch.py's.
   config.task, config.seed = task, seed
   return config
 
@@ -411,7 +395,7 @@ def run_timed(cmd: list[str], workdir: str, tick: float = 30.0) -> float:
 
 def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: bool = False) -> None:
   """One launch.py run (skipped if its summary exists), then its small summary and the table."""
-  from habc import sft_share
+  from habc.run import sft_share
   name = run_name(task, method, seed)
   out = os.path.join(FLAGS.results, f'{name}.json')
   if os.path.exists(out):
@@ -474,7 +458,7 @@ def backfill_outcomes(results: str, root: str) -> list[str]:
       updated = dict(updated, settings=run_settings(config, small['method'], small['preset'],
                                                     small['task'], small['seed']))
     if 'workdir_gate' not in updated:
-      gate = habc_results.workdir_gate(workdir, [row['round'] for row in small['rounds']])
+      gate = habc_statistics.workdir_gate(workdir, [row['round'] for row in small['rounds']])
       if gate:
         updated = dict(updated, workdir_gate=gate)
     if updated != small:

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from habc import checkpoints
+from habc.run import checkpoints
 
 
 class State(NamedTuple):

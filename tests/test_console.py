@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from habc import rollout
+from habc.run import rollout
 from habc.web import console
 from habc.web import console_demo
 from habc.web import server_common
@@ -155,7 +155,7 @@ class FakeBackend:
     return self._step
 
   def worker_config(self):
-    from habc import rollout
+    from habc.run import rollout
     return rollout.WorkerConfig(task='console_demo', cameras=('top',), time_limit=self.time_limit,
                                 execute_steps=4, operator={},
                                 operator_factory=self.operator_factory,
@@ -166,8 +166,8 @@ class FakeBackend:
     return self._step
 
   def open_writer(self, path):
-    from habc import pipeline
-    return pipeline._LazyWriter(path)  # pylint: disable=protected-access
+    from habc.run import backend as backend_lib
+    return backend_lib._LazyWriter(path)  # pylint: disable=protected-access
 
   def policy(self, rng_seed):
     return lambda observations, noise_ids: console_demo.drift_policy(observations, noise_ids, 8)
@@ -182,7 +182,7 @@ def smoke_config(episodes):
 
 
 def collect_in_thread(config, workdir, backend):
-  from habc import pipeline
+  from habc.run import pipeline
   p = pipeline.Pipeline(config, workdir, backend=backend, log=lambda line: None)
   errors = []
 
@@ -414,8 +414,8 @@ def test_a_server_crash_in_the_worker_keeps_the_dataset_whole_and_resumes(tmp_pa
   """Through the pipeline's collection stage: the console's server (in the spawned environment
   worker) crashes during episode 1. Episode 1 is not committed, episode 0 is intact, the stage
   stops with the console's error; run again, it collects the rest."""
-  from habc import pipeline
-  from habc.data import reader
+  from habc.run import pipeline
+  from habc.data import episodes as episodes_lib
   settings = console.ConsoleSettings(port=0, wait_for_start=False)
   monkeypatch.setenv(console.ENV_VAR, settings.to_env())
   config = smoke_config(3)
@@ -429,8 +429,8 @@ def test_a_server_crash_in_the_worker_keeps_the_dataset_whole_and_resumes(tmp_pa
   assert len(errors) == 1 and isinstance(errors[0], rollout.WorkerError)
   assert 'ConsoleError' in str(errors[0]) and 'not running' in str(errors[0]), errors[0]
   data = os.path.join(workdir, 'data', 'round_001')
-  assert len(reader.EpisodeSource(data, cameras=('top',))) == 1
-  first = reader.EpisodeSource(data, cameras=('top',))[0]
+  assert len(episodes_lib.EpisodeSource(data, cameras=('top',))) == 1
+  first = episodes_lib.EpisodeSource(data, cameras=('top',))[0]
   assert first['episode_metadata']['episode_id'] == 'round001-00000'
   assert first['steps']['action'].shape == (13, 10)  # Whole: 12 steps and the final one.
   log = [json.loads(line) for line in open(os.path.join(workdir, 'logs',
@@ -440,7 +440,7 @@ def test_a_server_crash_in_the_worker_keeps_the_dataset_whole_and_resumes(tmp_pa
       config, config.pipeline.sft_steps, time_limit=12))
   thread.join(120)
   assert not errors, errors
-  ids = [reader.EpisodeSource(data, cameras=())[i]['episode_metadata']['episode_id']
+  ids = [episodes_lib.EpisodeSource(data, cameras=())[i]['episode_metadata']['episode_id']
          for i in range(2)]
   assert ids == ['round001-00000', 'round001-00002']
 

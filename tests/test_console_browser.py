@@ -104,8 +104,8 @@ def test_take_over_drive_and_succeed_writes_that_episode(browser, tmp_path, monk
   hold Space and D for some steps, release, press Success; the RLDS episode has exactly those
   steps as interventions, the commanded action on them, the policy's proposal on every step, and
   the success."""
-  from habc import pipeline
-  from habc.data import reader
+  from habc.run import pipeline
+  from habc.data import episodes as episodes_lib
   settings = console.ConsoleSettings(port=0, wait_for_start=True, deadman_s=1.0,
                                      log_path=str(tmp_path / 'console.jsonl'),
                                      url_file=str(tmp_path / 'url'), episodes_per_round=1)
@@ -134,7 +134,8 @@ def test_take_over_drive_and_succeed_writes_that_episode(browser, tmp_path, monk
     row = page.locator('#episodes tbody tr').first.inner_text().split('\t')
   finally:
     page.context.close()
-  episode = reader.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=('top',))[0]
+  episode = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'),
+                                       cameras=('top',))[0]
   steps = episode['steps']
   flags = steps['is_intervention']
   record = json.loads(open(tmp_path / 'console.jsonl').read().splitlines()[-1])

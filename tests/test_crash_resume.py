@@ -20,8 +20,11 @@ import time
 import numpy as np
 import pytest
 
-from habc import pipeline
-from habc import rollout
+from habc.run import pipeline
+from habc.run import backend as backend_lib
+from habc.run import paths as paths_lib
+from habc.run import rollout
+from tests import tfds_plain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One environment worker: with two, which rollouts share a batched policy call depends on timing,
@@ -133,33 +136,6 @@ def partial_progress(workdir):
   return None
 
 
-PLAIN_TFDS = """
-import json, sys
-import tensorflow_datasets as tfds
-out = []
-for path in sys.argv[1:]:
-  ds = tfds.builder_from_directory(path).as_data_source()['train']
-  rows = []
-  for i in range(len(ds)):
-    ep = ds[i]
-    n = len(ep['steps'])
-    flags = [(bool(ep['steps'][t]['is_first']), bool(ep['steps'][t]['is_last'])) for t in range(n)]
-    whole = flags[0] == (True, n == 1) and flags[-1][1] and not any(
-        f or l for f, l in flags[1:-1])
-    rows.append([ep['episode_metadata']['episode_id'].decode(), n, whole])
-  out.append(rows)
-print(json.dumps(out))
-"""
-
-
-def plain_tfds(*paths):
-  """Per dataset: [[episode_id, steps, whole], ...], read by tfds alone (no habc) in a new process."""
-  result = subprocess.run([sys.executable, '-c', PLAIN_TFDS, *paths], cwd='/', timeout=180,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=''))
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def read_jsonl(path):
   with open(path) as f:
     return [json.loads(line) for line in f]
@@ -175,18 +151,19 @@ def check_workdir(workdir, config):
           'collect', 'train', 'round')]), p
   data = os.path.join(workdir, 'data')
   names = ['demos'] + [f'round_{r:03d}' for r in range(1, rounds + 1)]
-  found = dict(zip(names, plain_tfds(*[os.path.join(data, n) for n in names])))
-  demo_ids = [row[0] for row in found['demos']]
+  found = dict(zip(names, tfds_plain.read_episodes(*[os.path.join(data, n) for n in names])))
+  demo_ids = [row['episode_id'] for row in found['demos']]
   assert len(demo_ids) == config['data']['num_demos'] == len(set(demo_ids))
   assert count_files(os.path.join(workdir, 'demos', 'hdf5'), '.hdf5') == len(demo_ids)
   for r in range(1, rounds + 1):
     rows = found[f'round_{r:03d}']
-    assert [row[0] for row in rows] == [f'round{r:03d}-{i:05d}' for i in range(per_round)]
+    assert [row['episode_id'] for row in rows] == [
+        f'round{r:03d}-{i:05d}' for i in range(per_round)]
     logged = read_jsonl(os.path.join(workdir, 'logs', f'collect_round_{r:03d}.jsonl'))
-    assert [x['episode_id'] for x in logged] == [row[0] for row in rows]
+    assert [x['episode_id'] for x in logged] == [row['episode_id'] for row in rows]
     # Whole episodes only: length + 1 steps (the final observation), first and last flags right.
-    assert [row[1] for row in rows] == [x['length'] + 1 for x in logged]
-  assert all(row[2] for rows in found.values() for row in rows), found
+    assert [row['steps'] for row in rows] == [x['length'] + 1 for x in logged]
+  assert all(row['whole'] for rows in found.values() for row in rows), found
   for name in names:  # No uncommitted shard or temp file left behind.
     path = os.path.join(data, name)
     info = json.load(open(os.path.join(path, 'dataset_info.json')))
@@ -205,8 +182,8 @@ def restored_state(workdir, config_dict):
   import jax
   import ml_collections
   config = ml_collections.ConfigDict(config_dict)
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(workdir))
   final = config.pipeline.sft_steps + config.pipeline.rounds * config.pipeline.steps_per_round
   try:
     assert backend.load_latest(os.path.join(workdir, 'checkpoints')) == final == backend.step
@@ -225,8 +202,8 @@ def restored_state(workdir, config_dict):
 
 
 def demo_actions(workdir):
-  from habc.data import reader
-  source = reader.EpisodeSource(os.path.join(workdir, 'data', 'demos'), cameras=())
+  from habc.data import episodes as episodes_lib
+  source = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'demos'), cameras=())
   return [source[i]['steps']['action'] for i in range(len(source))]
 
 
@@ -289,7 +266,7 @@ def test_random_kills_match_an_uninterrupted_run(tmp_path, seed):
 
 
 # ---- Crashes at exact points, with stand-ins for the learner and the environment. ---------------
-# These pin down two ways a kill loses or duplicates data (bugs in habc/pipeline.py, reported;
+# These pin down two ways a kill loses or duplicates data (bugs in habc/run/pipeline.py, reported;
 # the tests turn green once fixed).
 
 INVALID_SEED_ENV = 'HABC_TEST_INVALID_SEED'
@@ -356,7 +333,7 @@ class FakeBackend:
     return None
 
   def open_writer(self, path):
-    return self.wrap_writer(pipeline._LazyWriter(path))  # pylint: disable=protected-access
+    return self.wrap_writer(backend_lib._LazyWriter(path))  # pylint: disable=protected-access
 
   def policy(self, rng_seed):
     return lambda observations, noise_ids: np.zeros((len(observations), 8, 2), np.float32)
@@ -431,8 +408,8 @@ def test_kill_between_commit_and_log_after_an_invalid_episode(tmp_path, monkeypa
     p.collect(1)
   finally:
     p.close()
-  from habc.data import reader
-  source = reader.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
+  from habc.data import episodes as episodes_lib
+  source = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
   ids = [str(source[i]['episode_metadata']['episode_id']) for i in range(len(source))]
   assert len(ids) == len(set(ids)), ids
   assert ids == [f'round001-{i:05d}' for i in (0, 2, 3)]

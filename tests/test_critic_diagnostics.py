@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from habc import critic_diagnostics as cd
+from habc.run import critic_diagnostics as cd
 from habc.data import sampler
 from habc.labeling import NUM_KINDS, SampleKind
 from habc.learning import learner as learner_lib
@@ -290,6 +290,6 @@ def test_start_up_checks_name_the_new_keys():
 
 
 def test_report_counts_in_the_singular():
-  from habc import report
+  from habc.run import report
   assert report._count(1, 'round') == '1 round'  # pylint: disable=protected-access
   assert report._count(3, 'round') == '3 rounds'  # pylint: disable=protected-access

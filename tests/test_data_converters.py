@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from habc.data import converters, reader, writer
+from habc.data import converters, episodes as episodes_lib, writer
 from habc.data.converters import ConversionError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +22,7 @@ def _frames(rng, num_steps, height=24, width=32):
 
 
 def _read_all(path):
-  source = reader.EpisodeSource(path)
+  source = episodes_lib.EpisodeSource(path)
   return [source[i] for i in range(len(source))]
 
 

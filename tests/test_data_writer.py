@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from habc.data import reader, schema, synthetic, writer
+from habc.data import episodes as episodes_lib, schema, synthetic, writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -81,7 +81,7 @@ def test_jpeg_round_trip_is_close_and_habc_reader_matches(tmp_path):
   path = str(tmp_path / 'ds')
   episodes = _episodes(2)
   writer.write_episodes(path, episodes, _spec('jpeg'))
-  source = reader.EpisodeSource(path)
+  source = episodes_lib.EpisodeSource(path)
   assert len(source) == 2
   back = source[1]
   np.testing.assert_array_equal(back['steps']['action'], episodes[1]['steps']['action'])
@@ -96,7 +96,7 @@ def test_append_in_later_sessions_and_spec_mismatch(tmp_path):
   writer.write_episodes(path, _episodes(2), _spec())
   writer.write_episodes(path, _episodes(2, start=10))  # Spec taken from the dataset.
   assert writer.num_episodes(path) == 4
-  ids = [reader.EpisodeSource(path, cameras=())[i]['episode_metadata']['episode_id']
+  ids = [episodes_lib.EpisodeSource(path, cameras=())[i]['episode_metadata']['episode_id']
          for i in range(4)]
   assert ids == ['ep0', 'ep1', 'ep10', 'ep11']
   other = schema.make_spec(('top',), 16, state_dim=6, action_dim=4)
@@ -173,6 +173,6 @@ def test_killed_writer_leaves_a_loadable_dataset(tmp_path, where):
   assert os.path.exists(orphan) == (where == '_commit_info')  # Renamed, never listed.
   # The next writer cleans up the orphan shard and appends after the committed ones.
   writer.write_episodes(path, _episodes(1, fmt_cams=('top',), start=5, ))
-  source = reader.EpisodeSource(path)
+  source = episodes_lib.EpisodeSource(path)
   assert len(source) == 3 and source[2]['episode_metadata']['episode_id'] == 'ep5'
   assert not os.path.exists(os.path.join(path, writer.TMP_DIR))

@@ -10,7 +10,7 @@ import ml_collections
 import pytest
 from absl import flags
 
-from habc import distributed
+from habc.fleet import distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,7 +114,7 @@ def _free_port() -> int:
 def test_two_processes_connect_on_this_machine():
   code = """
 import sys
-from habc import distributed
+from habc.fleet import distributed
 distributed.maybe_initialize(distributed.from_values(sys.argv[1], 2, int(sys.argv[2])))
 import jax
 print('ok', jax.process_index(), jax.process_count(), jax.device_count(), distributed.is_primary())
@@ -151,7 +151,7 @@ def test_single_process_helpers():
 
 LEARNER = """
 import json, sys
-from habc import distributed, stations
+from habc.fleet import distributed, stations
 distributed.maybe_initialize(distributed.from_values(sys.argv[1], 2, int(sys.argv[2])))
 distributed.check_mode('learner')
 config = stations.load_config('habc', 'smoke', task='insert')
@@ -209,12 +209,13 @@ def test_learner_on_two_processes(tmp_path):
   logged = [json.loads(line) for line in open(os.path.join(shared, 'logs', 'learner.jsonl'))]
   assert [row['step'] for row in logged] == [2, 4]
   # The last checkpoint (step 4) restores, in one process, to the parameters both ended with.
-  from habc import pipeline
-  from habc import stations
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
+  from habc.fleet import stations
   config = stations.load_config('habc', 'smoke', task='insert')
   config.pipeline.checkpoint_every = 2
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(shared))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(shared))
   try:
     assert backend.load_latest(os.path.join(shared, 'checkpoints')) == 4
     assert stations.params_digest(backend.learner.params) == a['params_digest']
@@ -225,7 +226,7 @@ def test_learner_on_two_processes(tmp_path):
 def test_processes_that_do_not_share_the_directory_are_refused(tmp_path):
   code = """
 import sys
-from habc import distributed
+from habc.fleet import distributed
 distributed.maybe_initialize(distributed.from_values(sys.argv[1], 2, int(sys.argv[2])))
 try:
   distributed.check_shared_directory(sys.argv[3])

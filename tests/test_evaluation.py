@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from habc import evaluation
+from habc.run import evaluation
 
 
 @pytest.mark.parametrize('k, n, low, high', [
@@ -75,7 +75,7 @@ def test_wilson_bounds_bracket_the_rate_exactly(n):
 
 
 def test_success_plot_with_zero_successes(tmp_path):
-  from habc import report
+  from habc.run import report
   ev = {'success_rate': 0.0, 'ci_low': 1.4e-17, 'ci_high': 0.13}  # As older runs saved it.
   report.plot_success([{'round': 0, 'eval': ev}], str(tmp_path / 'success.png'))
   assert (tmp_path / 'success.png').stat().st_size > 0

@@ -120,7 +120,7 @@ def _run_summary(method, seed, successes, episodes=10, length=50.0):
 
 def test_sweep_table_pools_seeds_with_wilson(tmp_path):
   from experiments import sweep
-  from habc import evaluation
+  from habc.run import evaluation
   for s in [_run_summary('habc', 0, [3, 5]), _run_summary('habc', 1, [4, 8], length=40.0),
             _run_summary('sft', 0, [3])]:
     with open(tmp_path / f'fold_{s["method"]}_{s["seed"]}.json', 'w') as f:
@@ -270,7 +270,7 @@ def test_sweep_smoke_end_to_end(tmp_path):
 def test_sweep_records_the_settings_a_run_changed(tmp_path):
   import json
   from experiments import sweep
-  from habc import pipeline
+  from habc.run import pipeline
 
   def saved(overrides):
     config = sweep.experiment_config('habc', 'smoke', 'fold', 3, overrides)
@@ -303,7 +303,7 @@ def test_sweep_records_the_settings_a_run_changed(tmp_path):
 
 def test_sweep_carries_held_out_critic_numbers_into_the_comparison(tmp_path):
   from experiments import sweep
-  from habc import critic_diagnostics
+  from habc.run import critic_diagnostics
   workdir = tmp_path / 'fold_habc_0'
   diag = {'windows': 10, 'viability': {'auc': 0.9, 'brier': 0.1},
           'efficiency': {'r2': 0.7, 'mae': 1.0}, 'gate': {'saturated_fraction_online': 0.02},
@@ -319,3 +319,21 @@ def test_sweep_carries_held_out_critic_numbers_into_the_comparison(tmp_path):
   # The next round's rollouts are the measure where they exist.
   assert '| habc | 2 | 1 | 0.700 | 0.200 | 0.700 | 2.0 | 60.0 | 50.0 |' in table
   assert sweep.critic_table([{'method': 'sft', 'rounds': []}]) == ''
+
+
+def test_sweep_configs_parse_overrides_as_launch_does():
+  """experiments/sweep.py builds a run's config through ml_collections' config_flags, the parser of
+  launch.py's --config flag: values take their key's type and a bad one is refused, naming it."""
+  from absl import flags
+  from experiments import sweep
+  config = sweep.experiment_config('habc', 'smoke', 'pouch', 5, [
+      '--config.learner.batch_size=4', '--config.runtime.progress=false',
+      '--config.obs=vision'])
+  assert (config.task, config.seed) == ('pouch', 5)
+  assert config.learner.batch_size == 4 and isinstance(config.learner.batch_size, int)
+  assert config.runtime.progress is False and config.obs == 'vision'
+  with pytest.raises(flags.IllegalFlagValueError, match='config.learner.batch_size=many'):
+    sweep.experiment_config('habc', 'smoke', 'pouch', 5, ['--config.learner.batch_size=many'])
+  for key in ('learner.no_such_key', 'no_such_section.key'):  # Refused, as launch.py refuses it.
+    with pytest.raises((KeyError, AttributeError), match='no_such'):
+      sweep.experiment_config('habc', 'smoke', 'pouch', 5, [f'--config.{key}=1'])

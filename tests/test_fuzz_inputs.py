@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from habc.data import converters
-from habc.data import reader
+from habc.data import episodes as episodes_lib
 from habc.data import synthetic
 from habc.data import writer
 from habc.data.converters import ConversionError
@@ -249,7 +249,7 @@ def make_case(index: int, root: str):
 
 
 def episode_ids(path):
-  source = reader.EpisodeSource(path, cameras=())
+  source = episodes_lib.EpisodeSource(path, cameras=())
   return [str(source[i]['episode_metadata']['episode_id']) for i in range(len(source))]
 
 
@@ -369,7 +369,7 @@ def mutate_dataset(path, mutation, rng):
 
 
 def read_everything(path):
-  source = reader.EpisodeSource(path)
+  source = episodes_lib.EpisodeSource(path)
   return [source[i] for i in range(len(source))]
 
 

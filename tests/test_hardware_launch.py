@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from habc import rollout
+from habc.run import rollout
 from habc.envs import hardware
 
 # moma's quaternion helpers warn about numpy's `where` without `out`; harmless here.
@@ -123,7 +123,7 @@ def test_build_config_for_a_hardware_task():
   code = f"""
 import launch
 from experiments import habc
-from habc import pipeline
+from habc.run import backend as backend_lib
 base = habc.get_config('smoke')
 base.data.teleop_dir = '/recordings'
 c = launch.build_config(base, task='hw_fold', seed=None, experiment='experiments/habc.py',
@@ -134,14 +134,14 @@ assert c.rollout.env_factory == 'habc.envs.hardware:rollout_env'
 assert not c.operator.enabled and c.runtime.num_workers == 1
 assert c.hardware.max_lin_vel == 0.2 and c.hardware.avoid_arm_collisions is False
 assert c.hardware.workspace.left == ((-0.4, -0.4, 0.05), (0.1, 0.2, 0.4))
-wc = pipeline.Backend(c).worker_config()
+wc = backend_lib.Backend(c).worker_config()
 assert wc.task == 'hw_fold' and wc.operator is None
 assert wc.env_options['hardware']['operator'] == '{OPERATOR}'
 assert wc.env_options['hardware']['max_lin_vel'] == 0.2
 import pickle; pickle.loads(pickle.dumps(wc))
 sim = launch.build_config(base, task='fold', seed=None, experiment='experiments/habc.py')
 assert 'hardware' not in sim and sim.operator.enabled
-assert pipeline.Backend(sim).worker_config().env_options is None
+assert backend_lib.Backend(sim).worker_config().env_options is None
 for task, overrides, message in [
     ('fold', ['max_lin_vel=0.2'], 'applies to a hardware task (hw_fold, hw_pouch, hw_insert)'),
     ('hw_fold', ['nope=1'], "no 'nope' under hardware"),
@@ -183,7 +183,7 @@ def test_hardware_task_without_teleop_dir_fails_at_start_up(tmp_path):
 def write_teleop_episodes(folder, count: int, task: str = 'fold') -> None:
   """ALOHA-style HDF5 'teleop' episodes, driven by the simulated task's scripted expert."""
   import habc.envs
-  from habc import recorder
+  from habc.run import recorder
   os.makedirs(folder, exist_ok=True)
   for i in range(count):
     env = habc.envs.make(task, seed=100 + i, cameras=(), time_limit=90)
@@ -223,14 +223,14 @@ def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
   config = json.load(open(workdir / 'config.json'))
   assert config['task'] == 'hw_fold' and config['hardware']['operator'] == OPERATOR
   assert config['runtime']['num_workers'] == 1 and not config['operator']['enabled']
-  from habc.data import reader
-  demos = reader.EpisodeSource(str(workdir / 'data' / 'demos'), cameras=())
+  from habc.data import episodes as episodes_lib
+  demos = episodes_lib.EpisodeSource(str(workdir / 'data' / 'demos'), cameras=())
   assert len(demos) == 2
   demo = demos[0]
   assert demo['episode_metadata']['operator'] == 'teleop'
   assert demo['episode_metadata']['source'] == 'demo'
   assert demo['steps']['language_instruction'].startswith('fold the cloth')
-  rollouts = reader.EpisodeSource(str(workdir / 'data' / 'round_001'), cameras=())
+  rollouts = episodes_lib.EpisodeSource(str(workdir / 'data' / 'round_001'), cameras=())
   assert len(rollouts) == 2
   first, second = rollouts[0], rollouts[1]
   expected = np.zeros(REPORT_AT + 2, bool)
@@ -266,8 +266,8 @@ def test_launch_hw_fold_evaluates_on_the_station(tmp_path):
 
 def test_teleop_demos_in_simulation_and_their_errors(tmp_path):
   from experiments import habc as habc_experiment
-  from habc import pipeline
-  from habc.data import reader
+  from habc.run import pipeline
+  from habc.data import episodes as episodes_lib
   from habc.data.converters import ConversionError
   from habc.data.converters import aloha_hdf5
 
@@ -286,7 +286,7 @@ def test_teleop_demos_in_simulation_and_their_errors(tmp_path):
   write_teleop_episodes(teleop, 2, task='insert')
   run = demos(teleop, 'ok')
   assert run.done('demos') and not os.path.exists(run.paths.demo_hdf5)  # No expert ran.
-  source = reader.EpisodeSource(run.paths.demo_data, cameras=())
+  source = episodes_lib.EpisodeSource(run.paths.demo_data, cameras=())
   assert len(source) == 2
   episode = source[1]
   assert episode['episode_metadata']['operator'] == 'teleop'

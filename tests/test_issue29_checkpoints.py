@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from habc import checkpoints, pipeline, preflight
+from habc.run import checkpoints, pipeline
+from habc.run import paths as paths_lib
+from habc.run import storage_errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +78,7 @@ def test_fall_back_rolls_the_stage_bookkeeping_back(tmp_path):
   end2 = sft + 2 * per_round
   workdir = str(tmp_path / 'run')
   pipeline.prepare_workdir(config, workdir)
-  paths = pipeline.Paths(workdir)
+  paths = paths_lib.Paths(workdir)
   ckpt = checkpoints.Checkpointer(paths.checkpoints, max_to_keep=2)
   for step in (end2 - 1, end2):
     ckpt.save(step, _state(step), config={}, stats={'x': np.zeros(1)})
@@ -119,7 +121,7 @@ def test_deleted_checkpoint_no_longer_leaves_the_run_stuck(tmp_path):
   sft, per_round = config.pipeline.sft_steps, config.pipeline.steps_per_round
   workdir = str(tmp_path / 'run')
   pipeline.prepare_workdir(config, workdir)
-  paths = pipeline.Paths(workdir)
+  paths = paths_lib.Paths(workdir)
   ckpt = checkpoints.Checkpointer(paths.checkpoints)
   ckpt.save(sft, _state(), config={}, stats={'x': np.zeros(1)})
   ckpt.close()
@@ -165,7 +167,7 @@ def test_disk_full_during_a_save_leaves_no_temporary_directory(small_disk):
   ckpt.save(1, _state(), config={}, stats={'x': np.zeros(1)})
   big = {'params': {'w': jnp.asarray(np.random.default_rng(1).normal(size=(1024, 1024)),
                                      jnp.float32)}, 'step': jnp.zeros((), jnp.int32)}  # 4 MB.
-  with pytest.raises(preflight.StorageError) as info:
+  with pytest.raises(storage_errors.StorageError) as info:
     ckpt.save(2, big, config={}, stats={'x': np.zeros(1)})
   assert 'the disk is full' in str(info.value) and 'run the same command again' in str(info.value)
   assert info.value.__cause__ is None

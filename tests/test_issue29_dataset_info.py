@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from habc.data import converters, reader, synthetic, writer
+from habc.data import converters, episodes as episodes_lib, synthetic, writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +23,7 @@ def _episodes(n, start=0):
 
 
 def _ids(path):
-  source = reader.EpisodeSource(path, cameras=())
+  source = episodes_lib.EpisodeSource(path, cameras=())
   return [str(source[i]['episode_metadata']['episode_id']) for i in range(len(source))]
 
 
@@ -93,12 +93,14 @@ def test_pipeline_start_rebuilds_a_round_dataset_before_a_resumed_collection(tmp
   """The resumed-collection path: the round's dataset lost its dataset_info.json; the pipeline
   rebuilds it at start-up, so the collection counts (and keeps) the committed episodes."""
   from experiments import habc as habc_experiment
-  from habc import pipeline
+  from habc.run import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   config = habc_experiment.get_config('smoke')
   config.task = 'insert'
   workdir = str(tmp_path / 'run')
   pipeline.prepare_workdir(config, workdir)
-  round_data = pipeline.Paths(workdir).round_data(1)
+  round_data = paths_lib.Paths(workdir).round_data(1)
   writer.write_episodes(round_data, _episodes(2))
   os.remove(os.path.join(round_data, 'dataset_info.json'))
   lines = []
@@ -106,4 +108,4 @@ def test_pipeline_start_rebuilds_a_round_dataset_before_a_resumed_collection(tmp
   assert lines == [f'{round_data}: dataset_info.json was missing or unreadable; rebuilt it from '
                    'its 2 committed episodes']
   assert _ids(round_data) == ['ep0', 'ep1']
-  assert pipeline.Backend(config).open_writer(round_data).num_episodes == 2
+  assert backend_lib.Backend(config).open_writer(round_data).num_episodes == 2

@@ -83,7 +83,7 @@ def small_disk(tmp_path):
 WRITER_ON_A_FULL_DISK = """
 import errno, sys
 sys.path.insert(0, {root!r})
-from habc import metrics_writer
+from habc.run import metrics_writer
 w = metrics_writer.MetricsWriter({logdir!r})
 try:
   for step in range(1, 100000):
@@ -117,7 +117,7 @@ def test_unretrieved_futures_of_a_failed_save_are_not_logged(tmp_path):
   reached (12 lines after the one-line error). Orbax's own failure logs were filtered, these
   were not: they come through asyncio's logger."""
   import logging
-  from habc import checkpoints
+  from habc.run import checkpoints
   checkpoints.Checkpointer(str(tmp_path / 'ckpt')).close()  # Installs the filters.
   seen = []
 

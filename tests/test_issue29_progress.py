@@ -6,7 +6,7 @@ import io
 import os
 
 from experiments import presets
-from habc import pipeline
+from habc.run import pipeline
 from tests.test_crash_resume import FakeBackend
 
 

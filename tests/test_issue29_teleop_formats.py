@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 import pytest
 
-from habc.data import converters, reader
+from habc.data import converters, episodes as episodes_lib
 from habc.data.converters import ConversionError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def _red_frames(num_steps, height=24, width=32):
 
 
 def _read_all(path):
-  source = reader.EpisodeSource(path)
+  source = episodes_lib.EpisodeSource(path)
   return [source[i] for i in range(len(source))]
 
 

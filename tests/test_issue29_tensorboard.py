@@ -16,8 +16,8 @@ import types
 import numpy as np
 import pytest
 
-from habc import metrics_writer
-from habc import pipeline
+from habc.run import metrics_writer
+from habc.run import pipeline
 from tests.test_crash_resume import FakeBackend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

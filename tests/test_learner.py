@@ -271,7 +271,7 @@ def test_sft_anneal_falls_linearly_to_the_online_rate_over_the_last_sft_steps():
 
 
 def test_optimiser_state_has_one_structure_whatever_the_online_rate():
-  # An SFT checkpoint is shared by runs that differ in actor_lr (habc.sft_share), so its saved
+  # An SFT checkpoint is shared by runs that differ in actor_lr (habc.run.sft_share), so its saved
   # optimiser state must restore into each of them, the rate equal to sft_actor_lr included.
   params = {'encoder': {'w': jnp.zeros(3)}, 'critic': {'w': jnp.zeros(3)}}
   structures = []

@@ -36,8 +36,8 @@ def test_rendering_a_task_does_not_load_tensorflow():
 # Modules that environment workers and the task tools import (those that exist yet).
 _WORKER_MODULES = [m for m in ('habc.envs', 'habc.envs.base', 'habc.envs.fold', 'habc.envs.operator',
                                'habc.envs.video', 'habc.envs.__main__', 'habc.envs.pouch',
-                               'habc.envs.insert', 'habc.bench.envs', 'habc.rollout',
-                               'habc.recorder')
+                               'habc.envs.insert', 'habc.bench.envs', 'habc.run.rollout',
+                               'habc.run.recorder')
                    if importlib.util.find_spec(m.rsplit('.', 1)[0]) is not None
                    and os.path.exists(os.path.join(ROOT, *m.split('.')) + '.py')]
 

@@ -13,7 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from habc import pipeline
+from habc.run import pipeline
+from habc.run import backend as backend_lib
+from habc.run import paths as paths_lib
 
 # Reuse compiled programs across the runs of this module (and across test sessions).
 jax.config.update('jax_compilation_cache_dir',
@@ -38,8 +40,8 @@ def stop_at(predicate):
 
 
 def episode_ids(path):
-  from habc.data import reader
-  source = reader.EpisodeSource(path, cameras=())
+  from habc.data import episodes as episodes_lib
+  source = episodes_lib.EpisodeSource(path, cameras=())
   return [str(source[i]['episode_metadata']['episode_id']) for i in range(len(source))]
 
 
@@ -61,7 +63,7 @@ def check_finished_run(workdir, config):
     assert ids == [f'round{r:03d}-{i:05d}' for i in range(config.rollout.episodes_per_round)]
   assert len(episode_ids(os.path.join(workdir, 'data', 'demos'))) == config.data.num_demos
   # The final checkpoint is at the last step, with the config beside it.
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   final = config.pipeline.sft_steps + rounds * config.pipeline.steps_per_round
   assert ckpt.latest_step() == final
@@ -75,11 +77,11 @@ def check_finished_run(workdir, config):
 
 def check_restored_learner(workdir, config):
   """The run's last checkpoint restores params, optimiser state, step, config and statistics."""
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(workdir))
   final = config.pipeline.sft_steps + config.pipeline.rounds * config.pipeline.steps_per_round
   assert backend.load_latest(os.path.join(workdir, 'checkpoints')) == final == backend.step
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   restored = ckpt.restore(backend.learner.state)
   assert restored.meta['stage'] == f'round_{config.pipeline.rounds:03d}'
@@ -121,7 +123,7 @@ def test_smoke_habc_resumes_between_stages(tmp_path):
   assert summary['rounds'][1]['train']['critic/loss'] > 0
   # Held-out critic diagnostics: round 1's critic on its held-out episode and on round 2's
   # rollouts; round 2's (the last) on its held-out episode only.
-  from habc import critic_diagnostics
+  from habc.run import critic_diagnostics
   runs = critic_diagnostics.load_run(workdir)
   assert [d['round'] for d in runs] == [1, 2]
   assert set(runs[0]) == {'round', 'holdout', 'next_round'} and 'next_round' not in runs[1]
@@ -207,7 +209,7 @@ def test_smoke_imit_dagger_resumes_mid_round(tmp_path):
   progress = json.load(open(os.path.join(workdir, 'progress.json')))
   assert progress.get('collect_001') and not progress.get('train_001')
 
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   resume_from = ckpt.latest_step()
   ckpt.close()
@@ -234,8 +236,8 @@ def test_smoke_vision_observations(tmp_path):
   workdir = str(tmp_path / 'run')
   summary = pipeline.run(config, workdir, log=lambda line: None)
   assert [r['round'] for r in summary['rounds']] == [0, 1]
-  from habc.data import reader
-  episode = reader.EpisodeSource(os.path.join(workdir, 'data', 'round_001'))[0]
+  from habc.data import episodes as episodes_lib
+  episode = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'))[0]
   size = config.image_size
   for camera in config.cameras:
     images = episode['steps']['observation'][camera]

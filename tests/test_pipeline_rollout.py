@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from habc import rollout
+from habc.run import rollout
 
 FAKE_ENV = 'tests.test_pipeline_fakes:make_fake_env'
 OPERATOR = 'tests.test_pipeline_fakes:TakeoverOperator'
@@ -94,10 +94,10 @@ def test_demo_recording_round_trip(tmp_path):
   assert r['success'] and (tmp_path / 'episode_00000.hdf5').exists()
   # The data layer's converter reads the recording like any teleop file.
   from habc.data import converters
-  from habc.data import reader
+  from habc.data import episodes as episodes_lib
   converters.convert('aloha_hdf5', str(tmp_path), str(tmp_path / 'rlds'), progress=False,
                      source='demo')
-  source = reader.EpisodeSource(str(tmp_path / 'rlds'))
+  source = episodes_lib.EpisodeSource(str(tmp_path / 'rlds'))
   assert len(source) == 1
   episode = source[0]
   steps = episode['steps']

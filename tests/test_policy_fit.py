@@ -1,9 +1,10 @@
-"""habc.policy_fit: R^2 of the policy on its demonstration windows, next to a linear fit."""
+"""habc.analysis.policy_fit: R^2 of the policy on its demonstration windows, beside a linear fit."""
 
 import numpy as np
 import pytest
 
-from habc import pipeline, policy_fit
+from habc.run import pipeline
+from habc.analysis import policy_fit
 
 
 def test_r2_is_one_for_a_perfect_fit_and_zero_for_the_mean():

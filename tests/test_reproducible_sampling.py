@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from habc import rollout
+from habc.run import rollout
 from habc.networks import policy as policy_lib
 
 FAKE_ENV = 'tests.test_pipeline_fakes:make_fake_env'
@@ -174,7 +174,7 @@ def _smoke_config(num_workers):
 
 @pytest.fixture(scope='module')
 def sft_workdir(tmp_path_factory):
-  from habc import pipeline
+  from habc.run import pipeline
   jax.config.update('jax_compilation_cache_dir',
                     os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -208,11 +208,12 @@ def _assert_same_episodes(a, b):
 def test_trained_policy_episodes_do_not_depend_on_batching(sft_workdir):
   """The real policy (Backend.policy) in MuJoCo: one worker (each episode alone, padded) and two
   workers (episodes paired by timing, in either row) give bit-identical episodes."""
-  from habc import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   config = _smoke_config(1)
   config.rollout.time_limit = TIME_LIMIT
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(sft_workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(sft_workdir))
   backend.load_latest(os.path.join(sft_workdir, 'checkpoints'))
   policy = backend.policy(rng_seed=rollout.seed_for(config.seed, 'test-policy', 0, 0))
   requests = [rollout.EpisodeRequest(episode_id=f'ep-{i}', seed=rollout.seed_for(7, 'test', 0, i),
@@ -240,8 +241,8 @@ def test_trained_policy_episodes_do_not_depend_on_batching(sft_workdir):
 def test_smoke_round_evaluation_and_collection_repeat_exactly(sft_workdir, tmp_path):
   """Round 0's evaluation and round 1's collection, run twice from the same SFT checkpoint:
   the same evaluation rows and the same recorded episodes, bit for bit, in the same order."""
-  from habc import pipeline
-  from habc.data import reader
+  from habc.run import pipeline
+  from habc.data import episodes as episodes_lib
   outcomes = []
   for run in ('a', 'b'):
     workdir = str(tmp_path / run)
@@ -256,7 +257,7 @@ def test_smoke_round_evaluation_and_collection_repeat_exactly(sft_workdir, tmp_p
       p.close()
     with open(os.path.join(workdir, 'eval', 'round_000.jsonl')) as f:
       rows = [json.loads(line) for line in f]
-    source = reader.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
+    source = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
     episodes = [source[i] for i in range(len(source))]
     outcomes.append((rows, episodes))
   (rows_a, episodes_a), (rows_b, episodes_b) = outcomes

@@ -1,4 +1,4 @@
-"""RESULTS.md generation (habc.results) from fabricated sweep summaries in a tmp folder."""
+"""RESULTS.md generation (habc.analysis.results) from fabricated sweep summaries in a tmp folder."""
 
 import json
 import os
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from habc import evaluation
-from habc import results
+from habc.run import evaluation
+from habc.analysis import benchmarks, results, statistics
 
 
 def _round(r, successes, episodes=20, length=80.0, gate=None, interventions=None):
@@ -47,7 +47,7 @@ def some_runs(tmp_path):
 
 def test_pool_matches_wilson_on_summed_counts():
   rows = [_round(3, 16, length=80.0), _round(3, 19, length=90.0), _round(3, 0)]
-  cell = results.pool(rows)
+  cell = statistics.pool(rows)
   low, high = evaluation.wilson_interval(35, 60)
   assert (cell['successes'], cell['trials']) == (35, 60)
   assert cell['ci_low'] == pytest.approx(low) and cell['ci_high'] == pytest.approx(high)
@@ -65,16 +65,16 @@ def test_length_spread_and_welch_interval_match_the_raw_episodes():
     return [dict(_round(3, len(x), length=float(x.mean())), std_success_length=float(x.std()))
             for x in groups]
 
-  a, b = results.pool(rows(seeds_a)), results.pool(rows(seeds_b))
+  a, b = statistics.pool(rows(seeds_a)), statistics.pool(rows(seeds_b))
   all_a, all_b = np.concatenate(seeds_a), np.concatenate(seeds_b)
   assert a['success_length_sd'] == pytest.approx(all_a.std(ddof=1))
-  diff, low, high = results.length_difference(a, b)
+  diff, low, high = statistics.length_difference(a, b)
   ci = stats.ttest_ind(all_a, all_b, equal_var=False).confidence_interval(0.95)
   assert diff == pytest.approx(all_a.mean() - all_b.mean())
   assert (low, high) == (pytest.approx(ci.low), pytest.approx(ci.high))
   # Without a spread (an old summary) or with one success there is no interval.
-  no_sd = results.pool([_round(3, 5)])
-  assert no_sd['success_length_sd'] is None and results.length_difference(no_sd, b) is None
+  no_sd = statistics.pool([_round(3, 5)])
+  assert no_sd['success_length_sd'] is None and statistics.length_difference(no_sd, b) is None
 
 
 def test_table_has_pooled_final_round_and_missing_cells(some_runs, tmp_path):
@@ -185,7 +185,7 @@ def test_comparisons_use_only_the_seeds_both_methods_have(tmp_path):
           'not shown (difference interval includes 0)') in reading
   assert 'habc > habc_v' not in reading
   assert 'for SFT, on seeds 0,1 (means only' in reading  # The fabricated rows have no SD.
-  a, b, seeds = results.on_shared_seeds(
+  a, b, seeds = statistics.on_shared_seeds(
       [{'seed': 0, 'method': 'habc', 'rounds': [_round(3, 6)]}],
       [{'seed': 1, 'method': 'habc_v', 'rounds': [_round(3, 6)]}])
   assert (a, b, seeds) == (None, None, [])
@@ -221,11 +221,11 @@ def test_gate_from_workdir_samples(some_runs, tmp_path):
 def test_gate_readings_kept_in_summaries_stand_in_for_missing_workdirs(some_runs, tmp_path):
   workdir = tmp_path / 'sweep' / 'fold_habc_0'
   _gate_workdir(workdir, {}, [(120, 0.9, 5), (125, 0.5, 1), (130, 0.8, 3)])
-  kept = results.workdir_gate(str(workdir), [0, 1, 2, 3])
+  kept = statistics.workdir_gate(str(workdir), [0, 1, 2, 3])
   assert kept == {'round': 3, 'logged_sum': pytest.approx(2.9), 'logged_windows': 4,
                   'sample_sum': pytest.approx(0.8), 'sample_windows': 2}
-  assert results.workdir_gate(str(workdir), [0]) is None  # SFT only: no online round.
-  assert results.workdir_gate(str(tmp_path / 'nowhere'), [0, 1]) is None
+  assert statistics.workdir_gate(str(workdir), [0]) is None  # SFT only: no online round.
+  assert statistics.workdir_gate(str(tmp_path / 'nowhere'), [0, 1]) is None
   # One seed's workdir alone: the cell says its readings cover 1 of its 2 seeds.
   text = results.build(str(some_runs), str(tmp_path / 'R1.md'), workdirs=str(tmp_path / 'sweep'))
   assert '0.400 (2 windows, 1 of 2 seeds)' in text
@@ -261,9 +261,9 @@ def test_benchmarks_and_notes_embedded(some_runs, tmp_path):
 
 
 def test_run_benchmark_saves_command_and_output(tmp_path):
-  path = results.run_benchmark('fake', [sys.executable, '-c', 'print("rate 42")'],
+  path = benchmarks.run_benchmark('fake', [sys.executable, '-c', 'print("rate 42")'],
                                str(tmp_path / 'bench'))
-  info = results.read_benchmark(path)
+  info = benchmarks.read_benchmark(path)
   assert info['command'] == 'python -c print("rate 42")'
   assert info['body'] == 'rate 42' and 'exit code 0' in info['measured']
 
@@ -346,9 +346,9 @@ def test_comparisons_pair_trials_on_the_initial_state(tmp_path):
   line = next(x for x in reading.splitlines() if 'paper: habc_v > sft' in x)
   assert 'difference unpaired' in line and 'paired on' not in line
   # A cell that repeats an initial state of a seed is not paired either.
-  cell = results.final_cell([{'seed': 0, 'method': 'habc', 'seconds': None, 'rounds': [
+  cell = statistics.final_cell([{'seed': 0, 'method': 'habc', 'seconds': None, 'rounds': [
       _with_outcomes(_round(3, 2, episodes=3), '110', seeds=[5, 5, 6])]}])
-  assert cell['outcomes'] is None and results.paired_compare(cell, cell) is None
+  assert cell['outcomes'] is None and statistics.paired_compare(cell, cell) is None
 
 
 def test_superseded_and_diagnostic_runs_are_not_comparison_cells(some_runs, tmp_path):
@@ -376,6 +376,6 @@ def test_runs_of_another_setting_are_their_own_cells(some_runs, tmp_path):
   gains = text.split('Change over SFT')[1]
   assert '| fold | state, default; learner.sft_anneal_steps=2000 | habc | 0 | 60 -> 10 | -50 |' \
       in gains
-  assert results.setting_label({'preset': 'smoke', 'settings': {'b.y': 'x', 'a.z': (1, 2)}}) == \
+  assert statistics.setting_label({'preset': 'smoke', 'settings': {'b.y': 'x', 'a.z': (1, 2)}}) == \
       'smoke; a.z=[1, 2]; b.y=x'
-  assert results.setting_label({'preset': 'default'}) == 'default'
+  assert statistics.setting_label({'preset': 'default'}) == 'default'

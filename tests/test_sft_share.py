@@ -1,4 +1,4 @@
-"""One SFT checkpoint for every method (habc.sft_share): a method's run starts from an sft run."""
+"""One SFT checkpoint for every method (habc.run.sft_share): a run starts from an sft run."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import jax
 import pytest
 
-from habc import pipeline, sft_share
+from habc.run import pipeline, sft_share
 
 jax.config.update('jax_compilation_cache_dir',
                   os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))

@@ -10,36 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from habc import stations
+from habc.fleet import stations
+from tests import tfds_plain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = 'insert'
 SMOKE = ['--task=insert', '--preset=smoke']
-
-PLAIN_TFDS = """
-import json, sys
-import tensorflow_datasets as tfds
-out = []
-for path in sys.argv[1:]:
-  ds = tfds.builder_from_directory(path).as_data_source()['train']
-  rows = []
-  for i in range(len(ds)):
-    ep = ds[i]
-    n = len(ep['steps'])
-    rows.append([ep['episode_metadata']['episode_id'].decode(), n,
-                 bool(ep['steps'][n - 1]['is_last']), bool(ep['steps'][0]['is_first'])])
-  out.append(rows)
-print(json.dumps(out))
-"""
-
-
-def tfds_episodes(*paths):
-  """[[episode_id, steps, last step is_last, first step is_first], ...] per dataset, read by plain
-  tfds in a fresh process without habc (TensorFlow may load there)."""
-  result = subprocess.run([sys.executable, '-c', PLAIN_TFDS, *paths], cwd='/', capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=''))
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def env():
@@ -99,7 +75,7 @@ def test_restarted_station_continues_numbering(tmp_path):
 
 def test_publish_and_fetch_a_dataset_shard_by_shard(tmp_path):
   """The copy logic of the URL case, run here on plain paths (same code, no helper process)."""
-  from habc import storage
+  from habc.fleet import storage
   from habc.data import synthetic
   from habc.data import writer
   rng = np.random.default_rng(0)
@@ -130,7 +106,7 @@ def test_publish_and_fetch_a_dataset_shard_by_shard(tmp_path):
 def test_station_with_a_lost_cache_gets_its_episodes_back(tmp_path):
   """An actor whose local cache is gone restores its published dataset and log before writing,
   so its indices continue and no published shard is overwritten."""
-  from habc import storage
+  from habc.fleet import storage
   from habc.data import synthetic
   from habc.data import writer
   rng = np.random.default_rng(0)
@@ -152,7 +128,7 @@ def test_station_with_a_lost_cache_gets_its_episodes_back(tmp_path):
 
 
 def test_checkpoints_are_published_whole_and_pruned(tmp_path):
-  from habc import storage
+  from habc.fleet import storage
   st = storage.Storage()
   local, url, cache = (str(tmp_path / n) for n in ('ckpt', 'shared/checkpoints', 'cache'))
   for step in (2, 4, 6, 8):
@@ -179,9 +155,9 @@ def test_checkpoints_are_published_whole_and_pruned(tmp_path):
 
 @pytest.mark.parametrize('kind', ['url', pytest.param('path', marks=pytest.mark.slow)])
 def test_two_actors_and_a_learner(tmp_path, kind):
-  """kind 'url': the shared location is a file:// URL, so every copy goes through habc.storage's
-  tf.io.gfile helper process (as with a bucket), each role working in its own cache; 'path': one
-  directory that every role works in (local disk / NFS)."""
+  """kind 'url': the shared location is a file:// URL, so every copy goes through
+  habc.fleet.storage's tf.io.gfile helper process (as with a bucket), each role working in its own
+  cache; 'path': one directory that every role works in (local disk / NFS)."""
   bucket = str(tmp_path / 'shared')
   url = f'file://{bucket}' if kind == 'url' else bucket
   cache = {name: str(tmp_path / 'cache' / name) for name in ('actor0', 'actor1', 'learner')}
@@ -234,14 +210,14 @@ def test_two_actors_and_a_learner(tmp_path, kind):
   # Each station's dataset in the shared location holds its own two episodes, whole, readable by
   # plain tfds.
   paths = [stations.station_dataset(bucket, i) for i in (0, 1)]
-  found = tfds_episodes(*paths)
+  found = tfds_plain.read_episodes(*paths, timeout=120)
   for i, rows in enumerate(found):
-    assert [r[0] for r in rows] == [stations.episode_id(i, k) for k in (0, 1)]
-    assert all(r[1] >= 2 and r[2] and r[3] for r in rows)
+    assert [r['episode_id'] for r in rows] == [stations.episode_id(i, k) for k in (0, 1)]
+    assert all(r['steps'] >= 2 and r['last_is_last'] and r['first_is_first'] for r in rows)
   logged = [json.loads(line) for line in open(stations.station_log(bucket, 0))]
   assert [r['episode_id'] for r in logged] == [stations.episode_id(0, k) for k in (0, 1)]
   # The learner's last checkpoint came after every episode joined, and (URL) was published whole.
-  from habc import checkpoints
+  from habc.run import checkpoints
   ckpt = checkpoints.Checkpointer(os.path.join(bucket, 'checkpoints'), max_to_keep=None)
   assert ckpt.latest_step() == results['learner']['step'] > 0
   ckpt.close()
@@ -259,7 +235,7 @@ def test_two_actors_and_a_learner(tmp_path, kind):
 
 def test_process_batches_draw_each_process_share_with_its_own_seed():
   import ml_collections
-  from habc import stations
+  from habc.fleet import stations
 
   class Backend:
     config = ml_collections.ConfigDict({'learner': {'batch_size': 8}})

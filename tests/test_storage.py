@@ -1,4 +1,4 @@
-"""habc.storage: local paths and URLs (file:// through the real tf.io.gfile helper process),
+"""habc.fleet.storage: local paths and URLs (file:// through the real tf.io.gfile helper process),
 clear errors for missing paths, and a helper that dies, hangs or cannot start."""
 
 import os
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from habc import storage
+from habc.fleet import storage
 
 FAKE_HELPER = """
 import json, sys, time
@@ -100,11 +100,12 @@ def test_probe_and_unwritable_url(remote):
 
 
 def test_preflight_checks_a_url_through_the_helper(remote):
-  from habc import preflight
+  from habc.fleet import preflight
+  from habc.run import storage_errors
   s, url = remote
   found = preflight.check_workdir(storage.join(url, 'run'), storage=s)
   assert found == {'path': storage.join(url, 'run'), 'free_gb': None, 'checked': True}
-  with pytest.raises(preflight.StorageError, match='not usable: .*not writable') as err:
+  with pytest.raises(storage_errors.StorageError, match='not usable: .*not writable') as err:
     preflight.check_workdir('file:///proc/habc_run', storage=s)
   assert 'file:///proc/habc_run' in str(err.value)
 

@@ -15,7 +15,7 @@ import pytest
 
 from habc import labeling
 from habc.data import images as images_lib
-from habc.data import reader, synthetic, writer
+from habc.data import episodes as episodes_lib, synthetic, writer
 from habc.web import viewer_data as vd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,7 +147,7 @@ def test_episode_detail_kinds_frames_and_bounded_cache(tmp_path):
   # Frames are the stored bytes, as JPEG, and decode to what the reader gives.
   data, media = view.frame(1, 'top', 7)
   assert media == 'image/jpeg' and data[:2] == b'\xff\xd8'
-  decoded = reader.EpisodeSource(view.path)[1]['steps']['observation']['top'][7]
+  decoded = episodes_lib.EpisodeSource(view.path)[1]['steps']['observation']['top'][7]
   np.testing.assert_array_equal(images_lib.decode_image(data), decoded)
   with pytest.raises(vd.ViewerError, match='no camera'):
     view.frame(1, 'wrist', 0)

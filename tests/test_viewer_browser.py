@@ -21,6 +21,7 @@ import pytest
 
 from habc import labeling
 from habc.data import reader
+from habc.data import episodes as episodes_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = next((p for p in (os.environ.get('HABC_CHROMIUM'), shutil.which('chromium'),
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 def smoke_run(tmp_path_factory):
   """A finished smoke run of habc on insert (state observations) with interventions."""
   import jax
-  from habc import pipeline
+  from habc.run import pipeline
   jax.config.update('jax_compilation_cache_dir',
                     os.path.join(os.path.expanduser('~'), '.cache', 'habc', 'jax-tests'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -168,7 +169,7 @@ def test_run_page_and_episode_list(page, run_viewer, smoke_run):
   page.wait_for_selector('#episodes')
   ids = [r.query_selector_all('td')[2].inner_text()
          for r in page.query_selector_all('#episodes tr.episode-row')]
-  source = reader.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
+  source = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', 'round_001'), cameras=())
   assert ids == [source[i]['episode_metadata']['episode_id'] for i in range(len(source))]
   assert len(ids) == config.rollout.episodes_per_round
 
@@ -184,7 +185,7 @@ def test_intervention_timeline_matches_the_dataset(page, run_viewer, smoke_run):
   assert all(int(r.get_attribute('data-operator-steps')) > 0 for r in rows)
   first = rows[0]
   ds, index = first.get_attribute('data-dataset'), int(first.get_attribute('data-index'))
-  episode = reader.EpisodeSource(os.path.join(workdir, 'data', ds))[index]
+  episode = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', ds))[index]
   flags = episode['steps']['is_intervention']
   expected = [(a, b) for a, b, human in labeling.segments(flags) if human]
   listed = [(int(r.get_attribute('data-start')), int(r.get_attribute('data-stop')))
@@ -211,7 +212,7 @@ def test_window_kinds_match_labeling(page, run_viewer, smoke_run):
   workdir, config = smoke_run
   checked = set()
   for ds in ('demos', 'round_001', 'round_002'):
-    source = reader.EpisodeSource(os.path.join(workdir, 'data', ds), cameras=())
+    source = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', ds), cameras=())
     for index in range(min(len(source), 3)):
       episode = source[index]
       windows = credit_windows(episode, config)
@@ -227,15 +228,16 @@ def test_window_kinds_match_labeling(page, run_viewer, smoke_run):
 
 def test_gate_shown_equals_the_learners_gate_function(page, run_viewer, smoke_run):
   import jax
-  from habc import pipeline
+  from habc.run import backend as backend_lib
+  from habc.run import paths as paths_lib
   from habc.learning import learner as learner_lib
   workdir, config = smoke_run
   ds, index = 'round_002', 0
-  episode = reader.EpisodeSource(os.path.join(workdir, 'data', ds))[index]
+  episode = episodes_lib.EpisodeSource(os.path.join(workdir, 'data', ds))[index]
   assert episode['steps']['is_intervention'].any()
   # The learner's parameters as the pipeline restores them, and its gate function.
-  backend = pipeline.Backend(config)
-  backend.bind(pipeline.Paths(workdir))
+  backend = backend_lib.Backend(config)
+  backend.bind(paths_lib.Paths(workdir))
   step = backend.load_latest(os.path.join(workdir, 'checkpoints'))
   gate_fn = jax.jit(learner_lib.make_online_weight_fn(config, backend.model))
   pack = reader.EpisodePack(
@@ -296,7 +298,7 @@ def test_converted_aloha_and_lerobot_datasets_open(page, teleop_viewer, converte
               page.query_selector_all('#episodes tr.episode-row')}
   assert datasets == {'aloha', 'lerobot'}
   for ds, camera, index in [('aloha', 'cam_high', 2), ('lerobot', 'front', 1)]:
-    episode = reader.EpisodeSource(os.path.join(converted, ds))[index]
+    episode = episodes_lib.EpisodeSource(os.path.join(converted, ds))[index]
     open_episode(page, f'{teleop_viewer}/episode?ds={ds}&i={index}')
     page.wait_for_function(
         f'document.querySelector(\'img.frame[data-camera="{camera}"]\').naturalWidth > 0')

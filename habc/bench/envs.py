@@ -6,17 +6,13 @@ in the middle of an expert episode). Single process, so one core.
 """
 
 import argparse
-import os
 import sys
 import time
 
-os.environ.setdefault('MUJOCO_GL', 'osmesa')
-os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
+import mujoco
+import numpy as np
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-
-from habc import envs  # noqa: E402
+from habc import envs
 
 
 def control_rate(task, cameras, steps, seed=0, image_size=64):

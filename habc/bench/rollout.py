@@ -25,7 +25,7 @@ import time
 def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 0) -> dict:
   """Steps/s of ``episodes`` evaluation episodes on ``workers`` processes, and the policy's time."""
   from experiments import presets
-  from habc import pipeline, rollout
+  from habc.run import pipeline, rollout
   c = presets.make_config('default')
   c.task, c.obs = task, obs
   if obs == 'state':

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from habc.data import reader
+from habc.data import episodes as episodes_lib
 from habc.data import stats as stats_lib
 
 
@@ -147,7 +147,7 @@ def load_workdir(workdir: str):
     raise FileNotFoundError(f'{workdir}: no data/demos; is this a habc run workdir?')
 
   def episodes(path):
-    source = reader.EpisodeSource(path, cameras=())
+    source = episodes_lib.EpisodeSource(path, cameras=())
     return [source[i] for i in range(len(source))]
 
   return episodes(demo_dir), [ep for path in rounds for ep in episodes(path)]

@@ -105,8 +105,8 @@ def compute_stats(episodes) -> NormStats:
 
 def compute_dataset_stats(path: str) -> NormStats:
   """Statistics of a dataset directory (reads states and actions only, no images)."""
-  from habc.data import reader
-  source = reader.EpisodeSource(path, cameras=())
+  from habc.data import episodes as episodes_lib
+  source = episodes_lib.EpisodeSource(path, cameras=())
   if not len(source):
     raise ValueError(f'compute_dataset_stats: {path} holds no episodes.')
   return compute_stats(source[i] for i in range(len(source)))

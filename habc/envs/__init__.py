@@ -1,16 +1,12 @@
 """Simulated bimanual tasks behind one dm_env interface (docs/interfaces.md section 1).
 
-Importing this package sets software rendering (OSMesa) as the default before MuJoCo is imported.
+Software rendering (OSMesa) is the default, chosen by habc/__init__.py before MuJoCo is imported.
 Never import TensorFlow in a process that renders: Mesa's software rasteriser crashes next to it.
 """
 
 import importlib
-import os
 
-os.environ.setdefault('MUJOCO_GL', 'osmesa')
-os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
-
-from habc.envs.base import CAMERAS  # noqa: E402
+from habc.envs.base import CAMERAS
 
 # Task name -> 'module:ClassName'. Modules are imported on first use, so a missing task module
 # only fails when that task is asked for.

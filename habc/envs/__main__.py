@@ -14,12 +14,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault('MUJOCO_GL', 'osmesa')
-os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from habc import envs  # noqa: E402
+from habc import envs
 
 
 def parse_args(argv):

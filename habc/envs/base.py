@@ -40,15 +40,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import os
 
-os.environ.setdefault('MUJOCO_GL', 'osmesa')
-os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
-
-import dm_env  # noqa: E402
-from dm_env import specs  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+import dm_env
+from dm_env import specs
+import mujoco
+import numpy as np
 
 SIDES = ('left', 'right')
 CAMERAS = ('top', 'wrist_left', 'wrist_right')

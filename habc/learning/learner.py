@@ -58,7 +58,7 @@ def actor_learning_rate(config) -> float | optax.Schedule:
   A plain ``actor_lr`` when ``sft_actor_lr`` is 0 or absent, or the config has no pipeline section.
   Otherwise always a schedule, even where the two rates are equal, so the optimiser's state has
   one structure whatever the online rate: runs with different ``actor_lr`` can start from one SFT
-  checkpoint (``habc.sft_share``). The schedule counts the optimiser's own updates, which are
+  checkpoint (``habc.run.sft_share``). The schedule counts the optimiser's own updates, which are
   saved in every checkpoint, so a resumed run (or a method run started from a shared SFT
   checkpoint) continues on the right side of the switch.
   """
@@ -207,8 +207,8 @@ def keep_actor(critic_only, old: TrainState, params, opt_state):
 
 def make_diagnostic_fn(config, model):
   """``fn(params, batch) -> dict of [B] arrays``: what the critic diagnostics need per window
-  (habc.critic_diagnostics.summarize): the signal of the method (for HABC p_v, V_e, A_v, A_e, the
-  merged advantage and g_t; for a baseline its online weight as 'gate' and its advantage), the
+  (habc.run.critic_diagnostics.summarize): the signal of the method (for HABC p_v, V_e, A_v, A_e,
+  the merged advantage and g_t; for a baseline its online weight as 'gate' and its advantage), the
   normalised actor weights after warm-up, and the batch's labels. None without a critic."""
   method = config.method
   if not objectives.uses_critic(method):

@@ -7,5 +7,5 @@
   tokens, Host/Origin checks, and a uvicorn server in a background thread.
 
 Nothing here imports TensorFlow: the console runs inside the environment worker processes, which
-render with MuJoCo (habc.rollout).
+render with MuJoCo (habc.run.rollout).
 """

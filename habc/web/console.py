@@ -2,7 +2,7 @@
 
 What runs where
 ---------------
-The environment, and with it the operator, lives in a rollout worker process (``habc.rollout``).
+The environment, and with it the operator, lives in a rollout worker process (``habc.run.rollout``).
 ``ConsoleOperator`` is an operator (``act(env, policy_action) -> (action, is_intervention)``,
 the protocol of ``habc.envs.hardware.TeleopOperator``), so it runs there too. The first one built
 in a process starts that process's ``Console``: a Starlette app served by uvicorn in a background
@@ -691,7 +691,7 @@ class ConsoleOperator:
 
   The protocol of ``habc.envs.hardware.TeleopOperator`` (``take_over``, ``command``,
   ``hand_back``, ``report_outcome``, ``reset``, ``act``), fed by the console's pages, plus the
-  deadman, real-time pacing and the episode hooks of ``habc.rollout`` (``begin_episode``,
+  deadman, real-time pacing and the episode hooks of ``habc.run.rollout`` (``begin_episode``,
   ``end_episode``). Built as ``Class(config, seed)``: ``config`` (the operator or hardware
   section) is not read; the settings come from ``HABC_CONSOLE``.
   """

@@ -43,7 +43,7 @@ def measure(hz: float = 10.0, presses: int = 40, seed: int = 0, screenshot: str 
             browser=None, log=print) -> dict:
   """Runs one demo episode with ``presses`` key taps during a takeover; returns the figures."""
   from playwright.sync_api import sync_playwright
-  from habc import rollout
+  from habc.run import rollout
   from habc.web import console, console_demo
   settings = console.ConsoleSettings(port=0, wait_for_start=False, deadman_s=1.0,
                                      episodes_per_round=30)

@@ -184,7 +184,7 @@ def run_demo_episodes(count: int, *, out: str = '', time_limit: int = 200,
                       log=print) -> list[dict]:
   """``count`` episodes of the demo through the rollout worker's episode code, in this process,
   with the console as the operator; with ``out``, commits each labelled one to an RLDS dataset."""
-  from habc import rollout
+  from habc.run import rollout
   from habc.web import console
   config = rollout.WorkerConfig(task='console_demo', cameras=('top',), time_limit=time_limit,
                                 execute_steps=8, operator={},

@@ -31,6 +31,7 @@ import numpy as np
 
 from habc import labeling
 from habc.data import reader
+from habc.data import episodes as episodes_lib
 
 # Credit settings when neither a run's config nor a checkpoint gives them (experiments/base.py).
 DEFAULT_CREDIT = {'horizon': 16, 'next_offset': 8, 'min_human_steps': 10, 'naive': False}
@@ -193,7 +194,7 @@ def summarize_episode(index: int, parsed: Mapping) -> dict:
   steps, meta = parsed['steps'], parsed['episode_metadata']
   flags = np.asarray(steps['is_intervention'], bool)
   terminal = np.asarray(steps.get('is_terminal', np.zeros(0, bool)), bool)
-  text = reader._text  # pylint: disable=protected-access
+  text = episodes_lib._text  # pylint: disable=protected-access
   return {
       'index': int(index), 'episode_id': text(meta['episode_id']), 'task': text(meta['task']),
       'source': text(meta['source']), 'operator': text(meta['operator']),
@@ -211,7 +212,7 @@ class DatasetView:
   def __init__(self, name: str, path: str, cache: EpisodeCache):
     self.name, self.path, self.cache = name, os.path.abspath(path), cache
     self.error: str | None = None
-    self.source: reader.EpisodeSource | None = None
+    self.source: episodes_lib.EpisodeSource | None = None
     self._summaries: list = []
     self._lock = threading.Lock()
     self._parser = None
@@ -220,7 +221,7 @@ class DatasetView:
     self.scan_seconds: float | None = None
     self.camera_order: tuple[str, ...] = ()
     try:
-      self.source = reader.EpisodeSource(self.path, decode=False)
+      self.source = episodes_lib.EpisodeSource(self.path, decode=False)
       self._summaries = [None] * len(self.source)
     except (OSError, ValueError) as e:
       self.error = str(e)
@@ -247,7 +248,7 @@ class DatasetView:
       return {}
     return {name: list(shape) for name, shape in self.source.spec.cameras}
 
-  def require(self) -> reader.EpisodeSource:
+  def require(self) -> episodes_lib.EpisodeSource:
     if self.source is None:
       raise ViewerError(f'Dataset {self.name!r} cannot be read: {self.error}')
     return self.source
@@ -593,7 +594,7 @@ def gate_histograms(gate: np.ndarray, kind: np.ndarray, bins: int = 40) -> dict:
 
 
 def _collect_summary(rows: list[dict]) -> dict | None:
-  from habc import evaluation
+  from habc.run import evaluation
   rows = [r for r in rows if not r.get('invalid')]
   if not rows:
     return None

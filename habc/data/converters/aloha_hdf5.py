@@ -185,8 +185,7 @@ def iter_raw(input_path: str, options: common.Options | None = None
   options = options or common.Options()
   kwargs = dict(state=options.state, base_action=options.base_action,
                 jpeg_channels=options.jpeg_channels)
-  for file, episode in list_episodes(input_path):
-    yield file, episode, lambda f=file, e=episode: read_episode(f, e, **kwargs)
+  return common.iter_listed(input_path, list_episodes, read_episode, **kwargs)
 
 
 def write_aloha_hdf5(path: str, *, qpos: np.ndarray, action: np.ndarray,

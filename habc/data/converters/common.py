@@ -15,7 +15,7 @@ records the final frame with a zero action).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -178,6 +178,16 @@ def build_episode(raw: Mapping[str, Any], options: Options, *, file: str, episod
       source=options.source, policy_version=options.policy_version, operator=options.operator,
       policy_action=per_step.get('policy_action'),
       is_intervention=None if flags is None else flags.astype(bool))
+
+
+def iter_listed(input_path: str, list_episodes: Callable[[str], Sequence[tuple[str, str]]],
+                read_episode: Callable[..., dict], **kwargs
+                ) -> Iterator[tuple[str, str, Callable[[], dict]]]:
+  """(file, episode, load) for each (file, episode) that ``list_episodes(input_path)`` names;
+  ``load()`` reads it, when called, with ``read_episode(file, episode, **kwargs)``. The
+  ``iter_raw`` of the formats that store episodes as files."""
+  for file, episode in list_episodes(input_path):
+    yield file, episode, lambda f=file, e=episode: read_episode(f, e, **kwargs)
 
 
 @dataclasses.dataclass

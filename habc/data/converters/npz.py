@@ -63,5 +63,4 @@ def read_episode(file: str, episode: str) -> dict:
 
 
 def iter_raw(input_path: str) -> Iterator[tuple[str, str, callable]]:
-  for file, episode in list_episodes(input_path):
-    yield file, episode, lambda f=file, e=episode: read_episode(f, e)
+  return common.iter_listed(input_path, list_episodes, read_episode)

@@ -46,7 +46,8 @@ def simulated_task(name: str) -> str:
 
 def rollout_env(task: str, *, seed: int, image_size: int = 64, cameras=CAMERAS, time_limit=None,
                 hardware=None) -> HardwareEnv:
-  """The rollout workers' environment factory for a hardware task (``habc.rollout.WorkerConfig``).
+  """The rollout workers' environment factory for a hardware task
+  (``habc.run.rollout.WorkerConfig``).
 
   The signature of ``habc.envs.make`` plus ``hardware``: the run config's ``hardware`` section as a
   plain dict (``WorkerConfig.env_options``; default ``default_config()``). The operator, built as
@@ -55,7 +56,7 @@ def rollout_env(task: str, *, seed: int, image_size: int = 64, cameras=CAMERAS, 
   environment's ``task_name`` is the hardware name (``hw_fold``), so station data says where it
   came from; specs, instruction and time limit are the simulated task's.
   """
-  from habc.rollout import load_symbol
+  from habc.symbols import load_symbol
   c = default_config()
   if hardware:
     c.update(ml_collections.ConfigDict(dict(hardware)))

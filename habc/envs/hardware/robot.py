@@ -23,35 +23,31 @@ Everything else (Cartesian effectors, action space, preprocessors, safety) is sh
 from __future__ import annotations
 
 import dataclasses
-import os
 
-os.environ.setdefault('MUJOCO_GL', 'osmesa')
-os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
+import numpy as np
+from dm_control import composer
+from dm_robotics import agentflow as af
+from dm_robotics.agentflow.preprocessors import observation_transforms
+from dm_robotics.geometry import geometry
+from dm_robotics.moma import action_spaces
+from dm_robotics.moma import base_task
+from dm_robotics.moma import entity_initializer
+from dm_robotics.moma import robot as moma_robot
+from dm_robotics.moma import subtask_env_builder
+from dm_robotics.moma.effectors import arm_effector
+from dm_robotics.moma.effectors import cartesian_6d_velocity_effector as cartesian
+from dm_robotics.moma.effectors import default_gripper_effector
+from dm_robotics.moma.models.arenas import empty
+from dm_robotics.moma.models.end_effectors.robot_hands import robotiq_2f85
+from dm_robotics.moma.models.robots.robot_arms import sawyer
+from dm_robotics.moma.sensors import camera_sensor
+from dm_robotics.moma.sensors import robot_arm_sensor
+from dm_robotics.moma.sensors import robot_tcp_sensor
+from dm_robotics.moma.sensors import robotiq_gripper_sensor
+from dm_robotics.moma.utils import ik_solver
 
-import numpy as np  # noqa: E402
-from dm_control import composer  # noqa: E402
-from dm_robotics import agentflow as af  # noqa: E402
-from dm_robotics.agentflow.preprocessors import observation_transforms  # noqa: E402
-from dm_robotics.geometry import geometry  # noqa: E402
-from dm_robotics.moma import action_spaces  # noqa: E402
-from dm_robotics.moma import base_task  # noqa: E402
-from dm_robotics.moma import entity_initializer  # noqa: E402
-from dm_robotics.moma import robot as moma_robot  # noqa: E402
-from dm_robotics.moma import subtask_env_builder  # noqa: E402
-from dm_robotics.moma.effectors import arm_effector  # noqa: E402
-from dm_robotics.moma.effectors import cartesian_6d_velocity_effector as cartesian  # noqa: E402
-from dm_robotics.moma.effectors import default_gripper_effector  # noqa: E402
-from dm_robotics.moma.models.arenas import empty  # noqa: E402
-from dm_robotics.moma.models.end_effectors.robot_hands import robotiq_2f85  # noqa: E402
-from dm_robotics.moma.models.robots.robot_arms import sawyer  # noqa: E402
-from dm_robotics.moma.sensors import camera_sensor  # noqa: E402
-from dm_robotics.moma.sensors import robot_arm_sensor  # noqa: E402
-from dm_robotics.moma.sensors import robot_tcp_sensor  # noqa: E402
-from dm_robotics.moma.sensors import robotiq_gripper_sensor  # noqa: E402
-from dm_robotics.moma.utils import ik_solver  # noqa: E402
-
-from habc.envs.base import CAMERAS, SIDES, STATE_DIM  # noqa: E402
-from habc.envs.hardware import actions  # noqa: E402
+from habc.envs.base import CAMERAS, SIDES, STATE_DIM
+from habc.envs.hardware import actions
 
 # The simulated tasks' top camera (habc.envs.base.TaskEnv.build_xml), so views roughly agree.
 _TOP_CAMERA = {'pos': (0.0, -0.62, 0.78), 'xyaxes': (1, 0, 0, 0, 0.74, 0.67)}

@@ -16,9 +16,9 @@ Damage (issue 29): a checkpoint whose files were cut or garbled raises ``Checkpo
 line naming the step and the file system's complaint, not orbax's pages of tracebacks.
 ``newest_readable`` reads the checkpoints newest first, moves each unreadable one aside to
 ``<directory>.unreadable/<step>`` (kept for inspection, never deleted) and returns the newest that
-reads back; ``habc.pipeline`` then rolls its stage bookkeeping back to that step. A save that fails
-(a full disk) removes orbax's half-written temporary directory and raises a ``StorageError`` for
-ENOSPC-like causes, the earlier checkpoints intact.
+reads back; ``habc.run.pipeline`` then rolls its stage bookkeeping back to that step. A save that
+fails (a full disk) removes orbax's half-written temporary directory and raises a ``StorageError``
+for ENOSPC-like causes, the earlier checkpoints intact.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _TMP_MARK = '.orbax-checkpoint-tmp'
 
 class CheckpointReadError(ValueError):
   """A checkpoint's files cannot be read back (cut, garbled or missing). A ValueError, as
-  orbax's own read errors were: callers that retry on those (habc.stations) still do."""
+  orbax's own read errors were: callers that retry on those (habc.fleet.stations) still do."""
 
   def __init__(self, directory: str, step: int, reason: str):
     self.directory, self.step, self.reason = directory, int(step), reason
@@ -206,8 +206,8 @@ class Checkpointer:
     except BaseException as e:
       self._clean_after_failed_save()
       if is_storage_full(e):
-        from habc import preflight
-        raise preflight.StorageError(
+        from habc.run import storage_errors
+        raise storage_errors.StorageError(
             f'Saving checkpoint {step} in {self.directory} failed: the disk is full. The earlier '
             'checkpoints and every committed episode are intact and the half-written checkpoint '
             'was removed; free space (or move the workdir to a larger disk) and run the same '

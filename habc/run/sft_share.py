@@ -80,7 +80,8 @@ def seed_from_sft(sft_workdir: str, workdir: str, run_config) -> bool:
     SFTShareError: the SFT run is unfinished, the configs differ where SFT depends on them, or the
       workdir has progress of its own.
   """
-  from habc import pipeline  # Light: no TensorFlow or JAX at import.
+  from habc.run import pipeline  # Light: no TensorFlow or JAX at import.
+  from habc.run import paths as paths_lib
   progress_path = os.path.join(sft_workdir, 'progress.json')
   progress = _read_json(progress_path) if os.path.exists(progress_path) else {}
   missing = [s for s in STAGES if not progress.get(s)]
@@ -106,12 +107,12 @@ def seed_from_sft(sft_workdir: str, workdir: str, run_config) -> bool:
     raise SFTShareError(f'{workdir} has progress of its own; seed only a new workdir (or delete '
                         'it).')
   step = int(sft_config['pipeline']['sft_steps'])
-  paths = pipeline.Paths(sft_workdir)
+  paths = paths_lib.Paths(sft_workdir)
   ckpt = os.path.join(paths.checkpoints, str(step))
   if not os.path.isdir(ckpt):
     raise SFTShareError(f'The SFT run {sft_workdir} has no checkpoint at step {step} ({ckpt}).')
   os.makedirs(workdir, exist_ok=True)
-  dst = pipeline.Paths(workdir)
+  dst = paths_lib.Paths(workdir)
   copies = [(paths.demo_data, dst.demo_data), (ckpt, os.path.join(dst.checkpoints, str(step))),
             (os.path.join(paths.logs, 'train_sft.json'), os.path.join(dst.logs, 'train_sft.json'))]
   copies += [(os.path.join(paths.eval_dir, name), os.path.join(dst.eval_dir, name))

@@ -1,7 +1,7 @@
 """Evaluation statistics: success rate with a Wilson 95% interval, lengths of successful episodes,
 and frame strips of single episodes for the report.
 
-The episodes themselves are run by ``habc.rollout`` (autonomous, no operator); this module only
+The episodes themselves are run by ``habc.run.rollout`` (autonomous, no operator); this module only
 turns their summaries into numbers and pictures. Pure numpy (and PIL for writing PNGs).
 """
 

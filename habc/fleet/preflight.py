@@ -8,39 +8,26 @@ A run that discovers a full disk or a read-only mount after an hour of collectio
   vision-preset rounds of rollouts plus checkpoints; ``HABC_MIN_FREE_GB`` overrides it).
 
 Writes that fail later anyway (the disk filled up during the run) are turned into a
-``StorageError`` naming the path, the cause and what to do, by ``storage_errors``::
+``StorageError`` naming the path, the cause and what to do, by
+``habc.run.storage_errors.storage_errors``.
 
-  with preflight.storage_errors(workdir):
-    writer.append(episode)
-
-The data layer commits episodes atomically (habc.data.writer), so such a failure loses at most the
-episode being written; the message says so.
-
-URLs (``gs://``, ``s3://``, ``file://``...) are checked by ``check_remote``: through habc.storage's
-tf.io.gfile helper process (TensorFlow never loads in the calling process) a probe file is
-written, read back and removed; the error says which step failed and what to check. Free space
-of a bucket is not a meaningful number and is not checked.
+URLs (``gs://``, ``s3://``, ``file://``...) are checked by ``check_remote``: through
+habc.fleet.storage's tf.io.gfile helper process (TensorFlow never loads in the calling process) a
+probe file is written, read back and removed; the error says which step failed and what to check.
+Free space of a bucket is not a meaningful number and is not checked.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import uuid
 
+from habc.run.storage_errors import StorageError, is_remote
+
 DEFAULT_MIN_FREE_GB = 2.0
 ENV_MIN_FREE_GB = 'HABC_MIN_FREE_GB'
-
-
-class StorageError(OSError):
-  """The workdir (or shared storage) cannot take the run's files; the message says what to do."""
-
-
-def is_remote(path: str) -> bool:
-  """True for URL-style paths (gs://, s3://, ...), which only tf.io.gfile / etils can open."""
-  return '://' in str(path)
 
 
 def min_free_gb_default() -> float:
@@ -119,11 +106,11 @@ def check_free_space(path: str, min_free_gb: float | None = None) -> float:
 
 
 def check_remote(url: str, storage=None, timeout_s: float = 120.0) -> dict:
-  """Checks that a URL is reachable and writable (probe file through habc.storage).
+  """Checks that a URL is reachable and writable (probe file through habc.fleet.storage).
 
   Args:
     url: e.g. gs://bucket/run (created if missing).
-    storage: a ``habc.storage.Storage`` to use (its helper stays up); None: a temporary one.
+    storage: a ``habc.fleet.storage.Storage`` to use (its helper stays up); None: a temporary one.
     timeout_s: how long each probe step may take (a temporary storage only).
 
   Returns:
@@ -132,7 +119,7 @@ def check_remote(url: str, storage=None, timeout_s: float = 120.0) -> dict:
   Raises:
     StorageError: the helper could not start or answer, or the URL cannot be written or read.
   """
-  from habc import storage as storage_lib  # pylint: disable=import-outside-toplevel
+  from habc.fleet import storage as storage_lib  # pylint: disable=import-outside-toplevel
   own = storage is None
   s = storage_lib.Storage(timeout_s=timeout_s, start_timeout_s=max(timeout_s, 180.0)) \
       if own else storage
@@ -166,49 +153,3 @@ def check_workdir(path: str, min_free_gb: float | None = None, storage=None) -> 
   check_writable(path)
   free = check_free_space(path, min_free_gb)
   return {'path': os.path.abspath(path), 'free_gb': free, 'checked': True}
-
-
-_CAUSES = {
-    errno.ENOSPC: ('the disk is full', 'free space (or move the workdir to a larger disk) and run '
-                   'the same command again to resume'),
-    errno.EDQUOT: ('the disk quota is exhausted', 'free space within your quota and run the same '
-                   'command again to resume'),
-    errno.EACCES: ('permission denied', 'fix the permissions of the directory (or choose another '
-                   '--workdir) and run the same command again to resume'),
-    errno.EPERM: ('operation not permitted', 'fix the permissions of the directory (or choose '
-                  'another --workdir) and run the same command again to resume'),
-    errno.EROFS: ('the file system is read-only', 'choose a --workdir on a writable disk and run '
-                  'again'),
-}
-
-
-def explain_os_error(error: OSError, where: str) -> StorageError | None:
-  """A ``StorageError`` explaining a storage ``OSError`` (None for other errors).
-
-  Args:
-    error: the error raised by a write.
-    where: the directory (or file) being written.
-  """
-  cause = _CAUSES.get(getattr(error, 'errno', None))
-  if cause is None:
-    return None
-  what, todo = cause
-  name = error.filename or where
-  return StorageError(
-      f'Writing {name} failed: {what} ({error.strerror or error}). Episodes and checkpoints '
-      f'committed before this point are intact (each is written atomically); the one being '
-      f'written is lost. To continue: {todo}.')
-
-
-@contextlib.contextmanager
-def storage_errors(where: str):
-  """Re-raises ENOSPC / EDQUOT / EACCES / EPERM / EROFS inside the block as a ``StorageError``."""
-  try:
-    yield
-  except StorageError:
-    raise
-  except OSError as e:
-    explained = explain_os_error(e, where)
-    if explained is None:
-      raise
-    raise explained from e

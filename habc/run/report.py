@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from habc import evaluation
+from habc.run import evaluation
 from habc.labeling import SampleKind
 
 
@@ -149,7 +149,7 @@ def write_report(workdir: str, summary: dict, config=None) -> str:
     lines += [f'Gate g_t per sample kind after round {r} (per window, before normalisation):', '',
               '![gate distribution](plots/gates.png)', '']
 
-  from habc import critic_diagnostics
+  from habc.run import critic_diagnostics
   lines += critic_diagnostics.report_section(workdir, plots)
 
   frames_file = _latest({r['round']: os.path.join(workdir, 'eval', f'round_{r["round"]:03d}_frames.npz')

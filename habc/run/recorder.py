@@ -13,7 +13,7 @@ the final observation and a zero action, as in RLDS):
   attributes: success (bool), instruction (str), task (str)
 (written by ``habc.data.converters.aloha_hdf5.write_aloha_hdf5``).
 
-Runs inside an environment worker process (``habc.rollout``): no TensorFlow here.
+Runs inside an environment worker process (``habc.run.rollout``): no TensorFlow here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 
 def _load(path):
-  from habc.rollout import load_symbol
+  from habc.symbols import load_symbol
   return load_symbol(path)
 
 
@@ -65,8 +65,8 @@ def record_demo(config, request) -> dict:
   """Records one demonstration (worker side of a 'demo' request).
 
   Args:
-    config: ``habc.rollout.WorkerConfig``.
-    request: ``habc.rollout.EpisodeRequest`` with ``demo_path`` set.
+    config: ``habc.run.rollout.WorkerConfig``.
+    request: ``habc.run.rollout.EpisodeRequest`` with ``demo_path`` set.
 
   Returns:
     The result summary: episode_id, seed, kind, success, length, path.

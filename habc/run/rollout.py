@@ -18,7 +18,7 @@ Worker processes never import TensorFlow (MuJoCo's software rendering crashes ne
 are started with the ``spawn`` method and import only numpy and the environment package; each
 checks ``sys.modules`` after its imports and reports a violation as an error.
 
-Demonstrations run entirely inside a worker (``habc.recorder``: the scripted expert, no policy).
+Demonstrations run entirely inside a worker (``habc.run.recorder``: the scripted expert, no policy).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import traceback
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+from habc.symbols import load_symbol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +75,6 @@ def seed_for(base_seed: int, stage: str, round_index: int, index: int) -> int:
   stage_code = int.from_bytes(stage.encode()[:8].ljust(8, b'\0'), 'little')
   seq = np.random.SeedSequence([int(base_seed), stage_code, int(round_index), int(index)])
   return int(seq.generate_state(1, np.uint32)[0] & 0x7FFFFFFF)
-
-
-def load_symbol(path: str):
-  """'package.module:name' -> the object."""
-  import importlib
-  module, _, name = path.partition(':')
-  if not name:
-    raise ValueError(f'Expected "module:name", got {path!r}.')
-  return getattr(importlib.import_module(module), name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -252,8 +245,6 @@ def _worker_main(conn, config: WorkerConfig) -> None:
   """Loop of a worker process: serves 'start', 'chunk', 'demo' and 'close' messages."""
   episode = None
   try:
-    os.environ.setdefault('MUJOCO_GL', 'osmesa')
-    os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
     load_symbol(config.env_factory)  # Import the environment package up front.
     _check_no_tensorflow('an environment worker')
   except Exception:  # pylint: disable=broad-except
@@ -283,7 +274,7 @@ def _worker_main(conn, config: WorkerConfig) -> None:
         else:
           conn.send(('obs', episode.policy_observation()))
       elif message == 'demo':
-        from habc import recorder  # Imported here: the recorder writes HDF5 in this process.
+        from habc.run import recorder  # Imported here: the recorder writes HDF5 in this process.
         conn.send(('done', recorder.record_demo(config, payload)))
       else:
         raise ValueError(f'Unknown worker message {message!r}.')
@@ -367,7 +358,7 @@ class WorkerPool:
 # noise_ids is int64 [N, 2] = (episode seed, decision index within the episode), see
 # ``noise_ids``; a stochastic policy must draw row i's noise from (its base seed, noise_ids[i])
 # alone, so that an episode's actions do not depend on which episodes share a call, on padding
-# or on worker timing. ``habc.pipeline`` builds one from the network and
+# or on worker timing. ``habc.run.pipeline`` builds one from the network and
 # ``habc.data.reader.env_model_inputs`` (the reader's normalisation and tokenizer).
 Policy = Callable[[Sequence[dict], np.ndarray], np.ndarray]
 

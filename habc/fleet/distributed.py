@@ -26,13 +26,14 @@ Example, two hosts (the same command on both, only the id differs)::
 ``jax.device_count()`` in the launcher's config checks), and every host must see the same
 ``learner.batch_size``, divisible by the global device count.
 
-Which modes may span hosts (``check_mode``): only ``--mode=learner`` (habc.stations.run_learner):
-every process feeds its share of each batch, every process takes part in each orbax save (orbax
-coordinates them; the checkpoint directory must be one directory that every host sees), and only
-process 0 (``is_primary``) writes config.json, logs and metrics and publishes to shared storage;
-process 0 also decides when to stop (``agree``). The modes that collect, evaluate or train through
-habc.pipeline write the workdir from every process and refuse to start under several processes:
-run ``--mode=learner`` on the learner hosts and ``--mode=actor`` on each robot station.
+Which modes may span hosts (``check_mode``): only ``--mode=learner``
+(habc.fleet.stations.run_learner): every process feeds its share of each batch, every process takes
+part in each orbax save (orbax coordinates them; the checkpoint directory must be one directory that
+every host sees), and only process 0 (``is_primary``) writes config.json, logs and metrics and
+publishes to shared storage; process 0 also decides when to stop (``agree``). The modes that
+collect, evaluate or train through habc.run.pipeline write the workdir from every process and refuse
+to start under several processes: run ``--mode=learner`` on the learner hosts and ``--mode=actor``
+on each robot station.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
-# Modes that may run under several processes (habc.stations.run_learner is written for it).
+# Modes that may run under several processes (habc.fleet.stations.run_learner is written for it).
 MULTI_PROCESS_MODES = ('learner',)
 
 
