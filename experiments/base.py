@@ -59,9 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.method.pre_intervention_weight = 0.0
   c.method.warmup_steps = 500
   # The scale of the merged advantage inside the gate's tanh (habc.learning.objectives.habc_signal):
-  # 'batch_std' divides it by advantage_temperature x its std over the batch's online windows;
+  # 'batch_iqr' divides it by advantage_temperature x a robust spread (interquartile range / 1.349)
+  # over the batch's online windows, 'batch_std' by the same times its std (outliers inflate it:
+  # results/notes.md, session 16);
   # 'none' is the paper's g = 1 + tanh(A), which saturates on 26-55% of windows (notes, session 15).
-  c.method.advantage_norm = 'batch_std'
+  c.method.advantage_norm = 'batch_iqr'
   c.method.advantage_temperature = 2.0
   c.method.weight_eps = 1e-6
   c.method.use_autonomous = True  # False: autonomous rollout windows get weight 0 (imit_dagger).

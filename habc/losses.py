@@ -22,6 +22,22 @@ def masked_mean(x, mask):
   return (x * mask).sum() / jnp.where(total > 0, total, 1.0)
 
 
+def weighted_quantiles(x, weight, qs):
+  """Quantiles of x [B] under per-sample weights [B] (0: excluded), at the levels qs [Q] in [0, 1].
+
+  The lower weighted quantile: the smallest x whose cumulative weight share reaches q. Returns [Q]
+  (0 where every weight is 0).
+  """
+  weight = weight.astype(x.dtype)
+  order = jnp.argsort(jnp.where(weight > 0, x, jnp.inf))
+  sorted_x, sorted_w = x[order], weight[order]
+  total = sorted_w.sum()
+  share = jnp.cumsum(sorted_w) / jnp.where(total > 0, total, 1.0)
+  index = jnp.clip(jnp.searchsorted(share, jnp.asarray(qs, x.dtype), side='left'), 0,
+                   x.shape[0] - 1)
+  return jnp.where(total > 0, sorted_x[index], 0.0)
+
+
 # ----------------------------------------------------------------------------- critic losses
 
 

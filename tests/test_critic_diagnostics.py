@@ -266,8 +266,16 @@ def test_diagnostic_fn_gives_the_gate_the_update_uses():
   gate = jax.device_get(jax.jit(learner_lib.make_online_weight_fn(c, model))(lrn.params, batch))
   np.testing.assert_allclose(out['gate'], gate, rtol=1e-6)
   np.testing.assert_allclose(out['gate'], 1 + np.tanh(out['scaled_advantage']), atol=1e-6)
-  # batch_std: the scaled advantage has std 1 / T over the online windows.
+  # batch_iqr (the default): the advantage over T x (its interquartile range / 1.349) over the
+  # online windows.
   online = out['kind'] != SampleKind.SFT
+  a = out['advantage'][online]
+  q25, q75 = np.quantile(a, (0.25, 0.75), method='inverted_cdf')
+  np.testing.assert_allclose(out['scaled_advantage'], out['advantage'] / (2.0 * (q75 - q25) / 1.349
+                                                                           + 1e-3), rtol=1e-5)
+  # batch_std: the scaled advantage has std 1 / T over the online windows.
+  c.method.advantage_norm = 'batch_std'
+  out = jax.device_get(jax.jit(learner_lib.make_diagnostic_fn(c, model))(lrn.params, batch))
   assert np.std(out['scaled_advantage'][online]) == pytest.approx(1 / 2.0, rel=1e-2)
   assert set(out) >= {'p_v', 'efficiency', 'a_v', 'a_e', 'weights', 'kind', 'valid'}
   diag = cd.summarize({k: v for k, v in out.items() if k not in ('weights', 'valid')})

@@ -113,3 +113,49 @@ def test_two_hot_roundtrip():
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
   np.testing.assert_allclose(losses.categorical_mean(jnp.log(probs + 1e-30), -200.0, 0.0),
                              values, atol=1e-3)
+
+
+def test_weighted_quantiles_match_numpy_and_ignore_zero_weights():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=37).astype(np.float32)
+  ones = np.ones(37, np.float32)
+  got = np.asarray(losses.weighted_quantiles(jnp.asarray(x), jnp.asarray(ones), (0.25, 0.5, 0.75)))
+  want = np.quantile(x, (0.25, 0.5, 0.75), method='inverted_cdf')
+  np.testing.assert_allclose(got, want)
+  # A zero weight removes a sample; an integer weight repeats it.
+  w = np.zeros(37, np.float32)
+  w[:10] = 1.0
+  w[3] = 3.0
+  got = np.asarray(losses.weighted_quantiles(jnp.asarray(x), jnp.asarray(w), (0.25, 0.75)))
+  repeated = np.concatenate([x[:10], [x[3], x[3]]])
+  np.testing.assert_allclose(got, np.quantile(repeated, (0.25, 0.75), method='inverted_cdf'))
+  # All weights zero: 0, not NaN.
+  assert np.all(np.asarray(losses.weighted_quantiles(jnp.asarray(x), jnp.zeros(37), (0.5,))) == 0)
+
+
+def _signal(norm, logits, logits_next):
+  import ml_collections
+  from habc.learning import objectives
+  b = len(logits)
+  method = ml_collections.ConfigDict({'weighting': 'habc', 'advantage_norm': norm,
+                                      'advantage_temperature': 2.0})
+  zeros = jnp.zeros(b)
+  heads = {'viability_logit': jnp.asarray(logits), 'efficiency': zeros}
+  heads_next = {'viability_logit': jnp.asarray(logits_next), 'efficiency': zeros}
+  batch = {'next_is_terminal': jnp.zeros(b, bool), 'valid': jnp.ones(b, bool),
+           'kind': jnp.full(b, int(SampleKind.SUCCESS), jnp.int32)}
+  return np.asarray(objectives.habc_signal(method, heads, heads_next, batch)['gate'])
+
+
+def test_robust_gate_scale_is_not_flattened_by_one_extreme_window():
+  # 63 windows with viability advantages spread over [-2, 2] (p_v = 0.5 at s_t), and one window
+  # where the critic extrapolates to a logit change of 500.
+  logits = np.zeros(64, np.float32)
+  logits_next = np.concatenate([np.linspace(-2, 2, 63), [500.0]]).astype(np.float32)
+  std_gate = _signal('batch_std', logits, logits_next)[:63]
+  iqr_gate = _signal('batch_iqr', logits, logits_next)[:63]
+  # With the std the outlier squeezes every other window's g into a sliver around 1.
+  assert std_gate.max() - std_gate.min() < 0.1
+  # With the interquartile range the bulk keeps its spread (without saturating).
+  assert iqr_gate.max() - iqr_gate.min() > 1.0
+  assert 0.05 < iqr_gate.min() and iqr_gate.max() < 1.95

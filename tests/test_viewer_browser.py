@@ -248,7 +248,7 @@ def test_gate_shown_equals_the_learners_gate_function(page, run_viewer, smoke_ru
 
   def learner_gate(t):
     # The viewer evaluates an episode in chunks of viewer_critic.BATCH consecutive windows; with
-    # method.advantage_norm='batch_std' a window's gate is relative to its batch, so the learner
+    # method.advantage_norm='batch_iqr' a window's gate is relative to its batch, so the learner
     # gets the same chunk.
     from habc.web import viewer_critic
     size = viewer_critic.BATCH

@@ -95,7 +95,9 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
   return critic_loss, weight, metrics
 
 
-ADVANTAGE_NORMS = ('none', 'batch_std')
+ADVANTAGE_NORMS = ('none', 'batch_std', 'batch_iqr')
+# A normal distribution's interquartile range in units of its standard deviation.
+IQR_PER_STD = 1.349
 
 
 def habc_signal(method: Any, heads, heads_next, batch) -> dict:
@@ -111,6 +113,10 @@ def habc_signal(method: Any, heads, heads_next, batch) -> dict:
                  space, where a confident critic's one-step changes are several units: without a
                  scale tanh saturates on a third to a half of the windows (results/notes.md,
                  session 15), and the weight only says which side of zero A fell on.
+    'batch_iqr'  (default) the same with a robust spread: sigma = IQR(A) / 1.349 over the same
+                 windows and weights. A few windows with extreme advantages (a logit of hundreds
+                 where the critic extrapolates) inflate the std until every other window's g is
+                 ~1; the interquartile range ignores them (results/notes.md, session 16).
   """
   a_v, a_e = losses.advantages(heads['viability_logit'], heads_next['viability_logit'],
                                heads['efficiency'], heads_next['efficiency'],
@@ -124,12 +130,16 @@ def habc_signal(method: Any, heads, heads_next, batch) -> dict:
     raise ValueError(f'config.method.advantage_norm must be one of {ADVANTAGE_NORMS}, got '
                      f'{norm!r}.')
   scale = jnp.ones(())
-  if norm == 'batch_std':
+  if norm != 'none':
     weight = ((batch['valid'] & (batch['kind'] != SampleKind.SFT))
               * batch.get('sample_weight', jnp.ones(p_v.shape, jnp.float32)))
-    mean = losses.masked_mean(advantage, weight)
-    std = jnp.sqrt(losses.masked_mean((advantage - mean) ** 2, weight))
-    scale = method.get('advantage_temperature', 2.0) * std + 1e-3
+    if norm == 'batch_std':
+      mean = losses.masked_mean(advantage, weight)
+      spread = jnp.sqrt(losses.masked_mean((advantage - mean) ** 2, weight))
+    else:
+      quartiles = losses.weighted_quantiles(advantage, weight, (0.25, 0.75))
+      spread = (quartiles[1] - quartiles[0]) / IQR_PER_STD
+    scale = method.get('advantage_temperature', 2.0) * spread + 1e-3
   scaled = advantage / scale
   return {'p_v': p_v, 'a_v': a_v, 'a_e': a_e, 'advantage': advantage, 'scaled_advantage': scaled,
           'advantage_scale': scale, 'gate': 1.0 + jnp.tanh(scaled)}
