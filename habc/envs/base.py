@@ -109,6 +109,22 @@ def yaw_quat(yaw: float) -> np.ndarray:
   return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
+def mocap_path(p0: np.ndarray, p1: np.ndarray, y0: float, y1: float, n: int,
+               offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mocap targets of the ``n`` substeps of one control step, moving linearly from the grasp
+  point ``p0`` [3] at yaw ``y0`` to ``p1`` [3] at ``y1``; the palm sits at ``offset`` [3] from the
+  grasp point. Returns positions [n, 3] and quaternions [n, 4]; substep k (1..n) is at fraction
+  k / n, computed with the same float operations as ``p0 + f * (p1 - p0) - offset`` and
+  ``yaw_quat(y0 + f * (y1 - y0))`` one substep at a time (bit for bit)."""
+  f = np.arange(1, n + 1, dtype=np.float64) / n
+  pos = p0 + f[:, None] * (p1 - p0) - offset
+  yaw = y0 + f * (y1 - y0)
+  quat = np.zeros((n, 4))
+  quat[:, 0] = np.cos(yaw / 2)
+  quat[:, 3] = np.sin(yaw / 2)
+  return pos, quat
+
+
 def quat_yaw(q: np.ndarray) -> float:
   """Yaw (rad) of a quaternion [4] (w, x, y, z), assuming rotation mostly about z."""
   w, x, y, z = q
@@ -377,15 +393,20 @@ class TaskEnv(dm_env.Environment, abc.ABC):
       cmd.closed = gripper_state(cmd.closed, cmd.grip, self.grip_deadband)
       self.data.ctrl[self._actuator[s]] = finger_target(cmd.closed)
     self._after_control(a)
-    off = self._grasp_offset()
-    for k in range(1, self.n_substeps + 1):
-      f = k / self.n_substeps  # Mocap targets move smoothly through the control step.
-      for s in SIDES:
-        (p0, y0), cmd = start[s], self._cmd[s]
-        m = self._mocap[s]
-        self.data.mocap_pos[m] = p0 + f * (cmd.pos - p0) - off
-        self.data.mocap_quat[m] = yaw_quat(y0 + f * (cmd.yaw - y0))
-      mujoco.mj_step(self.model, self.data)
+    # Mocap targets move smoothly through the control step: every substep's targets computed at
+    # once (the same float operations as one substep at a time), then a tight stepping loop.
+    pos = np.repeat(self.data.mocap_pos[None], self.n_substeps, axis=0)
+    quat = np.repeat(self.data.mocap_quat[None], self.n_substeps, axis=0)
+    for s in SIDES:
+      (p0, y0), cmd = start[s], self._cmd[s]
+      m = self._mocap[s]
+      pos[:, m], quat[:, m] = mocap_path(p0, cmd.pos, y0, cmd.yaw, self.n_substeps,
+                                         self._grasp_offset())
+    model, data = self.model, self.data
+    for k in range(self.n_substeps):
+      data.mocap_pos[:] = pos[k]
+      data.mocap_quat[:] = quat[k]
+      mujoco.mj_step(model, data)
     if not np.all(np.isfinite(self.data.qacc)):
       raise FloatingPointError(f'{self.task_name}: simulation diverged at step {self.step_count} '
                                f'(episode seed {self.episode_seed}).')
