@@ -28,6 +28,7 @@ import multiprocessing as mp
 from multiprocessing.connection import wait as wait_connections
 import os
 import sys
+import time
 import traceback
 from typing import Any, Callable, Iterable, Sequence
 
@@ -153,12 +154,17 @@ class _Episode:
       self.operator.reset()
     self.recorder = _EpisodeRecorder(request.record)
     self.frames: list[np.ndarray] = []
+    # Seconds spent per part of the worker's time (see ``WORKER_TIMINGS``); the worker loop adds
+    # 'send' and 'wait'.
+    self.timings = dict.fromkeys(WORKER_TIMINGS, 0.0)
+    start = time.perf_counter()
     spec = self.env.action_spec()
     self._low = getattr(spec, 'minimum', -np.inf)
     self._high = getattr(spec, 'maximum', np.inf)
     self.timestep = self.env.reset()
     self.length = 0
     self._maybe_frame(force=True)
+    self.timings['reset'] += time.perf_counter() - start
 
   def _notify(self, hook: str, *args) -> None:
     """Calls ``hook`` on the operator that has it (the rollout's, else the environment's own,
@@ -184,9 +190,11 @@ class _Episode:
 
   def run_chunk(self, chunk: np.ndarray) -> bool:
     """Executes up to ``execute_steps`` actions of ``chunk`` [H, A]; True when the episode ended."""
+    timings, clock = self.timings, time.perf_counter
     for policy_action in chunk[:self.config.execute_steps]:
       if self.timestep.last():
         break
+      t0 = clock()
       # The policy's proposal, clipped to the action bounds (as it would be executed).
       policy_action = np.clip(np.asarray(policy_action, np.float32), self._low, self._high)
       if self.operator is not None:
@@ -194,7 +202,11 @@ class _Episode:
       else:
         action, is_intervention = policy_action, False
       observation = self.timestep.observation
+      t1 = clock()
       self.timestep = self.env.step(np.asarray(action, np.float32))
+      t2 = clock()
+      timings['operator'] += t1 - t0
+      timings['env_step'] += t2 - t1
       # What the environment reports it executed (after its clipping and safety rules), and, for
       # environments that run their own operator (the hardware station), who was in control.
       executed = getattr(self.env, 'last_action', None)
@@ -204,6 +216,7 @@ class _Episode:
       self.recorder.add(observation, action, policy_action, is_intervention)
       self.length += 1
       self._maybe_frame()
+      timings['record'] += clock() - t2
     return self.timestep.last()
 
   def result(self) -> dict:
@@ -235,10 +248,25 @@ class _Episode:
         'intervention_steps': int(flags.sum()),
         'episode': episode,
         'frames': np.stack(self.frames) if self.frames else None,
+        'timings': self.timings,
     }
-    self._notify('end_episode', {k: v for k, v in out.items() if k not in ('episode', 'frames')})
+    self._notify('end_episode', {k: v for k, v in out.items()
+                                 if k not in ('episode', 'frames', 'timings')})
     self.env.close()
+    self.timings['render'] = float(getattr(self.env, 'render_seconds', 0.0))
     return out
+
+
+# Parts of an environment worker's time, in seconds per episode (``result['timings']``):
+#   reset     building the environment (and operator) and its first reset;
+#   operator  clipping the policy's action and the operator's decision (its expert when in control);
+#   env_step  ``env.step``: physics, the environment's own Python, observations (rendering included);
+#   render    the part of env_step spent rendering cameras (``env.render_seconds``, if it counts);
+#   record    keeping the step for the episode dict (copies) and video frames;
+#   send      sending observations to the main process (pickling and the pipe);
+#   wait      blocked until the next chunk arrives: the policy, the main process's IPC and, when
+#             chunks are served in lockstep, the slower workers.
+WORKER_TIMINGS = ('reset', 'operator', 'env_step', 'render', 'record', 'send', 'wait')
 
 
 def _check_no_tensorflow(where: str) -> None:
@@ -259,9 +287,19 @@ def _worker_main(conn, config: WorkerConfig) -> None:
   except Exception:  # pylint: disable=broad-except
     conn.send(('error', traceback.format_exc()))
     return
+  clock = time.perf_counter
+
+  def reply(kind, value, timings):
+    start = clock()
+    conn.send((kind, value))
+    timings['send'] += clock() - start
+
   while True:
     try:
+      start = clock()
       message, payload = conn.recv()
+      if episode is not None:  # Waiting for the next chunk: the policy, IPC, other workers.
+        episode.timings['wait'] += clock() - start
     except (EOFError, KeyboardInterrupt):
       return
     try:
@@ -273,7 +311,7 @@ def _worker_main(conn, config: WorkerConfig) -> None:
           conn.send(('done', episode.result()))
           episode = None
         else:
-          conn.send(('obs', episode.policy_observation()))
+          reply('obs', episode.policy_observation(), episode.timings)
       elif message == 'chunk':
         if episode is None:
           raise RuntimeError('Received an action chunk with no episode running.')
@@ -281,7 +319,7 @@ def _worker_main(conn, config: WorkerConfig) -> None:
           conn.send(('done', episode.result()))
           episode = None
         else:
-          conn.send(('obs', episode.policy_observation()))
+          reply('obs', episode.policy_observation(), episode.timings)
       elif message == 'demo':
         from habc import recorder  # Imported here: the recorder writes HDF5 in this process.
         conn.send(('done', recorder.record_demo(config, payload)))
@@ -388,14 +426,27 @@ def noise_ids(seeds: Sequence[int], decisions: Sequence[int]) -> np.ndarray:
   return ids
 
 
+# Parts of the main process's time in ``run_episodes``, in seconds (its ``stats`` argument):
+#   policy    batched policy calls (padding included);
+#   wait      blocked until some worker replies (the workers are stepping);
+#   receive   taking replies off the pipes (unpickling);
+#   send      sending chunks and requests (pickling and the pipe);
+#   wall      the whole call; calls, rows: policy calls and the real rows they served.
+MAIN_TIMINGS = ('policy', 'wait', 'receive', 'send', 'wall')
+
+
 def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: Policy | None,
-                 on_result: Callable[[dict], None], *, pad_to: int | None = None) -> None:
+                 on_result: Callable[[dict], None], *, pad_to: int | None = None,
+                 lockstep: bool = False, stats: dict | None = None) -> None:
   """Runs every request on the pool; calls ``on_result(result)`` in the main process as each ends.
 
-  Every decision point, all workers that wait for an action are served by one batched policy
-  call, padded to ``pad_to`` rows (default: the pool size) so the jitted policy compiles once.
-  Each row carries its noise id (episode seed, decision index): which episodes share a call
-  changes with the number of workers and their timing, an episode's noise ids do not.
+  Workers are served as they become ready: every policy call takes all workers that wait for an
+  action at that moment (one batched call, padded to ``pad_to`` rows, default the pool size, so
+  the jitted policy compiles once), while the other workers keep stepping. With ``lockstep``
+  the call instead waits until every running worker waits (one call per decision point; the
+  fast workers wait for the slowest). Each row carries its noise id (episode seed, decision
+  index): which episodes share a call changes with the number of workers and their timing, an
+  episode's noise ids, and so its actions and results, do not.
 
   Args:
     pool: the worker processes.
@@ -404,7 +455,13 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
       when every request is a demo.
     on_result: receives each finished episode's result (see ``_Episode.result``).
     pad_to: the policy's batch size.
+    lockstep: serve all running workers together, once all of them wait (see above).
+    stats: if given, seconds per part of this call's time are added to it (``MAIN_TIMINGS``,
+      plus 'calls' and 'rows').
   """
+  clock = time.perf_counter
+  timing = dict.fromkeys(MAIN_TIMINGS + ('calls', 'rows'), 0.0)
+  begin = clock()
   pending = list(requests)
   pending.reverse()  # pop() from the end keeps the given order.
   pad_to = pad_to or pool.num_workers
@@ -414,6 +471,7 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
   decisions: dict[int, int] = {}  # worker -> chunks its episode has received so far.
   idle = list(range(pool.num_workers))
   while pending or busy:
+    start = clock()
     while idle and pending:
       worker, request = idle.pop(0), pending.pop()
       if request.kind == 'demo':
@@ -425,25 +483,43 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
         seeds[worker], decisions[worker] = int(request.seed), 0
         pool.send(worker, 'start', request)
       busy.add(worker)
-    # Wait for replies from every running worker that does not already wait for a chunk.
+    timing['send'] += clock() - start
+    # Replies of running workers that do not already wait for a chunk: block for the first one
+    # when nothing can be served yet, then take every other reply that is already there.
     running = [w for w in busy if w not in waiting]
-    for worker in pool.ready(running) if running else []:
-      kind, payload = pool.receive(worker)
-      if kind == 'done':
-        busy.discard(worker)
-        idle.append(worker)
-        on_result(payload)
-      else:
-        waiting[worker] = payload
-    # Serve the policy once every running worker is waiting (one batched call per decision).
-    if waiting and all(w in waiting for w in busy):
+    if running:
+      block = not waiting or (lockstep and len(waiting) < len(busy))
+      start = clock()
+      ready = pool.ready(running, timeout=None if block else 0.0)
+      timing['wait'] += clock() - start
+      start = clock()
+      for worker in ready:
+        kind, payload = pool.receive(worker)
+        if kind == 'done':
+          busy.discard(worker)
+          idle.append(worker)
+          on_result(payload)
+        else:
+          waiting[worker] = payload
+      timing['receive'] += clock() - start
+    if waiting and (not lockstep or all(w in waiting for w in busy)):
       workers = sorted(waiting)
       observations = [waiting.pop(w) for w in workers]
       ids = noise_ids([seeds[w] for w in workers], [decisions[w] for w in workers])
+      start = clock()
       chunks = _call_policy(policy, observations, ids, pad_to)
+      timing['policy'] += clock() - start
+      timing['calls'] += 1
+      timing['rows'] += len(workers)
+      start = clock()
       for worker, chunk in zip(workers, chunks):
         decisions[worker] += 1
         pool.send(worker, 'chunk', chunk)
+      timing['send'] += clock() - start
+  timing['wall'] += clock() - begin
+  if stats is not None:
+    for key, value in timing.items():
+      stats[key] = stats.get(key, 0.0) + value
 
 
 def _call_policy(policy: Policy, observations: list[dict], ids: np.ndarray,

@@ -41,6 +41,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import time
 
 os.environ.setdefault('MUJOCO_GL', 'osmesa')
 os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
@@ -196,6 +197,7 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     self.model = mujoco.MjModel.from_xml_string(self.build_xml())
     self.data = mujoco.MjData(self.model)
     self._renderers = {}
+    self.render_seconds = 0.0  # Wall time spent rendering observations (for the benchmarks).
     self._ids()
     mujoco.mj_forward(self.model, self.data)
     self._privileged_size = int(np.asarray(self._privileged()).shape[0])
@@ -449,7 +451,12 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     return r.render()
 
   def _observation(self) -> dict:
-    obs = {c: self.render(c) for c in self.cameras}
+    if self.cameras:
+      start = time.perf_counter()
+      obs = {c: self.render(c) for c in self.cameras}
+      self.render_seconds += time.perf_counter() - start
+    else:
+      obs = {}
     obs['state'] = self.state()
     obs['privileged'] = self.privileged()
     return obs
