@@ -254,6 +254,7 @@ class _Episode:
                                  if k not in ('episode', 'frames', 'timings')})
     self.env.close()
     self.timings['render'] = float(getattr(self.env, 'render_seconds', 0.0))
+    self.timings['physics'] = float(getattr(self.env, 'physics_seconds', 0.0))
     return out
 
 
@@ -261,12 +262,13 @@ class _Episode:
 #   reset     building the environment (and operator) and its first reset;
 #   operator  clipping the policy's action and the operator's decision (its expert when in control);
 #   env_step  ``env.step``: physics, the environment's own Python, observations (rendering included);
+#   physics   the part of env_step in the physics substeps (``env.physics_seconds``, if it counts);
 #   render    the part of env_step spent rendering cameras (``env.render_seconds``, if it counts);
 #   record    keeping the step for the episode dict (copies) and video frames;
 #   send      sending observations to the main process (pickling and the pipe);
 #   wait      blocked until the next chunk arrives: the policy, the main process's IPC and, when
 #             chunks are served in lockstep, the slower workers.
-WORKER_TIMINGS = ('reset', 'operator', 'env_step', 'render', 'record', 'send', 'wait')
+WORKER_TIMINGS = ('reset', 'operator', 'env_step', 'physics', 'render', 'record', 'send', 'wait')
 
 
 def _check_no_tensorflow(where: str) -> None:

@@ -142,6 +142,52 @@ def finger_target(closed: bool) -> float:
   return 0.0 if closed else FINGER_TRAVEL
 
 
+class Substeps:
+  """Runs the physics substeps of one control step in C (``mujoco.rollout``), with the mocap
+  targets of each substep given: the same ``mj_step`` calls, in the same order, on the same
+  ``MjData`` as a Python loop that sets ``mocap_pos``/``mocap_quat`` and calls ``mj_step`` per
+  substep (bit for bit: tests/test_rollout_speed_invariance.py), without its per-substep Python.
+
+  ``ctrl`` and ``eq_active`` keep the values they have when ``run`` is called; ``qfrc_applied``
+  and ``xfrc_applied`` must be zero (the tasks never set them).
+  """
+
+  _CONTROL = int(mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_EQ_ACTIVE
+                 | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
+  _STATE = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+  _runner = None  # One mujoco.rollout.Rollout per process (no threads), made on first use.
+
+  def __init__(self, model: mujoco.MjModel, n: int):
+    self.n = int(n)
+    self._mocap = model.nu + model.neq  # Offset of mocap_pos in a control row.
+    self._control = np.zeros((1, self.n, mujoco.mj_stateSize(model, self._CONTROL)))
+    self._initial = np.zeros((1, mujoco.mj_stateSize(model, self._STATE)))
+    self._warmstart = np.zeros((1, model.nv))
+    self._states = np.zeros((1, self.n, self._initial.shape[1]))
+    self._sensors = np.zeros((1, self.n, model.nsensordata))
+
+  def run(self, model: mujoco.MjModel, data: mujoco.MjData, pos: np.ndarray,
+          quat: np.ndarray) -> bool:
+    """``n`` substeps with mocap targets ``pos`` [n, nmocap, 3] and ``quat`` [n, nmocap, 4];
+    True if MuJoCo flagged bad accelerations (the simulation diverged)."""
+    if Substeps._runner is None:
+      from mujoco import rollout as mj_rollout
+      Substeps._runner = mj_rollout.Rollout(nthread=0)
+    control, m = self._control[0], self._mocap
+    mujoco.mj_getState(model, data, control[0], self._CONTROL)
+    control[1:] = control[0]
+    control[:, m:m + pos[0].size] = pos.reshape(self.n, -1)
+    control[:, m + pos[0].size:] = quat.reshape(self.n, -1)
+    mujoco.mj_getState(model, data, self._initial[0], self._STATE)
+    self._warmstart[0] = data.qacc_warmstart
+    bad_before = data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+    Substeps._runner.rollout([model], [data], self._initial, self._control,
+                             control_spec=self._CONTROL, skip_checks=True, nstep=self.n,
+                             initial_warmstart=self._warmstart, state=self._states,
+                             sensordata=self._sensors, chunk_size=1)
+    return data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > bad_before
+
+
 @dataclasses.dataclass
 class _ArmCommand:
   pos: np.ndarray  # [3] mocap target at the end of the control step.
@@ -197,7 +243,10 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     self.model = mujoco.MjModel.from_xml_string(self.build_xml())
     self.data = mujoco.MjData(self.model)
     self._renderers = {}
-    self.render_seconds = 0.0  # Wall time spent rendering observations (for the benchmarks).
+    self._substeps = Substeps(self.model, self.n_substeps)
+    # Wall time spent rendering observations and in the substep loop (for the benchmarks).
+    self.render_seconds = 0.0
+    self.physics_seconds = 0.0
     self._ids()
     mujoco.mj_forward(self.model, self.data)
     self._privileged_size = int(np.asarray(self._privileged()).shape[0])
@@ -404,12 +453,10 @@ class TaskEnv(dm_env.Environment, abc.ABC):
       m = self._mocap[s]
       pos[:, m], quat[:, m] = mocap_path(p0, cmd.pos, y0, cmd.yaw, self.n_substeps,
                                          self._grasp_offset())
-    model, data = self.model, self.data
-    for k in range(self.n_substeps):
-      data.mocap_pos[:] = pos[k]
-      data.mocap_quat[:] = quat[k]
-      mujoco.mj_step(model, data)
-    if not np.all(np.isfinite(self.data.qacc)):
+    start = time.perf_counter()
+    diverged = self._substeps.run(self.model, self.data, pos, quat)
+    self.physics_seconds += time.perf_counter() - start
+    if diverged or not np.all(np.isfinite(self.data.qacc)):
       raise FloatingPointError(f'{self.task_name}: simulation diverged at step {self.step_count} '
                                f'(episode seed {self.episode_seed}).')
 
