@@ -165,6 +165,9 @@ class _Episode:
     self.length = 0
     self._maybe_frame(force=True)
     self.timings['reset'] += time.perf_counter() - start
+    # The environment's own counters so far belong to the reset (e.g. creating the renderer).
+    self._counted_at_reset = {k: float(getattr(self.env, f'{k}_seconds', 0.0))
+                              for k in ('physics', 'render')}
 
   def _notify(self, hook: str, *args) -> None:
     """Calls ``hook`` on the operator that has it (the rollout's, else the environment's own,
@@ -253,8 +256,8 @@ class _Episode:
     self._notify('end_episode', {k: v for k, v in out.items()
                                  if k not in ('episode', 'frames', 'timings')})
     self.env.close()
-    self.timings['render'] = float(getattr(self.env, 'render_seconds', 0.0))
-    self.timings['physics'] = float(getattr(self.env, 'physics_seconds', 0.0))
+    for k, at_reset in self._counted_at_reset.items():
+      self.timings[k] = float(getattr(self.env, f'{k}_seconds', 0.0)) - at_reset
     return out
 
 

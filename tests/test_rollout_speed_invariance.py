@@ -66,17 +66,19 @@ def fingerprint(result: dict) -> tuple:
           h.hexdigest()[:16])
 
 
-def run_case(task, time_limit, execute_steps, cameras, workers, episodes) -> dict:
-  """{seed: fingerprint} of the case's episodes."""
+def run_case(task, time_limit, execute_steps, cameras, workers, episodes, lockstep=False,
+             stats=None, results=None) -> dict:
+  """{seed: fingerprint} of the case's episodes (``results``: a dict to get the raw results)."""
   config = rollout.WorkerConfig(task=task, image_size=32, cameras=tuple(cameras),
                                 time_limit=time_limit, execute_steps=execute_steps,
                                 operator=dict(OPERATOR))
   requests = [rollout.EpisodeRequest(episode_id=f'{task}-{seed}', seed=seed, kind=kind,
                                      video_camera=cameras[0] if cameras else '', video_every=3)
               for seed, kind in episodes]
-  results = {}
+  results = {} if results is None else results
   with rollout.WorkerPool(config, workers) as pool:
-    rollout.run_episodes(pool, requests, policy, lambda r: results.update({r['seed']: r}))
+    rollout.run_episodes(pool, requests, policy, lambda r: results.update({r['seed']: r}),
+                         lockstep=lockstep, stats=stats)
   return {seed: fingerprint(results[seed]) for seed, _ in episodes}
 
 
@@ -137,3 +139,29 @@ if __name__ == '__main__':
     print(f'    {case[0]!r}: {run_case(*case[1:])!r},', flush=True)
   print('}')
   sys.exit(0)
+
+
+def test_lockstep_and_ready_serving_give_the_same_episodes():
+  """Serving workers as they become ready (the default) or all together changes which episodes
+  share a policy call, not the episodes."""
+  episodes = ((11, 'rollout'), (13, 'eval'), (14, 'eval'))
+  assert (run_case('pouch', 30, 8, (), 2, episodes, lockstep=True)
+          == run_case('pouch', 30, 8, (), 2, episodes, lockstep=False)
+          == {s: fp for s, fp in run_case('pouch', 30, 8, (), 1, episodes).items()})
+
+
+def test_timings_account_for_the_run():
+  """The main process's and the workers' timings are there, non-negative and consistent."""
+  stats, results = {}, {}
+  run_case('insert', 20, 8, ('top',), 2, ((21, 'rollout'), (22, 'eval')), stats=stats,
+           results=results)
+  assert set(stats) == set(rollout.MAIN_TIMINGS) | {'calls', 'rows'}
+  parts = sum(stats[k] for k in ('policy', 'wait', 'receive', 'send'))
+  assert 0 < parts <= stats['wall'] * 1.01
+  # 20 steps in chunks of 8: 3 decisions per episode, one row each.
+  assert stats['rows'] == 6 and 3 <= stats['calls'] <= 6
+  for r in results.values():
+    t = r['timings']
+    assert set(t) == set(rollout.WORKER_TIMINGS) and min(t.values()) >= 0.0
+    assert t['env_step'] >= t['physics'] + t['render'] and t['physics'] > 0 and t['render'] > 0
+    assert t['wait'] > 0 and t['send'] > 0

@@ -7,10 +7,12 @@ Per task, in one run:
   processes, the policy batched across them in this process, ``rollout.execute_steps`` control
   steps per chunk), timed over a few evaluation episodes of a freshly initialised policy
   (untrained: its episodes run to the time limit, which keeps every task's step count
-  comparable); once with workers served as they become ready (the default) and once in lockstep
-  (one policy call per decision point, the collection loop before issue 25);
+  comparable), for each variant of ``VARIANTS``: workers served as they become ready (the
+  default), in lockstep, and 'before' (lockstep with the control step of commit 157f4ce), the
+  variants alternating over ``--rounds`` rounds; their episode lengths per seed must agree;
 - *raw physics*: the same scene's ``mj_step`` from mid-episode on the same number of processes,
-  all stepping at once, converted to control steps/s (divided by the substeps of a control step);
+  all stepping at once, converted to control steps/s (divided by the substeps of a control step),
+  measured before the first round and after every round (the mean);
 - their ratio against the 0.7x target, and where the workers' time went (``breakdown``).
 
 The policy needs normalisation statistics and an example batch, so the benchmark first records
@@ -82,13 +84,76 @@ def _config(task: str, obs: str, workers: int):
   return c
 
 
+# ----- the environment's control step as it was before issue 25 ----------------------------------
+
+def _legacy_apply_action(self, action) -> None:
+  """``TaskEnv.apply_action`` as of commit 157f4ce: the substeps in a Python loop, the mocap
+  targets computed and set one substep at a time (the same results, the old cost). It does not
+  count ``physics_seconds``: the breakdown estimates its physics from the raw rate, and the
+  loop's Python shows as env_python."""
+  import mujoco
+  import numpy as np
+  from habc.envs import base
+  a = np.clip(np.asarray(action, np.float32).reshape(base.ACTION_DIM), -1.0, 1.0)
+  if not np.all(np.isfinite(a)):
+    raise ValueError(f'{self.task_name}: non-finite action {a} at step {self.step_count}.')
+  self.last_action = a
+  lo, hi = np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
+  start = {}
+  for i, s in enumerate(base.SIDES):
+    d = a[i * base.ARM_ACTION_DIM:(i + 1) * base.ARM_ACTION_DIM]
+    cmd = self._cmd[s]
+    start[s] = (cmd.pos.copy(), cmd.yaw)
+    cmd.pos = np.clip(cmd.pos + d[:3] * self.max_delta_pos, lo, hi)
+    cmd.yaw = float(np.clip(cmd.yaw + d[3] * self.max_delta_yaw, -np.pi / 2, np.pi / 2))
+    cmd.grip = float(d[4])
+    cmd.closed = base.gripper_state(cmd.closed, cmd.grip, self.grip_deadband)
+    self.data.ctrl[self._actuator[s]] = base.finger_target(cmd.closed)
+  self._after_control(a)
+  off = self._grasp_offset()
+  for k in range(1, self.n_substeps + 1):
+    f = k / self.n_substeps
+    for s in base.SIDES:
+      (p0, y0), cmd = start[s], self._cmd[s]
+      m = self._mocap[s]
+      self.data.mocap_pos[m] = p0 + f * (cmd.pos - p0) - off
+      self.data.mocap_quat[m] = base.yaw_quat(y0 + f * (cmd.yaw - y0))
+    mujoco.mj_step(self.model, self.data)
+  if not np.all(np.isfinite(self.data.qacc)):
+    raise FloatingPointError(f'{self.task_name}: simulation diverged at step {self.step_count} '
+                             f'(episode seed {self.episode_seed}).')
+
+
+def legacy_env(task: str, **kwargs):
+  """``habc.envs.make`` with the control step of commit 157f4ce (``_legacy_apply_action``): the
+  benchmark's 'before' environment, a ``WorkerConfig.env_factory``."""
+  from habc import envs
+  cls = envs.task_class(task)
+  legacy = type(f'Legacy{cls.__name__}', (cls,), {'apply_action': _legacy_apply_action})
+  return legacy(**kwargs)
+
+
+# Variants timed per task: name -> (serving in lockstep, environment factory). 'before' is the
+# collection path of commit 157f4ce (lockstep serving, the Python substep loop).
+VARIANTS = {
+    'ready': (False, 'habc.envs:make'),
+    'lockstep': (True, 'habc.envs:make'),
+    'before': (True, 'habc.bench.rollout:legacy_env'),
+}
+
+
 def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 0,
-            modes=(('ready', False), ('lockstep', True))) -> dict:
-  """Per serving mode (name, lockstep): steps/s of ``episodes`` evaluation episodes on
-  ``workers`` processes, the main process's timings and the workers' summed timings."""
+            variants=tuple(VARIANTS), rounds: int = 2, physics_seconds: float = 2.0) -> dict:
+  """Per variant (see ``VARIANTS``): steps/s of ``episodes`` evaluation episodes on ``workers``
+  processes, the main process's timings and the workers' summed timings; and the raw physics of
+  the scene on ``workers`` processes. Variants alternate over ``rounds`` rounds (each round runs
+  every variant once, then the raw physics), so that a change of load weighs on all alike."""
+  import dataclasses
   from habc import pipeline, rollout
   c = _config(task, obs, workers)
-  out = {}
+  out = {name: {'steps': 0, 'episodes': 0, 'main': {}, 'lengths': {},
+                'worker': dict.fromkeys(rollout.WORKER_TIMINGS, 0.0)} for name in variants}
+  physics = []
   with tempfile.TemporaryDirectory() as workdir:
     recorder = pipeline.Pipeline(c, workdir, log=lambda _: None)
     try:
@@ -97,35 +162,54 @@ def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 
       recorder.close()
     c.rollout.time_limit = time_limit
     run = pipeline.Pipeline(c, workdir, log=lambda _: None)
+    pools = {}
     try:
       run.backend.load_latest(run.paths.checkpoints, allow_fresh=True)
       policy = run.backend.policy(0)
       requests = [rollout.EpisodeRequest(episode_id=f'bench-{i}', seed=1000 + i, kind='eval',
                                          record=False) for i in range(episodes)]
-      pool = run.pool()
-      # One untimed episode per worker: spawn, imports and the policy's compilation.
-      rollout.run_episodes(pool, requests[:workers], policy, lambda r: None, pad_to=workers)
-      for name, lockstep in modes:
-        results, stats = [], {}
-        rollout.run_episodes(pool, requests, policy, results.append, pad_to=workers,
-                             lockstep=lockstep, stats=stats)
-        worker = dict.fromkeys(rollout.WORKER_TIMINGS, 0.0)
-        for r in results:
-          for k in worker:
-            worker[k] += r['timings'][k]
-        steps = sum(r['length'] for r in results)
-        out[name] = {'steps_per_s': steps / stats['wall'], 'steps': steps,
-                     'episodes': len(results), 'main': stats, 'worker': worker,
-                     'lengths': sorted((r['seed'], r['length']) for r in results)}
+      for name in variants:
+        config = dataclasses.replace(run.backend.worker_config(), env_factory=VARIANTS[name][1])
+        pools[name] = rollout.WorkerPool(config, workers)
+        # One untimed episode per worker: spawn, imports and the policy's compilation.
+        rollout.run_episodes(pools[name], requests[:workers], policy, lambda r: None,
+                             pad_to=workers)
+      physics.append(physics_on_workers(task, workers, physics_seconds))
+      for _ in range(rounds):
+        for name in variants:
+          results, r = [], out[name]
+          rollout.run_episodes(pools[name], requests, policy, results.append, pad_to=workers,
+                               lockstep=VARIANTS[name][0], stats=r['main'])
+          for result in results:
+            for k in r['worker']:
+              r['worker'][k] += result['timings'][k]
+            r['lengths'][result['seed']] = result['length']
+          r['steps'] += sum(result['length'] for result in results)
+          r['episodes'] += len(results)
+        physics.append(physics_on_workers(task, workers, physics_seconds))
     finally:
+      for pool in pools.values():
+        pool.close()
       run.close()
+  for name, r in out.items():
+    r['steps_per_s'] = r['steps'] / r['main']['wall']
+    if r['lengths'] != out[variants[0]]['lengths']:
+      raise AssertionError(f'{task}: episode lengths per seed differ between the variants '
+                           f'{variants[0]} and {name}: {out[variants[0]]["lengths"]} vs '
+                           f'{r["lengths"]}. The speed-up changed the episodes.')
+  mj = [rate for p in physics for rate in p['mj_steps_per_s']]
+  out['physics'] = {
+      'control_steps_per_s': sum(p['control_steps_per_s'] for p in physics) / len(physics),
+      'mj_steps_per_s_per_process': sum(mj) / len(mj), 'substeps': physics[0]['substeps']}
   return out
 
 
-def breakdown(run: dict, workers: int) -> dict:
+def breakdown(run: dict, workers: int, mj_steps_per_s: float, substeps: int) -> dict:
   """Shares (fractions) of the workers' wall time (``workers`` x the run's wall time).
 
-  physics: the environments' substep loops (``mj_step`` and setting the mocap targets);
+  physics: the environments' substep loops as they count them (``physics_seconds``), or, for
+  environments that do not count, the run's steps x substeps at the raw per-process
+  ``mj_steps_per_s`` (an estimate);
   env_python: the rest of ``env.step`` outside rendering; policy, main_ipc: the main process's
   policy calls and pipe traffic (workers wait through them); other_workers: the rest of the
   waiting (for slower workers in lockstep, for the main process's attention, for a core);
@@ -133,7 +217,7 @@ def breakdown(run: dict, workers: int) -> dict:
   """
   w, m = run['worker'], run['main']
   total = workers * m['wall']
-  physics = w['physics']
+  physics = w['physics'] or run['steps'] * substeps / mj_steps_per_s
   shares = {
       'physics': physics,
       'env_python': max(0.0, w['env_step'] - w['render'] - physics),
@@ -178,21 +262,24 @@ def main(argv=None):
                  help='seconds of raw mj_step per process for the physics rate')
   p.add_argument('--time_limit', type=int, default=0,
                  help='control steps per timed episode (0: the task\'s own limit)')
-  p.add_argument('--modes', default='ready,lockstep',
-                 help='serving modes to time: ready (default of run_episodes), lockstep')
+  p.add_argument('--variants', default=','.join(VARIANTS),
+                 help=f'what to time, among {",".join(VARIANTS)} (see VARIANTS)')
+  p.add_argument('--rounds', type=int, default=2,
+                 help='rounds; each runs every variant once, then the raw physics')
   args = p.parse_args((sys.argv if argv is None else argv)[1:])
-  modes = tuple((m, m == 'lockstep') for m in args.modes.split(','))
+  variants = tuple(args.variants.split(','))
   print(f'rollout benchmark: obs={args.obs}, {args.workers} worker process(es), {args.episodes} '
-        f'episodes per task, untrained default-size policy; load average '
-        f'{os.getloadavg()[0]:.1f}, {os.cpu_count()} cores')
+        f'episodes x {args.rounds} rounds per variant and task, untrained default-size policy; '
+        f'load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores')
   print()
-  print('| task | serving | env steps/s, policy in the loop | raw physics control steps/s, '
+  print('| task | variant | env steps/s, policy in the loop | raw physics control steps/s, '
         f'same {args.workers} proc | ratio (target {TARGET}x) | policy ms/call | rows/call |')
   print('|---|---|---|---|---|---|---|')
   shares = {}
   for task in args.tasks.split(','):
-    runs = measure(task, args.obs, args.episodes, args.workers, args.time_limit, modes)
-    phys = physics_on_workers(task, args.workers, args.physics_seconds)
+    runs = measure(task, args.obs, args.episodes, args.workers, args.time_limit, variants,
+                   args.rounds, args.physics_seconds)
+    phys = runs.pop('physics')
     for name, run in runs.items():
       m = run['main']
       ratio = run['steps_per_s'] / phys['control_steps_per_s']
@@ -200,11 +287,14 @@ def main(argv=None):
             f'{ratio:.2f}x {"ok" if ratio >= TARGET else "below"} | '
             f'{1000 * m["policy"] / max(m["calls"], 1):.2f} | '
             f'{m["rows"] / max(m["calls"], 1):.2f} |', flush=True)
-      shares[(task, name)] = breakdown(run, args.workers)
-  print(f'\n(load average {os.getloadavg()[0]:.1f} after the runs)')
+      shares[(task, name)] = breakdown(run, args.workers, phys['mj_steps_per_s_per_process'],
+                                       phys['substeps'])
+  print(f'\n(load average {os.getloadavg()[0]:.1f} after the runs; variants: ready = this code, '
+        'workers served as they become ready; lockstep = this code, one policy call per decision '
+        'point; before = lockstep with the control step of 157f4ce)')
   print('\nWhere the workers\' time went (share of workers x wall time):\n')
   keys = list(BREAKDOWN_HELP)
-  print('| task | serving | ' + ' | '.join(keys) + ' |')
+  print('| task | variant | ' + ' | '.join(keys) + ' |')
   print('|---|---|' + '---|' * len(keys))
   for (task, name), s in shares.items():
     print(f'| {task} | {name} | ' + ' | '.join(f'{100 * s[k]:.1f}%' for k in keys) + ' |')
