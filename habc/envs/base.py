@@ -110,19 +110,20 @@ def yaw_quat(yaw: float) -> np.ndarray:
   return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
-def mocap_path(p0: np.ndarray, p1: np.ndarray, y0: float, y1: float, n: int,
+def mocap_path(p0: np.ndarray, p1: np.ndarray, y0: np.ndarray, y1: np.ndarray, n: int,
                offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Mocap targets of the ``n`` substeps of one control step, moving linearly from the grasp
-  point ``p0`` [3] at yaw ``y0`` to ``p1`` [3] at ``y1``; the palm sits at ``offset`` [3] from the
-  grasp point. Returns positions [n, 3] and quaternions [n, 4]; substep k (1..n) is at fraction
-  k / n, computed with the same float operations as ``p0 + f * (p1 - p0) - offset`` and
-  ``yaw_quat(y0 + f * (y1 - y0))`` one substep at a time (bit for bit)."""
+  """Mocap targets of the ``n`` substeps of one control step for G grippers, each moving
+  linearly from the grasp point ``p0`` [G, 3] at yaw ``y0`` [G] to ``p1`` [G, 3] at ``y1`` [G];
+  the palm sits at ``offset`` [3] from the grasp point. Returns positions [n, G, 3] and
+  quaternions [n, G, 4]; substep k (1..n) is at fraction f = k / n, computed with the same float
+  operations as ``p0 + f * (p1 - p0) - offset`` and ``yaw_quat(y0 + f * (y1 - y0))`` one
+  substep and one gripper at a time (bit for bit)."""
   f = np.arange(1, n + 1, dtype=np.float64) / n
-  pos = p0 + f[:, None] * (p1 - p0) - offset
-  yaw = y0 + f * (y1 - y0)
-  quat = np.zeros((n, 4))
-  quat[:, 0] = np.cos(yaw / 2)
-  quat[:, 3] = np.sin(yaw / 2)
+  pos = p0 + f[:, None, None] * (p1 - p0) - offset
+  yaw = y0 + f[:, None] * (y1 - y0)
+  quat = np.zeros(yaw.shape + (4,))
+  quat[..., 0] = np.cos(yaw / 2)
+  quat[..., 3] = np.sin(yaw / 2)
   return pos, quat
 
 
@@ -448,11 +449,11 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     # once (the same float operations as one substep at a time), then a tight stepping loop.
     pos = np.repeat(self.data.mocap_pos[None], self.n_substeps, axis=0)
     quat = np.repeat(self.data.mocap_quat[None], self.n_substeps, axis=0)
-    for s in SIDES:
-      (p0, y0), cmd = start[s], self._cmd[s]
-      m = self._mocap[s]
-      pos[:, m], quat[:, m] = mocap_path(p0, cmd.pos, y0, cmd.yaw, self.n_substeps,
-                                         self._grasp_offset())
+    ids = [self._mocap[s] for s in SIDES]
+    pos[:, ids], quat[:, ids] = mocap_path(
+        np.array([start[s][0] for s in SIDES]), np.array([self._cmd[s].pos for s in SIDES]),
+        np.array([start[s][1] for s in SIDES]), np.array([self._cmd[s].yaw for s in SIDES]),
+        self.n_substeps, self._grasp_offset())
     start = time.perf_counter()
     diverged = self._substeps.run(self.model, self.data, pos, quat)
     self.physics_seconds += time.perf_counter() - start
@@ -479,10 +480,16 @@ class TaskEnv(dm_env.Environment, abc.ABC):
 
   def state(self) -> np.ndarray:
     """Proprioception [STATE_DIM] (see the module docstring for the layout)."""
+    # The same float64 operations as ``ee_pos``, ``ee_yaw`` and ``gripper_opening`` per side,
+    # with Python floats instead of numpy scalars (cheaper, the same values).
     out = []
+    site_xpos, xquat, qpos = self.data.site_xpos, self.data.xquat, self.data.qpos
     for s in SIDES:
-      yaw = self.ee_yaw(s)
-      out += [*self.ee_pos(s), np.sin(yaw), np.cos(yaw), self.gripper_opening(s)]
+      w, x, y, z = xquat[self._palm[s]].tolist()
+      yaw = float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+      opening = qpos[self._finger_qpos[s]] / FINGER_TRAVEL
+      out += site_xpos[self._grasp_site[s]].tolist()
+      out += [np.sin(yaw), np.cos(yaw), min(max(float(opening), 0.0), 1.0)]
     return np.asarray(out, np.float32)
 
   def privileged(self) -> np.ndarray:
