@@ -12,7 +12,7 @@ Per task, in one run:
   variants alternating over ``--rounds`` rounds; their episode lengths per seed must agree;
 - *raw physics*: the same scene's ``mj_step`` from mid-episode on the same number of processes,
   all stepping at once, converted to control steps/s (divided by the substeps of a control step),
-  measured before the first round and after every round (the mean);
+  measured right before and right after every timed run (each run against the mean of its two);
 - their ratio against the 0.7x target, and where the workers' time went (``breakdown``).
 
 The policy needs normalisation statistics and an example batch, so the benchmark first records
@@ -145,13 +145,14 @@ VARIANTS = {
 def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 0,
             variants=tuple(VARIANTS), rounds: int = 2, physics_seconds: float = 2.0) -> dict:
   """Per variant (see ``VARIANTS``): steps/s of ``episodes`` evaluation episodes on ``workers``
-  processes, the main process's timings and the workers' summed timings; and the raw physics of
-  the scene on ``workers`` processes. Variants alternate over ``rounds`` rounds (each round runs
-  every variant once, then the raw physics), so that a change of load weighs on all alike."""
+  processes, the main process's timings and the workers' summed timings, and the raw physics of
+  the scene on ``workers`` processes measured right before and right after each of its runs
+  ('physics': control steps/s, the neighbours' mean weighted by the run's wall time). Variants
+  alternate over ``rounds`` rounds, so that a change of load weighs on all alike."""
   import dataclasses
   from habc import pipeline, rollout
   c = _config(task, obs, workers)
-  out = {name: {'steps': 0, 'episodes': 0, 'main': {}, 'lengths': {},
+  out = {name: {'steps': 0, 'episodes': 0, 'main': {}, 'lengths': {}, 'physics_x_wall': 0.0,
                 'worker': dict.fromkeys(rollout.WORKER_TIMINGS, 0.0)} for name in variants}
   physics = []
   with tempfile.TemporaryDirectory() as workdir:
@@ -177,30 +178,34 @@ def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 
       physics.append(physics_on_workers(task, workers, physics_seconds))
       for _ in range(rounds):
         for name in variants:
-          results, r = [], out[name]
+          results, r, main = [], out[name], {}
           rollout.run_episodes(pools[name], requests, policy, results.append, pad_to=workers,
-                               lockstep=VARIANTS[name][0], stats=r['main'])
+                               lockstep=VARIANTS[name][0], stats=main)
+          physics.append(physics_on_workers(task, workers, physics_seconds))
+          raw = (physics[-2]['control_steps_per_s'] + physics[-1]['control_steps_per_s']) / 2
+          r['physics_x_wall'] += raw * main['wall']
+          for k, v in main.items():
+            r['main'][k] = r['main'].get(k, 0.0) + v
           for result in results:
             for k in r['worker']:
               r['worker'][k] += result['timings'][k]
             r['lengths'][result['seed']] = result['length']
           r['steps'] += sum(result['length'] for result in results)
           r['episodes'] += len(results)
-        physics.append(physics_on_workers(task, workers, physics_seconds))
     finally:
       for pool in pools.values():
         pool.close()
       run.close()
   for name, r in out.items():
     r['steps_per_s'] = r['steps'] / r['main']['wall']
+    r['physics'] = r.pop('physics_x_wall') / r['main']['wall']
     if r['lengths'] != out[variants[0]]['lengths']:
       raise AssertionError(f'{task}: episode lengths per seed differ between the variants '
                            f'{variants[0]} and {name}: {out[variants[0]]["lengths"]} vs '
                            f'{r["lengths"]}. The speed-up changed the episodes.')
   mj = [rate for p in physics for rate in p['mj_steps_per_s']]
-  out['physics'] = {
-      'control_steps_per_s': sum(p['control_steps_per_s'] for p in physics) / len(physics),
-      'mj_steps_per_s_per_process': sum(mj) / len(mj), 'substeps': physics[0]['substeps']}
+  out['physics'] = {'mj_steps_per_s_per_process': sum(mj) / len(mj),
+                    'substeps': physics[0]['substeps']}
   return out
 
 
@@ -265,7 +270,7 @@ def main(argv=None):
   p.add_argument('--variants', default=','.join(VARIANTS),
                  help=f'what to time, among {",".join(VARIANTS)} (see VARIANTS)')
   p.add_argument('--rounds', type=int, default=2,
-                 help='rounds; each runs every variant once, then the raw physics')
+                 help='rounds; each runs every variant once, the raw physics after each')
   args = p.parse_args((sys.argv if argv is None else argv)[1:])
   variants = tuple(args.variants.split(','))
   print(f'rollout benchmark: obs={args.obs}, {args.workers} worker process(es), {args.episodes} '
@@ -282,8 +287,8 @@ def main(argv=None):
     phys = runs.pop('physics')
     for name, run in runs.items():
       m = run['main']
-      ratio = run['steps_per_s'] / phys['control_steps_per_s']
-      print(f'| {task} | {name} | {run["steps_per_s"]:.1f} | {phys["control_steps_per_s"]:.1f} | '
+      ratio = run['steps_per_s'] / run['physics']
+      print(f'| {task} | {name} | {run["steps_per_s"]:.1f} | {run["physics"]:.1f} | '
             f'{ratio:.2f}x {"ok" if ratio >= TARGET else "below"} | '
             f'{1000 * m["policy"] / max(m["calls"], 1):.2f} | '
             f'{m["rows"] / max(m["calls"], 1):.2f} |', flush=True)
