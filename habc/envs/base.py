@@ -127,6 +127,11 @@ def mocap_path(p0: np.ndarray, p1: np.ndarray, y0: np.ndarray, y1: np.ndarray, n
   return pos, quat
 
 
+def _clip(x, lo, hi):
+  """``np.clip(x, lo, hi)`` (the same values, NaN included) without its Python-level dispatch."""
+  return np.minimum(np.maximum(x, lo), hi)
+
+
 def quat_yaw(q: np.ndarray) -> float:
   """Yaw (rad) of a quaternion [4] (w, x, y, z), assuming rotation mostly about z."""
   w, x, y, z = q
@@ -429,8 +434,9 @@ class TaskEnv(dm_env.Environment, abc.ABC):
 
   def apply_action(self, action) -> None:
     """Turns an action [ACTION_DIM] into new mocap/gripper targets and runs one control step."""
-    a = np.clip(np.asarray(action, np.float32).reshape(ACTION_DIM), -1.0, 1.0)
-    if not np.all(np.isfinite(a)):
+    # _clip (np.minimum of np.maximum, as np.clip computes it) skips np.clip's Python overhead.
+    a = _clip(np.asarray(action, np.float32).reshape(ACTION_DIM), -1.0, 1.0)
+    if not np.isfinite(a).all():
       raise ValueError(f'{self.task_name}: non-finite action {a} at step {self.step_count}.')
     self.last_action = a
     lo, hi = np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
@@ -439,8 +445,8 @@ class TaskEnv(dm_env.Environment, abc.ABC):
       d = a[i * ARM_ACTION_DIM:(i + 1) * ARM_ACTION_DIM]
       cmd = self._cmd[s]
       start[s] = (cmd.pos.copy(), cmd.yaw)
-      cmd.pos = np.clip(cmd.pos + d[:3] * self.max_delta_pos, lo, hi)
-      cmd.yaw = float(np.clip(cmd.yaw + d[3] * self.max_delta_yaw, -np.pi / 2, np.pi / 2))
+      cmd.pos = _clip(cmd.pos + d[:3] * self.max_delta_pos, lo, hi)
+      cmd.yaw = float(_clip(cmd.yaw + d[3] * self.max_delta_yaw, -np.pi / 2, np.pi / 2))
       cmd.grip = float(d[4])
       cmd.closed = gripper_state(cmd.closed, cmd.grip, self.grip_deadband)
       self.data.ctrl[self._actuator[s]] = finger_target(cmd.closed)
