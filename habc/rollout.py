@@ -4,11 +4,13 @@ Shape of a collection
 ---------------------
 Each worker process owns one environment at a time (built per episode from the episode's seed, so
 an episode does not depend on which worker ran it) and, for online rollouts, a simulated operator.
-The main process holds the policy. Every decision point, the main process gathers the observations
-of all workers that wait for an action chunk, runs the policy once on the whole batch (padded to a
-fixed size so it compiles once), and sends each worker its chunk. Each row of the call carries
-its noise id (episode seed, decision index), from which the policy draws that row's noise: an
-episode's actions do not depend on which other episodes shared its calls. A worker executes
+The main process holds the policy. Whenever workers wait for an action chunk, the main process
+gathers the observations of all workers waiting at that moment, runs the policy once on that batch
+(padded to a fixed size so it compiles once), and sends each worker its chunk; the other workers
+keep stepping meanwhile (``run_episodes(..., lockstep=True)``: one call per decision point for all
+workers instead). Each row of the call carries its noise id (episode seed, decision index), from
+which the policy draws that row's noise: an episode's actions do not depend on which other
+episodes shared its calls, so neither serving order changes an episode. A worker executes
 ``execute_steps`` control steps of its chunk, asking the operator at every step whether it takes
 over (``act(env, policy_action) -> (action, is_intervention)``), and records both the executed
 action and the policy's proposal. A finished episode goes back to the main process as the episode
