@@ -284,8 +284,14 @@ def _check_no_tensorflow(where: str) -> None:
 
 
 def _worker_main(conn, config: WorkerConfig) -> None:
-  """Loop of a worker process: serves 'start', 'chunk', 'demo' and 'close' messages."""
-  episode = None
+  """Loop of a worker process: serves 'start', 'chunk', 'demo' and 'close' messages.
+
+  A worker may run several episodes at once, interleaved (``WorkerPool(...,
+  episodes_per_worker=k)``): 'start', 'chunk' and 'demo' carry ``(slot, payload)`` and the
+  replies ``('obs' | 'done', (slot, payload))``; each slot holds one episode. While one episode
+  waits for its chunk, the worker steps another whose chunk has arrived.
+  """
+  episodes: dict[int, _Episode] = {}
   try:
     os.environ.setdefault('MUJOCO_GL', 'osmesa')
     os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
@@ -296,45 +302,53 @@ def _worker_main(conn, config: WorkerConfig) -> None:
     return
   clock = time.perf_counter
 
-  def reply(kind, value, timings):
+  def reply(kind, slot, value, timings):
     start = clock()
-    conn.send((kind, value))
+    conn.send((kind, (slot, value)))
     timings['send'] += clock() - start
+
+  def finish(slot):
+    conn.send(('done', (slot, episodes.pop(slot).result())))
 
   while True:
     try:
       start = clock()
       message, payload = conn.recv()
-      if episode is not None:  # Waiting for the next chunk: the policy, IPC, other workers.
-        episode.timings['wait'] += clock() - start
+      if episodes:  # Every running episode waits for its chunk: split the idle time among them.
+        idle = (clock() - start) / len(episodes)
+        for episode in episodes.values():
+          episode.timings['wait'] += idle
     except (EOFError, KeyboardInterrupt):
       return
     try:
       if message == 'close':
         return
+      slot, payload = payload
       if message == 'start':
-        episode = _Episode(config, payload)
+        if slot in episodes:
+          raise RuntimeError(f'Slot {slot} of this worker already runs episode '
+                             f'{episodes[slot].request.episode_id}.')
+        episode = episodes[slot] = _Episode(config, payload)
         if episode.timestep.last():
-          conn.send(('done', episode.result()))
-          episode = None
+          finish(slot)
         else:
-          reply('obs', episode.policy_observation(), episode.timings)
+          reply('obs', slot, episode.policy_observation(), episode.timings)
       elif message == 'chunk':
+        episode = episodes.get(slot)
         if episode is None:
-          raise RuntimeError('Received an action chunk with no episode running.')
+          raise RuntimeError(f'Received an action chunk for slot {slot} with no episode running.')
         if episode.run_chunk(np.asarray(payload, np.float32)):
-          conn.send(('done', episode.result()))
-          episode = None
+          finish(slot)
         else:
-          reply('obs', episode.policy_observation(), episode.timings)
+          reply('obs', slot, episode.policy_observation(), episode.timings)
       elif message == 'demo':
         from habc import recorder  # Imported here: the recorder writes HDF5 in this process.
-        conn.send(('done', recorder.record_demo(config, payload)))
+        conn.send(('done', (slot, recorder.record_demo(config, payload))))
       else:
         raise ValueError(f'Unknown worker message {message!r}.')
       _check_no_tensorflow('an environment worker')
     except Exception:  # pylint: disable=broad-except
-      episode = None
+      episodes.clear()
       conn.send(('error', traceback.format_exc()))
 
 
@@ -347,13 +361,20 @@ class WorkerError(RuntimeError):
 
 
 class WorkerPool:
-  """``num_workers`` environment processes (spawned, TensorFlow-free). Use as a context manager."""
+  """``num_workers`` environment processes (spawned, TensorFlow-free). Use as a context manager.
 
-  def __init__(self, config: WorkerConfig, num_workers: int):
+  Each process runs up to ``episodes_per_worker`` episodes at once, interleaved: it steps one
+  while the others wait for their chunks, which hides the policy's latency behind stepping.
+  """
+
+  def __init__(self, config: WorkerConfig, num_workers: int, episodes_per_worker: int = 1):
     if num_workers < 1:
       raise ValueError(f'num_workers must be >= 1, got {num_workers}.')
+    if episodes_per_worker < 1:
+      raise ValueError(f'episodes_per_worker must be >= 1, got {episodes_per_worker}.')
     self.config = config
     self.num_workers = num_workers
+    self.episodes_per_worker = int(episodes_per_worker)
     ctx = mp.get_context('spawn')
     self._conns, self._procs = [], []
     for i in range(num_workers):
@@ -390,7 +411,7 @@ class WorkerPool:
     self._conns[worker].send((message, payload))
 
   def receive(self, worker: int):
-    """The next reply of ``worker``: ('obs', observation) or ('done', result)."""
+    """The next reply of ``worker``: ('obs', (slot, observation)) or ('done', (slot, result))."""
     try:
       kind, payload = self._conns[worker].recv()
     except EOFError as e:
@@ -447,9 +468,11 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
                  lockstep: bool = False, stats: dict | None = None) -> None:
   """Runs every request on the pool; calls ``on_result(result)`` in the main process as each ends.
 
-  Workers are served as they become ready: every policy call takes all workers that wait for an
-  action at that moment (one batched call, padded to ``pad_to`` rows, default the pool size, so
-  the jitted policy compiles once), while the other workers keep stepping. With ``lockstep``
+  Workers are served as they become ready: every policy call takes all episodes that wait for an
+  action at that moment (one batched call, padded to ``pad_to`` rows, default the pool's number
+  of episode slots, so the jitted policy compiles once), while the other workers keep stepping
+  (and a worker that runs several episodes, ``WorkerPool(episodes_per_worker=k)``, steps its other
+  episodes). With ``lockstep``
   the call instead waits until every running worker waits (one call per decision point; the
   fast workers wait for the slowest). Each row carries its noise id (episode seed, decision
   index): which episodes share a call changes with the number of workers and their timing, an
@@ -471,57 +494,64 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
   begin = clock()
   pending = list(requests)
   pending.reverse()  # pop() from the end keeps the given order.
-  pad_to = pad_to or pool.num_workers
+  # An episode runs in a slot (worker, index within the worker); slots are numbered
+  # worker * per + index, and filled one per worker first.
+  per = getattr(pool, 'episodes_per_worker', 1)
+  pad_to = pad_to or pool.num_workers * per
   busy: set[int] = set()
-  waiting: dict[int, dict] = {}  # worker -> observation awaiting a chunk.
-  seeds: dict[int, int] = {}  # worker -> seed of the episode it runs.
-  decisions: dict[int, int] = {}  # worker -> chunks its episode has received so far.
-  idle = list(range(pool.num_workers))
+  waiting: dict[int, dict] = {}  # slot -> observation awaiting a chunk.
+  seeds: dict[int, int] = {}  # slot -> seed of the episode it runs.
+  decisions: dict[int, int] = {}  # slot -> chunks its episode has received so far.
+  idle = [w * per + i for i in range(per) for w in range(pool.num_workers)]
   while pending or busy:
     start = clock()
     while idle and pending:
-      worker, request = idle.pop(0), pending.pop()
+      slot, request = idle.pop(0), pending.pop()
+      worker = slot // per
       if request.kind == 'demo':
-        pool.send(worker, 'demo', request)
+        pool.send(worker, 'demo', (slot % per, request))
       else:
         if policy is None:
           raise ValueError(f'Episode {request.episode_id} ({request.kind}) needs a policy.')
         noise_ids([request.seed], [0])  # Fails now, naming the seed, if it cannot key noise.
-        seeds[worker], decisions[worker] = int(request.seed), 0
-        pool.send(worker, 'start', request)
-      busy.add(worker)
+        seeds[slot], decisions[slot] = int(request.seed), 0
+        pool.send(worker, 'start', (slot % per, request))
+      busy.add(slot)
     timing['send'] += clock() - start
-    # Replies of running workers that do not already wait for a chunk: block for the first one
+    # Replies of running episodes that do not already wait for a chunk: block for the first one
     # when nothing can be served yet, then take every other reply that is already there.
-    running = [w for w in busy if w not in waiting]
+    running = sorted({slot // per for slot in busy if slot not in waiting})
     if running:
       block = not waiting or (lockstep and len(waiting) < len(busy))
       start = clock()
       ready = pool.ready(running, timeout=None if block else 0.0)
       timing['wait'] += clock() - start
       start = clock()
-      for worker in ready:
-        kind, payload = pool.receive(worker)
-        if kind == 'done':
-          busy.discard(worker)
-          idle.append(worker)
-          on_result(payload)
-        else:
-          waiting[worker] = payload
+      while ready:
+        for worker in ready:
+          kind, (index, payload) = pool.receive(worker)
+          slot = worker * per + index
+          if kind == 'done':
+            busy.discard(slot)
+            idle.append(slot)
+            on_result(payload)
+          else:
+            waiting[slot] = payload
+        ready = pool.ready(ready, timeout=0.0)  # A worker may have queued several replies.
       timing['receive'] += clock() - start
-    if waiting and (not lockstep or all(w in waiting for w in busy)):
-      workers = sorted(waiting)
-      observations = [waiting.pop(w) for w in workers]
-      ids = noise_ids([seeds[w] for w in workers], [decisions[w] for w in workers])
+    if waiting and (not lockstep or all(slot in waiting for slot in busy)):
+      slots = sorted(waiting)
+      observations = [waiting.pop(slot) for slot in slots]
+      ids = noise_ids([seeds[slot] for slot in slots], [decisions[slot] for slot in slots])
       start = clock()
       chunks = _call_policy(policy, observations, ids, pad_to)
       timing['policy'] += clock() - start
       timing['calls'] += 1
-      timing['rows'] += len(workers)
+      timing['rows'] += len(slots)
       start = clock()
-      for worker, chunk in zip(workers, chunks):
-        decisions[worker] += 1
-        pool.send(worker, 'chunk', chunk)
+      for slot, chunk in zip(slots, chunks):
+        decisions[slot] += 1
+        pool.send(slot // per, 'chunk', (slot % per, chunk))
       timing['send'] += clock() - start
   timing['wall'] += clock() - begin
   if stats is not None:

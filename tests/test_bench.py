@@ -27,14 +27,14 @@ def test_rollout_benchmark_prints_a_row_per_task(capsys):
                              '--physics_seconds=0.2', '--time_limit=16']) == 0
   out = capsys.readouterr().out
   rows = [line for line in out.splitlines() if line.startswith('| insert |')]
-  table, shares = rows[:3], rows[3:]
+  table, shares = rows[:len(rollout_bench.VARIANTS)], rows[len(rollout_bench.VARIANTS):]
   assert [r.split('|')[2].strip() for r in table] == list(rollout_bench.VARIANTS)
   for row in table:
     cells = [c.strip() for c in row.strip('|').split('|')]
     assert len(cells) == 7
     steps, physics, ratio = float(cells[2]), float(cells[3]), float(cells[4].split('x')[0])
     assert steps > 0 and physics > 0 and abs(ratio - steps / physics) < 0.01
-  assert len(shares) == 3
+  assert len(shares) == len(rollout_bench.VARIANTS)
   for row in shares:
     cells = [float(c.strip().rstrip('%')) for c in row.strip('|').split('|')[2:]]
     assert len(cells) == len(rollout_bench.BREAKDOWN_HELP)

@@ -67,7 +67,7 @@ def fingerprint(result: dict) -> tuple:
 
 
 def run_case(task, time_limit, execute_steps, cameras, workers, episodes, lockstep=False,
-             stats=None, results=None) -> dict:
+             stats=None, results=None, per_worker=1) -> dict:
   """{seed: fingerprint} of the case's episodes (``results``: a dict to get the raw results)."""
   config = rollout.WorkerConfig(task=task, image_size=32, cameras=tuple(cameras),
                                 time_limit=time_limit, execute_steps=execute_steps,
@@ -76,7 +76,7 @@ def run_case(task, time_limit, execute_steps, cameras, workers, episodes, lockst
                                      video_camera=cameras[0] if cameras else '', video_every=3)
               for seed, kind in episodes]
   results = {} if results is None else results
-  with rollout.WorkerPool(config, workers) as pool:
+  with rollout.WorkerPool(config, workers, episodes_per_worker=per_worker) as pool:
     rollout.run_episodes(pool, requests, policy, lambda r: results.update({r['seed']: r}),
                          lockstep=lockstep, stats=stats)
   return {seed: fingerprint(results[seed]) for seed, _ in episodes}
@@ -165,3 +165,12 @@ def test_timings_account_for_the_run():
     assert set(t) == set(rollout.WORKER_TIMINGS) and min(t.values()) >= 0.0
     assert t['env_step'] >= t['physics'] + t['render'] and t['physics'] > 0 and t['render'] > 0
     assert t['wait'] > 0 and t['send'] > 0
+
+
+def test_several_episodes_per_worker_give_the_same_episodes():
+  """Workers that interleave two episodes each run every episode as a lone worker would."""
+  episodes = ((21, 'rollout'), (22, 'rollout'), (23, 'eval'), (24, 'eval'), (25, 'eval'))
+  stats = {}
+  two = run_case('insert', 40, 8, (), 2, episodes, per_worker=2, stats=stats)
+  assert two == run_case('insert', 40, 8, (), 1, episodes)
+  assert stats['rows'] > stats['calls']  # Some calls served several episodes.

@@ -8,8 +8,9 @@ Per task, in one run:
   steps per chunk), timed over a few evaluation episodes of a freshly initialised policy
   (untrained: its episodes run to the time limit, which keeps every task's step count
   comparable), for each variant of ``VARIANTS``: workers served as they become ready (the
-  default), in lockstep, and 'before' (lockstep with the control step of commit 157f4ce), the
-  variants alternating over ``--rounds`` rounds; their episode lengths per seed must agree;
+  default), the same with two episodes interleaved per worker process, in lockstep, and 'before'
+  (lockstep with the control step of commit 157f4ce), the variants alternating over ``--rounds``
+  rounds; their episode lengths per seed must agree;
 - *raw physics*: the same scene's ``mj_step`` from mid-episode on the same number of processes,
   all stepping at once, converted to control steps/s (divided by the substeps of a control step),
   measured right before and right after every timed run (each run against the mean of its two);
@@ -133,12 +134,14 @@ def legacy_env(task: str, **kwargs):
   return legacy(**kwargs)
 
 
-# Variants timed per task: name -> (serving in lockstep, environment factory). 'before' is the
-# collection path of commit 157f4ce (lockstep serving, the Python substep loop).
+# Variants timed per task: name -> (serving in lockstep, environment factory, episodes per
+# worker). 'before' is the collection path of commit 157f4ce (lockstep serving, the Python
+# substep loop, one episode per worker).
 VARIANTS = {
-    'ready': (False, 'habc.envs:make'),
-    'lockstep': (True, 'habc.envs:make'),
-    'before': (True, 'habc.bench.rollout:legacy_env'),
+    'ready': (False, 'habc.envs:make', 1),
+    'ready-2ep': (False, 'habc.envs:make', 2),
+    'lockstep': (True, 'habc.envs:make', 1),
+    'before': (True, 'habc.bench.rollout:legacy_env', 1),
 }
 
 
@@ -171,15 +174,15 @@ def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 
                                          record=False) for i in range(episodes)]
       for name in variants:
         config = dataclasses.replace(run.backend.worker_config(), env_factory=VARIANTS[name][1])
-        pools[name] = rollout.WorkerPool(config, workers)
-        # One untimed episode per worker: spawn, imports and the policy's compilation.
-        rollout.run_episodes(pools[name], requests[:workers], policy, lambda r: None,
-                             pad_to=workers)
+        per = VARIANTS[name][2]
+        pools[name] = rollout.WorkerPool(config, workers, episodes_per_worker=per)
+        # One untimed episode per slot: spawn, imports and the policy's compilation.
+        rollout.run_episodes(pools[name], requests[:workers * per], policy, lambda r: None)
       physics.append(physics_on_workers(task, workers, physics_seconds))
       for _ in range(rounds):
         for name in variants:
           results, r, main = [], out[name], {}
-          rollout.run_episodes(pools[name], requests, policy, results.append, pad_to=workers,
+          rollout.run_episodes(pools[name], requests, policy, results.append,
                                lockstep=VARIANTS[name][0], stats=main)
           physics.append(physics_on_workers(task, workers, physics_seconds))
           raw = (physics[-2]['control_steps_per_s'] + physics[-1]['control_steps_per_s']) / 2
@@ -295,8 +298,9 @@ def main(argv=None):
       shares[(task, name)] = breakdown(run, args.workers, phys['mj_steps_per_s_per_process'],
                                        phys['substeps'])
   print(f'\n(load average {os.getloadavg()[0]:.1f} after the runs; variants: ready = this code, '
-        'workers served as they become ready; lockstep = this code, one policy call per decision '
-        'point; before = lockstep with the control step of 157f4ce)')
+        'workers served as they become ready; ready-2ep = the same, each worker process '
+        'interleaving two episodes; lockstep = this code, one policy call per decision point; '
+        'before = lockstep with the control step of 157f4ce)')
   print('\nWhere the workers\' time went (share of workers x wall time):\n')
   keys = list(BREAKDOWN_HELP)
   print('| task | variant | ' + ' | '.join(keys) + ' |')
