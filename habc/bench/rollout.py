@@ -77,8 +77,12 @@ def _config(task: str, obs: str, workers: int):
   c.task, c.obs = task, obs
   if obs == 'state':
     c.cameras = ()
-  elif not c.cameras:
-    c.cameras = ('top', 'wrist_left', 'wrist_right')
+  else:
+    if not c.cameras:
+      c.cameras = ('top', 'wrist_left', 'wrist_right')
+    # The default kind fractions stratify the uniform sampler (habc.pipeline._sampler); with
+    # images 'auto' would pick the episode pool, which refuses them. Two demos fit in memory.
+    c.data.sampler = 'uniform'
   c.data.num_demos = 2
   c.runtime.num_workers = workers
   c.runtime.progress = False
