@@ -364,7 +364,9 @@ class WorkerPool:
   """``num_workers`` environment processes (spawned, TensorFlow-free). Use as a context manager.
 
   Each process runs up to ``episodes_per_worker`` episodes at once, interleaved: it steps one
-  while the others wait for their chunks, which hides the policy's latency behind stepping.
+  while the others wait for their chunks, which hides the policy's latency behind stepping where
+  the main process has a core of its own (on 2 cores shared with 2 workers it did not pay off:
+  results/bench/rollout_issue25.md). Never more than 1 for hardware: one robot, one episode.
   """
 
   def __init__(self, config: WorkerConfig, num_workers: int, episodes_per_worker: int = 1):
@@ -472,9 +474,8 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
   action at that moment (one batched call, padded to ``pad_to`` rows, default the pool's number
   of episode slots, so the jitted policy compiles once), while the other workers keep stepping
   (and a worker that runs several episodes, ``WorkerPool(episodes_per_worker=k)``, steps its other
-  episodes). With ``lockstep``
-  the call instead waits until every running worker waits (one call per decision point; the
-  fast workers wait for the slowest). Each row carries its noise id (episode seed, decision
+  episodes). With ``lockstep`` the call instead waits until every running episode waits (one
+  call per decision point; the fast workers wait for the slowest). Each row carries its noise id (episode seed, decision
   index): which episodes share a call changes with the number of workers and their timing, an
   episode's noise ids, and so its actions and results, do not.
 

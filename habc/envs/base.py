@@ -452,7 +452,7 @@ class TaskEnv(dm_env.Environment, abc.ABC):
       self.data.ctrl[self._actuator[s]] = finger_target(cmd.closed)
     self._after_control(a)
     # Mocap targets move smoothly through the control step: every substep's targets computed at
-    # once (the same float operations as one substep at a time), then a tight stepping loop.
+    # once (the same float operations as one substep at a time), then the substeps run in C.
     pos = np.repeat(self.data.mocap_pos[None], self.n_substeps, axis=0)
     quat = np.repeat(self.data.mocap_quat[None], self.n_substeps, axis=0)
     ids = [self._mocap[s] for s in SIDES]
@@ -460,9 +460,9 @@ class TaskEnv(dm_env.Environment, abc.ABC):
         np.array([start[s][0] for s in SIDES]), np.array([self._cmd[s].pos for s in SIDES]),
         np.array([start[s][1] for s in SIDES]), np.array([self._cmd[s].yaw for s in SIDES]),
         self.n_substeps, self._grasp_offset())
-    start = time.perf_counter()
+    begin = time.perf_counter()
     diverged = self._substeps.run(self.model, self.data, pos, quat)
-    self.physics_seconds += time.perf_counter() - start
+    self.physics_seconds += time.perf_counter() - begin
     if diverged or not np.all(np.isfinite(self.data.qacc)):
       raise FloatingPointError(f'{self.task_name}: simulation diverged at step {self.step_count} '
                                f'(episode seed {self.episode_seed}).')
