@@ -8,9 +8,10 @@ Per task, in one run:
   steps per chunk), timed over a few evaluation episodes of a freshly initialised policy
   (untrained: its episodes run to the time limit, which keeps every task's step count
   comparable), for each variant of ``VARIANTS``: workers served as they become ready (the
-  default), the same with two episodes interleaved per worker process, in lockstep, and 'before'
-  (lockstep with the control step of commit 157f4ce), the variants alternating over ``--rounds``
-  rounds; their episode lengths per seed must agree;
+  default), the same with two episodes interleaved per worker process, in lockstep, 'before'
+  (lockstep with the control step of commit 157f4ce), and ready with a policy that costs nothing
+  (the round trip through the main process alone), the variants alternating over ``--rounds``
+  rounds; the episode lengths per seed of the variants with the network must agree;
 - *raw physics*: the same scene's ``mj_step`` from mid-episode on the same number of processes,
   all stepping at once, converted to control steps/s (divided by the substeps of a control step),
   measured right before and right after every timed run (each run against the mean of its two);
@@ -139,14 +140,27 @@ def legacy_env(task: str, **kwargs):
 
 
 # Variants timed per task: name -> (serving in lockstep, environment factory, episodes per
-# worker). 'before' is the collection path of commit 157f4ce (lockstep serving, the Python
-# substep loop, one episode per worker).
+# worker, policy). 'before' is the collection path of commit 157f4ce (lockstep serving, the
+# Python substep loop, one episode per worker). 'ready-zero' replaces the network by a policy
+# that costs nothing (zero chunks of the same shape): what is left of the waiting is the
+# round trip through the main process (pipes, pickling, the scheduler).
 VARIANTS = {
-    'ready': (False, 'habc.envs:make', 1),
-    'ready-2ep': (False, 'habc.envs:make', 2),
-    'lockstep': (True, 'habc.envs:make', 1),
-    'before': (True, 'habc.bench.rollout:legacy_env', 1),
+    'ready': (False, 'habc.envs:make', 1, 'network'),
+    'ready-2ep': (False, 'habc.envs:make', 2, 'network'),
+    'lockstep': (True, 'habc.envs:make', 1, 'network'),
+    'before': (True, 'habc.bench.rollout:legacy_env', 1, 'network'),
+    'ready-zero': (False, 'habc.envs:make', 1, 'zero'),
 }
+
+
+def _zero_policy(shape):
+  """A policy that costs nothing: zero chunks [N, *shape]."""
+  import numpy as np
+
+  def act(observations, noise_ids):
+    del noise_ids
+    return np.zeros((len(observations),) + tuple(shape), np.float32)
+  return act
 
 
 def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 0,
@@ -173,12 +187,16 @@ def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 
     pools = {}
     try:
       run.backend.load_latest(run.paths.checkpoints, allow_fresh=True)
-      policy = run.backend.policy(0)
+      network = run.backend.policy(0)
       requests = [rollout.EpisodeRequest(episode_id=f'bench-{i}', seed=1000 + i, kind='eval',
                                          record=False) for i in range(episodes)]
+      from habc.envs import base as envs_base
+      policies = {'network': network,
+                  'zero': _zero_policy((c.model.action_horizon, envs_base.ACTION_DIM))}
       for name in variants:
-        config = dataclasses.replace(run.backend.worker_config(), env_factory=VARIANTS[name][1])
-        per = VARIANTS[name][2]
+        _, factory, per, policy_name = VARIANTS[name]
+        policy = policies[policy_name]
+        config = dataclasses.replace(run.backend.worker_config(), env_factory=factory)
         pools[name] = rollout.WorkerPool(config, workers, episodes_per_worker=per)
         # One untimed episode per slot: spawn, imports and the policy's compilation.
         rollout.run_episodes(pools[name], requests[:workers * per], policy, lambda r: None)
@@ -186,8 +204,8 @@ def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 
       for _ in range(rounds):
         for name in variants:
           results, r, main = [], out[name], {}
-          rollout.run_episodes(pools[name], requests, policy, results.append,
-                               lockstep=VARIANTS[name][0], stats=main)
+          rollout.run_episodes(pools[name], requests, policies[VARIANTS[name][3]],
+                               results.append, lockstep=VARIANTS[name][0], stats=main)
           physics.append(physics_on_workers(task, workers, physics_seconds))
           raw = (physics[-2]['control_steps_per_s'] + physics[-1]['control_steps_per_s']) / 2
           r['physics_x_wall'] += raw * main['wall']
@@ -203,12 +221,13 @@ def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 
       for pool in pools.values():
         pool.close()
       run.close()
+  same = [name for name in variants if VARIANTS[name][3] == 'network']  # Same policy.
   for name, r in out.items():
     r['steps_per_s'] = r['steps'] / r['main']['wall']
     r['physics'] = r.pop('physics_x_wall') / r['main']['wall']
-    if r['lengths'] != out[variants[0]]['lengths']:
+    if name in same and r['lengths'] != out[same[0]]['lengths']:
       raise AssertionError(f'{task}: episode lengths per seed differ between the variants '
-                           f'{variants[0]} and {name}: {out[variants[0]]["lengths"]} vs '
+                           f'{same[0]} and {name}: {out[same[0]]["lengths"]} vs '
                            f'{r["lengths"]}. The speed-up changed the episodes.')
   mj = [rate for p in physics for rate in p['mj_steps_per_s']]
   out['physics'] = {'mj_steps_per_s_per_process': sum(mj) / len(mj),
@@ -304,7 +323,8 @@ def main(argv=None):
   print(f'\n(load average {os.getloadavg()[0]:.1f} after the runs; variants: ready = this code, '
         'workers served as they become ready; ready-2ep = the same, each worker process '
         'interleaving two episodes; lockstep = this code, one policy call per decision point; '
-        'before = lockstep with the control step of 157f4ce)')
+        'before = lockstep with the control step of 157f4ce; ready-zero = ready with a policy '
+        'that costs nothing, other actions: its waiting is the round trip alone)')
   print('\nWhere the workers\' time went (share of workers x wall time):\n')
   keys = list(BREAKDOWN_HELP)
   print('| task | variant | ' + ' | '.join(keys) + ' |')
