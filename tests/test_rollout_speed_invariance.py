@@ -174,3 +174,39 @@ def test_several_episodes_per_worker_give_the_same_episodes():
   two = run_case('insert', 40, 8, (), 2, episodes, per_worker=2, stats=stats)
   assert two == run_case('insert', 40, 8, (), 1, episodes)
   assert stats['rows'] > stats['calls']  # Some calls served several episodes.
+
+
+@pytest.mark.parametrize('task', ['pouch', 'insert', 'fold'])
+def test_substeps_in_c_match_a_python_mj_step_loop(task):
+  """``envs.base.Substeps`` gives the same state, bit for bit, as setting the mocap targets and
+  calling ``mj_step`` once per substep, with applied forces and a grasp weld held throughout."""
+  import mujoco
+  from habc import envs
+  from habc.envs import base
+  pair = [envs.make(task, seed=5, cameras=()) for _ in range(2)]
+  rng = np.random.default_rng(0)
+  for env in pair:
+    env.reset()
+    for _ in range(3):
+      env.step(np.zeros(base.ACTION_DIM, np.float32))
+  n = pair[0].n_substeps
+  # Both grippers drift 1 cm along a random direction over the control step.
+  drift = rng.normal(0.0, 0.01, pair[0].data.mocap_pos.shape)
+  pos = pair[0].data.mocap_pos + np.linspace(0.0, 1.0, n)[:, None, None] * drift
+  quat = np.repeat(pair[0].data.mocap_quat[None], n, axis=0)
+  xfrc = np.zeros_like(pair[0].data.xfrc_applied)
+  xfrc[-1] = [0.0, 0.0, 0.02, 0.0, 0.0, 0.0]  # A small push up on the last body.
+  qfrc = rng.normal(0.0, 1e-4, pair[0].data.qfrc_applied.shape)
+  for env in pair:
+    env.data.xfrc_applied[:] = xfrc
+    env.data.qfrc_applied[:] = qfrc
+  in_c, loop = pair
+  assert not in_c._substeps.run(in_c.model, in_c.data, pos, quat)
+  for k in range(n):
+    loop.data.mocap_pos[:] = pos[k]
+    loop.data.mocap_quat[:] = quat[k]
+    mujoco.mj_step(loop.model, loop.data)
+  for field in ('time', 'qpos', 'qvel', 'qacc', 'qacc_warmstart', 'xpos', 'site_xpos',
+                'mocap_pos', 'xfrc_applied', 'qfrc_applied', 'eq_active', 'ctrl'):
+    np.testing.assert_array_equal(getattr(in_c.data, field), getattr(loop.data, field),
+                                  err_msg=f'{task}: {field}')

@@ -154,18 +154,20 @@ class Substeps:
   ``MjData`` as a Python loop that sets ``mocap_pos``/``mocap_quat`` and calls ``mj_step`` per
   substep (bit for bit: tests/test_rollout_speed_invariance.py), without its per-substep Python.
 
-  ``ctrl`` and ``eq_active`` keep the values they have when ``run`` is called; ``qfrc_applied``
-  and ``xfrc_applied`` must be zero (the tasks never set them).
+  ``ctrl``, ``qfrc_applied``, ``xfrc_applied`` and ``eq_active`` keep the values they have when
+  ``run`` is called, as in the Python loop.
   """
 
-  _CONTROL = int(mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_EQ_ACTIVE
-                 | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
+  _HELD = int(mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_QFRC_APPLIED
+              | mujoco.mjtState.mjSTATE_XFRC_APPLIED | mujoco.mjtState.mjSTATE_EQ_ACTIVE)
+  # A control row: the held inputs, then mocap_pos, then mocap_quat (mjtState order).
+  _CONTROL = _HELD | int(mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
   _STATE = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
   _runner = None  # One mujoco.rollout.Rollout per process (no threads), made on first use.
 
   def __init__(self, model: mujoco.MjModel, n: int):
     self.n = int(n)
-    self._mocap = model.nu + model.neq  # Offset of mocap_pos in a control row.
+    self._mocap = mujoco.mj_stateSize(model, self._HELD)  # Offset of mocap_pos in a row.
     self._control = np.zeros((1, self.n, mujoco.mj_stateSize(model, self._CONTROL)))
     self._initial = np.zeros((1, mujoco.mj_stateSize(model, self._STATE)))
     self._warmstart = np.zeros((1, model.nv))
