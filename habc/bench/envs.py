@@ -32,14 +32,20 @@ def control_rate(task, cameras, steps, seed=0, image_size=64):
   return rate
 
 
-def physics_rate(task, steps, warm_control_steps=15, seed=0):
-  """Raw ``mj_step`` per second on ``task``'s scene, from mid-episode (objects in contact)."""
+def mid_episode_env(task, seed=0, warm_control_steps=15):
+  """``task`` without cameras after ``warm_control_steps`` expert steps (objects in contact)."""
   env = envs.make(task, seed=seed, cameras=())
   expert = env.make_expert(seed)
   env.reset()
   for _ in range(warm_control_steps):
     if env.step(expert.act(env)).last():
       break
+  return env
+
+
+def physics_rate(task, steps, warm_control_steps=15, seed=0):
+  """Raw ``mj_step`` per second on ``task``'s scene, from mid-episode (objects in contact)."""
+  env = mid_episode_env(task, seed, warm_control_steps)
   t = time.perf_counter()
   for _ in range(steps):
     mujoco.mj_step(env.model, env.data)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import time
 
 import dm_env
 from dm_env import specs
@@ -105,6 +106,28 @@ def yaw_quat(yaw: float) -> np.ndarray:
   return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
+def mocap_path(p0: np.ndarray, p1: np.ndarray, y0: np.ndarray, y1: np.ndarray, n: int,
+               offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mocap targets of the ``n`` substeps of one control step for G grippers, each moving
+  linearly from the grasp point ``p0`` [G, 3] at yaw ``y0`` [G] to ``p1`` [G, 3] at ``y1`` [G];
+  the palm sits at ``offset`` [3] from the grasp point. Returns positions [n, G, 3] and
+  quaternions [n, G, 4]; substep k (1..n) is at fraction f = k / n, computed with the same float
+  operations as ``p0 + f * (p1 - p0) - offset`` and ``yaw_quat(y0 + f * (y1 - y0))`` one
+  substep and one gripper at a time (bit for bit)."""
+  f = np.arange(1, n + 1, dtype=np.float64) / n
+  pos = p0 + f[:, None, None] * (p1 - p0) - offset
+  yaw = y0 + f[:, None] * (y1 - y0)
+  quat = np.zeros(yaw.shape + (4,))
+  quat[..., 0] = np.cos(yaw / 2)
+  quat[..., 3] = np.sin(yaw / 2)
+  return pos, quat
+
+
+def _clip(x, lo, hi):
+  """``np.clip(x, lo, hi)`` (the same values, NaN included) without its Python-level dispatch."""
+  return np.minimum(np.maximum(x, lo), hi)
+
+
 def quat_yaw(q: np.ndarray) -> float:
   """Yaw (rad) of a quaternion [4] (w, x, y, z), assuming rotation mostly about z."""
   w, x, y, z = q
@@ -119,6 +142,54 @@ def gripper_state(closed: bool, grip: float, deadband: float) -> bool:
 def finger_target(closed: bool) -> float:
   """Finger actuator target (metres of opening) of a closed or open gripper."""
   return 0.0 if closed else FINGER_TRAVEL
+
+
+class Substeps:
+  """Runs the physics substeps of one control step in C (``mujoco.rollout``), with the mocap
+  targets of each substep given: the same ``mj_step`` calls, in the same order, on the same
+  ``MjData`` as a Python loop that sets ``mocap_pos``/``mocap_quat`` and calls ``mj_step`` per
+  substep (bit for bit: tests/test_rollout_speed_invariance.py), without its per-substep Python.
+
+  ``ctrl``, ``qfrc_applied``, ``xfrc_applied`` and ``eq_active`` keep the values they have when
+  ``run`` is called, as in the Python loop.
+  """
+
+  _HELD = int(mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_QFRC_APPLIED
+              | mujoco.mjtState.mjSTATE_XFRC_APPLIED | mujoco.mjtState.mjSTATE_EQ_ACTIVE)
+  # A control row: the held inputs, then mocap_pos, then mocap_quat (mjtState order).
+  _CONTROL = _HELD | int(mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT)
+  _STATE = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+  _runner = None  # One mujoco.rollout.Rollout per process (no threads), made on first use.
+
+  def __init__(self, model: mujoco.MjModel, n: int):
+    self.n = int(n)
+    self._mocap = mujoco.mj_stateSize(model, self._HELD)  # Offset of mocap_pos in a row.
+    self._control = np.zeros((1, self.n, mujoco.mj_stateSize(model, self._CONTROL)))
+    self._initial = np.zeros((1, mujoco.mj_stateSize(model, self._STATE)))
+    self._warmstart = np.zeros((1, model.nv))
+    self._states = np.zeros((1, self.n, self._initial.shape[1]))
+    self._sensors = np.zeros((1, self.n, model.nsensordata))
+
+  def run(self, model: mujoco.MjModel, data: mujoco.MjData, pos: np.ndarray,
+          quat: np.ndarray) -> bool:
+    """``n`` substeps with mocap targets ``pos`` [n, nmocap, 3] and ``quat`` [n, nmocap, 4];
+    True if MuJoCo flagged bad accelerations (the simulation diverged)."""
+    if Substeps._runner is None:
+      from mujoco import rollout as mj_rollout
+      Substeps._runner = mj_rollout.Rollout(nthread=0)
+    control, m = self._control[0], self._mocap
+    mujoco.mj_getState(model, data, control[0], self._CONTROL)
+    control[1:] = control[0]
+    control[:, m:m + pos[0].size] = pos.reshape(self.n, -1)
+    control[:, m + pos[0].size:] = quat.reshape(self.n, -1)
+    mujoco.mj_getState(model, data, self._initial[0], self._STATE)
+    self._warmstart[0] = data.qacc_warmstart
+    bad_before = data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+    Substeps._runner.rollout([model], [data], self._initial, self._control,
+                             control_spec=self._CONTROL, skip_checks=True, nstep=self.n,
+                             initial_warmstart=self._warmstart, state=self._states,
+                             sensordata=self._sensors, chunk_size=1)
+    return data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > bad_before
 
 
 @dataclasses.dataclass
@@ -176,6 +247,10 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     self.model = mujoco.MjModel.from_xml_string(self.build_xml())
     self.data = mujoco.MjData(self.model)
     self._renderers = {}
+    self._substeps = Substeps(self.model, self.n_substeps)
+    # Wall time spent rendering observations and in the substep loop (for the benchmarks).
+    self.render_seconds = 0.0
+    self.physics_seconds = 0.0
     self._ids()
     mujoco.mj_forward(self.model, self.data)
     self._privileged_size = int(np.asarray(self._privileged()).shape[0])
@@ -357,8 +432,9 @@ class TaskEnv(dm_env.Environment, abc.ABC):
 
   def apply_action(self, action) -> None:
     """Turns an action [ACTION_DIM] into new mocap/gripper targets and runs one control step."""
-    a = np.clip(np.asarray(action, np.float32).reshape(ACTION_DIM), -1.0, 1.0)
-    if not np.all(np.isfinite(a)):
+    # _clip (np.minimum of np.maximum, as np.clip computes it) skips np.clip's Python overhead.
+    a = _clip(np.asarray(action, np.float32).reshape(ACTION_DIM), -1.0, 1.0)
+    if not np.isfinite(a).all():
       raise ValueError(f'{self.task_name}: non-finite action {a} at step {self.step_count}.')
     self.last_action = a
     lo, hi = np.asarray(self.workspace[0]), np.asarray(self.workspace[1])
@@ -367,22 +443,25 @@ class TaskEnv(dm_env.Environment, abc.ABC):
       d = a[i * ARM_ACTION_DIM:(i + 1) * ARM_ACTION_DIM]
       cmd = self._cmd[s]
       start[s] = (cmd.pos.copy(), cmd.yaw)
-      cmd.pos = np.clip(cmd.pos + d[:3] * self.max_delta_pos, lo, hi)
-      cmd.yaw = float(np.clip(cmd.yaw + d[3] * self.max_delta_yaw, -np.pi / 2, np.pi / 2))
+      cmd.pos = _clip(cmd.pos + d[:3] * self.max_delta_pos, lo, hi)
+      cmd.yaw = float(_clip(cmd.yaw + d[3] * self.max_delta_yaw, -np.pi / 2, np.pi / 2))
       cmd.grip = float(d[4])
       cmd.closed = gripper_state(cmd.closed, cmd.grip, self.grip_deadband)
       self.data.ctrl[self._actuator[s]] = finger_target(cmd.closed)
     self._after_control(a)
-    off = self._grasp_offset()
-    for k in range(1, self.n_substeps + 1):
-      f = k / self.n_substeps  # Mocap targets move smoothly through the control step.
-      for s in SIDES:
-        (p0, y0), cmd = start[s], self._cmd[s]
-        m = self._mocap[s]
-        self.data.mocap_pos[m] = p0 + f * (cmd.pos - p0) - off
-        self.data.mocap_quat[m] = yaw_quat(y0 + f * (cmd.yaw - y0))
-      mujoco.mj_step(self.model, self.data)
-    if not np.all(np.isfinite(self.data.qacc)):
+    # Mocap targets move smoothly through the control step: every substep's targets computed at
+    # once (the same float operations as one substep at a time), then the substeps run in C.
+    pos = np.repeat(self.data.mocap_pos[None], self.n_substeps, axis=0)
+    quat = np.repeat(self.data.mocap_quat[None], self.n_substeps, axis=0)
+    ids = [self._mocap[s] for s in SIDES]
+    pos[:, ids], quat[:, ids] = mocap_path(
+        np.array([start[s][0] for s in SIDES]), np.array([self._cmd[s].pos for s in SIDES]),
+        np.array([start[s][1] for s in SIDES]), np.array([self._cmd[s].yaw for s in SIDES]),
+        self.n_substeps, self._grasp_offset())
+    begin = time.perf_counter()
+    diverged = self._substeps.run(self.model, self.data, pos, quat)
+    self.physics_seconds += time.perf_counter() - begin
+    if diverged or not np.all(np.isfinite(self.data.qacc)):
       raise FloatingPointError(f'{self.task_name}: simulation diverged at step {self.step_count} '
                                f'(episode seed {self.episode_seed}).')
 
@@ -405,10 +484,16 @@ class TaskEnv(dm_env.Environment, abc.ABC):
 
   def state(self) -> np.ndarray:
     """Proprioception [STATE_DIM] (see the module docstring for the layout)."""
+    # The same float64 operations as ``ee_pos``, ``ee_yaw`` and ``gripper_opening`` per side,
+    # with Python floats instead of numpy scalars (cheaper, the same values).
     out = []
+    site_xpos, xquat, qpos = self.data.site_xpos, self.data.xquat, self.data.qpos
     for s in SIDES:
-      yaw = self.ee_yaw(s)
-      out += [*self.ee_pos(s), np.sin(yaw), np.cos(yaw), self.gripper_opening(s)]
+      w, x, y, z = xquat[self._palm[s]].tolist()
+      yaw = float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+      opening = qpos[self._finger_qpos[s]] / FINGER_TRAVEL
+      out += site_xpos[self._grasp_site[s]].tolist()
+      out += [np.sin(yaw), np.cos(yaw), min(max(float(opening), 0.0), 1.0)]
     return np.asarray(out, np.float32)
 
   def privileged(self) -> np.ndarray:
@@ -424,7 +509,12 @@ class TaskEnv(dm_env.Environment, abc.ABC):
     return r.render()
 
   def _observation(self) -> dict:
-    obs = {c: self.render(c) for c in self.cameras}
+    if self.cameras:
+      start = time.perf_counter()
+      obs = {c: self.render(c) for c in self.cameras}
+      self.render_seconds += time.perf_counter() - start
+    else:
+      obs = {}
     obs['state'] = self.state()
     obs['privileged'] = self.privileged()
     return obs

@@ -165,6 +165,7 @@ class PouchEnv(base.TaskEnv):
   def __init__(self, *args, **kwargs):
     self.grasps = WeldGrasps(self.parts, self.grasp_radius)
     self._was_held = {}
+    self._teeth_closed = None  # What _update_teeth last wrote into the model.
     super().__init__(*args, **kwargs)
 
   def _task_xml(self) -> dict:
@@ -255,6 +256,9 @@ class PouchEnv(base.TaskEnv):
     seg = SLOT_HALF_LEN / TEETH
     centers = -SLOT_HALF_LEN + seg * (2 * np.arange(TEETH) + 1)
     closed = centers > slider_y + 0.002
+    if self._teeth_closed is not None and np.array_equal(closed, self._teeth_closed):
+      return  # The model already holds these values.
+    self._teeth_closed = closed
     self.model.geom_contype[self._teeth] = np.where(closed, 2, 0)
     self.model.geom_conaffinity[self._teeth] = np.where(closed, 2, 0)
     self.model.geom_rgba[self._teeth, 3] = np.where(closed, 1.0, 0.0)

@@ -4,11 +4,13 @@ Shape of a collection
 ---------------------
 Each worker process owns one environment at a time (built per episode from the episode's seed, so
 an episode does not depend on which worker ran it) and, for online rollouts, a simulated operator.
-The main process holds the policy. Every decision point, the main process gathers the observations
-of all workers that wait for an action chunk, runs the policy once on the whole batch (padded to a
-fixed size so it compiles once), and sends each worker its chunk. Each row of the call carries
-its noise id (episode seed, decision index), from which the policy draws that row's noise: an
-episode's actions do not depend on which other episodes shared its calls. A worker executes
+The main process holds the policy. Whenever workers wait for an action chunk, the main process
+gathers the observations of all workers waiting at that moment, runs the policy once on that batch
+(padded to a fixed size so it compiles once), and sends each worker its chunk; the other workers
+keep stepping meanwhile (``run_episodes(..., lockstep=True)``: one call per decision point for all
+workers instead). Each row of the call carries its noise id (episode seed, decision index), from
+which the policy draws that row's noise: an episode's actions do not depend on which other
+episodes shared its calls, so neither serving order changes an episode. A worker executes
 ``execute_steps`` control steps of its chunk, asking the operator at every step whether it takes
 over (``act(env, policy_action) -> (action, is_intervention)``), and records both the executed
 action and the policy's proposal. A finished episode goes back to the main process as the episode
@@ -28,6 +30,7 @@ import multiprocessing as mp
 from multiprocessing.connection import wait as wait_connections
 import os
 import sys
+import time
 import traceback
 from typing import Any, Callable, Iterable, Sequence
 
@@ -146,12 +149,20 @@ class _Episode:
       self.operator.reset()
     self.recorder = _EpisodeRecorder(request.record)
     self.frames: list[np.ndarray] = []
+    # Seconds spent per part of the worker's time (see ``WORKER_TIMINGS``); the worker loop adds
+    # 'send' and 'wait'.
+    self.timings = dict.fromkeys(WORKER_TIMINGS, 0.0)
+    start = time.perf_counter()
     spec = self.env.action_spec()
     self._low = getattr(spec, 'minimum', -np.inf)
     self._high = getattr(spec, 'maximum', np.inf)
     self.timestep = self.env.reset()
     self.length = 0
     self._maybe_frame(force=True)
+    self.timings['reset'] += time.perf_counter() - start
+    # The environment's own counters so far belong to the reset (e.g. creating the renderer).
+    self._counted_at_reset = {k: float(getattr(self.env, f'{k}_seconds', 0.0))
+                              for k in ('physics', 'render')}
 
   def _notify(self, hook: str, *args) -> None:
     """Calls ``hook`` on the operator that has it (the rollout's, else the environment's own,
@@ -177,9 +188,11 @@ class _Episode:
 
   def run_chunk(self, chunk: np.ndarray) -> bool:
     """Executes up to ``execute_steps`` actions of ``chunk`` [H, A]; True when the episode ended."""
+    timings, clock = self.timings, time.perf_counter
     for policy_action in chunk[:self.config.execute_steps]:
       if self.timestep.last():
         break
+      t0 = clock()
       # The policy's proposal, clipped to the action bounds (as it would be executed).
       policy_action = np.clip(np.asarray(policy_action, np.float32), self._low, self._high)
       if self.operator is not None:
@@ -187,7 +200,11 @@ class _Episode:
       else:
         action, is_intervention = policy_action, False
       observation = self.timestep.observation
+      t1 = clock()
       self.timestep = self.env.step(np.asarray(action, np.float32))
+      t2 = clock()
+      timings['operator'] += t1 - t0
+      timings['env_step'] += t2 - t1
       # What the environment reports it executed (after its clipping and safety rules), and, for
       # environments that run their own operator (the hardware station), who was in control.
       executed = getattr(self.env, 'last_action', None)
@@ -197,6 +214,7 @@ class _Episode:
       self.recorder.add(observation, action, policy_action, is_intervention)
       self.length += 1
       self._maybe_frame()
+      timings['record'] += clock() - t2
     return self.timestep.last()
 
   def result(self) -> dict:
@@ -228,10 +246,27 @@ class _Episode:
         'intervention_steps': int(flags.sum()),
         'episode': episode,
         'frames': np.stack(self.frames) if self.frames else None,
+        'timings': self.timings,
     }
-    self._notify('end_episode', {k: v for k, v in out.items() if k not in ('episode', 'frames')})
+    self._notify('end_episode', {k: v for k, v in out.items()
+                                 if k not in ('episode', 'frames', 'timings')})
     self.env.close()
+    for k, at_reset in self._counted_at_reset.items():
+      self.timings[k] = float(getattr(self.env, f'{k}_seconds', 0.0)) - at_reset
     return out
+
+
+# Parts of an environment worker's time, in seconds per episode (``result['timings']``):
+#   reset     building the environment (and operator) and its first reset;
+#   operator  clipping the policy's action and the operator's decision (its expert when in control);
+#   env_step  ``env.step``: physics, the environment's own Python, observations (rendering included);
+#   physics   the part of env_step in the physics substeps (``env.physics_seconds``, if it counts);
+#   render    the part of env_step spent rendering cameras (``env.render_seconds``, if it counts);
+#   record    keeping the step for the episode dict (copies) and video frames;
+#   send      sending observations to the main process (pickling and the pipe);
+#   wait      blocked until the next chunk arrives: the policy, the main process's IPC and, when
+#             chunks are served in lockstep, the slower workers.
+WORKER_TIMINGS = ('reset', 'operator', 'env_step', 'physics', 'render', 'record', 'send', 'wait')
 
 
 def _check_no_tensorflow(where: str) -> None:
@@ -242,45 +277,69 @@ def _check_no_tensorflow(where: str) -> None:
 
 
 def _worker_main(conn, config: WorkerConfig) -> None:
-  """Loop of a worker process: serves 'start', 'chunk', 'demo' and 'close' messages."""
-  episode = None
+  """Loop of a worker process: serves 'start', 'chunk', 'demo' and 'close' messages.
+
+  A worker may run several episodes at once, interleaved (``WorkerPool(...,
+  episodes_per_worker=k)``): 'start', 'chunk' and 'demo' carry ``(slot, payload)`` and the
+  replies ``('obs' | 'done', (slot, payload))``; each slot holds one episode. While one episode
+  waits for its chunk, the worker steps another whose chunk has arrived.
+  """
+  episodes: dict[int, _Episode] = {}
   try:
     load_symbol(config.env_factory)  # Import the environment package up front.
     _check_no_tensorflow('an environment worker')
   except Exception:  # pylint: disable=broad-except
     conn.send(('error', traceback.format_exc()))
     return
+  clock = time.perf_counter
+
+  def reply(kind, slot, value, timings):
+    start = clock()
+    conn.send((kind, (slot, value)))
+    timings['send'] += clock() - start
+
+  def finish(slot):
+    conn.send(('done', (slot, episodes.pop(slot).result())))
+
   while True:
     try:
+      start = clock()
       message, payload = conn.recv()
+      if episodes:  # Every running episode waits for its chunk: split the idle time among them.
+        idle = (clock() - start) / len(episodes)
+        for episode in episodes.values():
+          episode.timings['wait'] += idle
     except (EOFError, KeyboardInterrupt):
       return
     try:
       if message == 'close':
         return
+      slot, payload = payload
       if message == 'start':
-        episode = _Episode(config, payload)
+        if slot in episodes:
+          raise RuntimeError(f'Slot {slot} of this worker already runs episode '
+                             f'{episodes[slot].request.episode_id}.')
+        episode = episodes[slot] = _Episode(config, payload)
         if episode.timestep.last():
-          conn.send(('done', episode.result()))
-          episode = None
+          finish(slot)
         else:
-          conn.send(('obs', episode.policy_observation()))
+          reply('obs', slot, episode.policy_observation(), episode.timings)
       elif message == 'chunk':
+        episode = episodes.get(slot)
         if episode is None:
-          raise RuntimeError('Received an action chunk with no episode running.')
+          raise RuntimeError(f'Received an action chunk for slot {slot} with no episode running.')
         if episode.run_chunk(np.asarray(payload, np.float32)):
-          conn.send(('done', episode.result()))
-          episode = None
+          finish(slot)
         else:
-          conn.send(('obs', episode.policy_observation()))
+          reply('obs', slot, episode.policy_observation(), episode.timings)
       elif message == 'demo':
         from habc.run import recorder  # Imported here: the recorder writes HDF5 in this process.
-        conn.send(('done', recorder.record_demo(config, payload)))
+        conn.send(('done', (slot, recorder.record_demo(config, payload))))
       else:
         raise ValueError(f'Unknown worker message {message!r}.')
       _check_no_tensorflow('an environment worker')
     except Exception:  # pylint: disable=broad-except
-      episode = None
+      episodes.clear()
       conn.send(('error', traceback.format_exc()))
 
 
@@ -293,13 +352,22 @@ class WorkerError(RuntimeError):
 
 
 class WorkerPool:
-  """``num_workers`` environment processes (spawned, TensorFlow-free). Use as a context manager."""
+  """``num_workers`` environment processes (spawned, TensorFlow-free). Use as a context manager.
 
-  def __init__(self, config: WorkerConfig, num_workers: int):
+  Each process runs up to ``episodes_per_worker`` episodes at once, interleaved: it steps one
+  while the others wait for their chunks, which hides the policy's latency behind stepping where
+  the main process has a core of its own (on 2 cores shared with 2 workers it did not pay off:
+  results/bench/rollout_issue25.md). Never more than 1 for hardware: one robot, one episode.
+  """
+
+  def __init__(self, config: WorkerConfig, num_workers: int, episodes_per_worker: int = 1):
     if num_workers < 1:
       raise ValueError(f'num_workers must be >= 1, got {num_workers}.')
+    if episodes_per_worker < 1:
+      raise ValueError(f'episodes_per_worker must be >= 1, got {episodes_per_worker}.')
     self.config = config
     self.num_workers = num_workers
+    self.episodes_per_worker = int(episodes_per_worker)
     ctx = mp.get_context('spawn')
     self._conns, self._procs = [], []
     for i in range(num_workers):
@@ -336,7 +404,7 @@ class WorkerPool:
     self._conns[worker].send((message, payload))
 
   def receive(self, worker: int):
-    """The next reply of ``worker``: ('obs', observation) or ('done', result)."""
+    """The next reply of ``worker``: ('obs', (slot, observation)) or ('done', (slot, result))."""
     try:
       kind, payload = self._conns[worker].recv()
     except EOFError as e:
@@ -379,14 +447,28 @@ def noise_ids(seeds: Sequence[int], decisions: Sequence[int]) -> np.ndarray:
   return ids
 
 
+# Parts of the main process's time in ``run_episodes``, in seconds (its ``stats`` argument):
+#   policy    batched policy calls (padding included);
+#   wait      blocked until some worker replies (the workers are stepping);
+#   receive   taking replies off the pipes (unpickling);
+#   send      sending chunks and requests (pickling and the pipe);
+#   wall      the whole call; calls, rows: policy calls and the real rows they served.
+MAIN_TIMINGS = ('policy', 'wait', 'receive', 'send', 'wall')
+
+
 def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: Policy | None,
-                 on_result: Callable[[dict], None], *, pad_to: int | None = None) -> None:
+                 on_result: Callable[[dict], None], *, pad_to: int | None = None,
+                 lockstep: bool = False, stats: dict | None = None) -> None:
   """Runs every request on the pool; calls ``on_result(result)`` in the main process as each ends.
 
-  Every decision point, all workers that wait for an action are served by one batched policy
-  call, padded to ``pad_to`` rows (default: the pool size) so the jitted policy compiles once.
-  Each row carries its noise id (episode seed, decision index): which episodes share a call
-  changes with the number of workers and their timing, an episode's noise ids do not.
+  Workers are served as they become ready: every policy call takes all episodes that wait for an
+  action at that moment (one batched call, padded to ``pad_to`` rows, default the pool's number
+  of episode slots, so the jitted policy compiles once), while the other workers keep stepping
+  (and a worker that runs several episodes, ``WorkerPool(episodes_per_worker=k)``, steps its other
+  episodes). With ``lockstep`` the call instead waits until every running episode waits (one
+  call per decision point; the fast workers wait for the slowest). Each row carries its noise id (episode seed, decision
+  index): which episodes share a call changes with the number of workers and their timing, an
+  episode's noise ids, and so its actions and results, do not.
 
   Args:
     pool: the worker processes.
@@ -395,46 +477,78 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
       when every request is a demo.
     on_result: receives each finished episode's result (see ``_Episode.result``).
     pad_to: the policy's batch size.
+    lockstep: serve all running workers together, once all of them wait (see above).
+    stats: if given, seconds per part of this call's time are added to it (``MAIN_TIMINGS``,
+      plus 'calls' and 'rows').
   """
+  clock = time.perf_counter
+  timing = dict.fromkeys(MAIN_TIMINGS + ('calls', 'rows'), 0.0)
+  begin = clock()
   pending = list(requests)
   pending.reverse()  # pop() from the end keeps the given order.
-  pad_to = pad_to or pool.num_workers
+  # An episode runs in a slot (worker, index within the worker); slots are numbered
+  # worker * per + index, and filled one per worker first.
+  per = getattr(pool, 'episodes_per_worker', 1)
+  pad_to = pad_to or pool.num_workers * per
   busy: set[int] = set()
-  waiting: dict[int, dict] = {}  # worker -> observation awaiting a chunk.
-  seeds: dict[int, int] = {}  # worker -> seed of the episode it runs.
-  decisions: dict[int, int] = {}  # worker -> chunks its episode has received so far.
-  idle = list(range(pool.num_workers))
+  waiting: dict[int, dict] = {}  # slot -> observation awaiting a chunk.
+  seeds: dict[int, int] = {}  # slot -> seed of the episode it runs.
+  decisions: dict[int, int] = {}  # slot -> chunks its episode has received so far.
+  idle = [w * per + i for i in range(per) for w in range(pool.num_workers)]
   while pending or busy:
+    start = clock()
     while idle and pending:
-      worker, request = idle.pop(0), pending.pop()
+      slot, request = idle.pop(0), pending.pop()
+      worker = slot // per
       if request.kind == 'demo':
-        pool.send(worker, 'demo', request)
+        pool.send(worker, 'demo', (slot % per, request))
       else:
         if policy is None:
           raise ValueError(f'Episode {request.episode_id} ({request.kind}) needs a policy.')
         noise_ids([request.seed], [0])  # Fails now, naming the seed, if it cannot key noise.
-        seeds[worker], decisions[worker] = int(request.seed), 0
-        pool.send(worker, 'start', request)
-      busy.add(worker)
-    # Wait for replies from every running worker that does not already wait for a chunk.
-    running = [w for w in busy if w not in waiting]
-    for worker in pool.ready(running) if running else []:
-      kind, payload = pool.receive(worker)
-      if kind == 'done':
-        busy.discard(worker)
-        idle.append(worker)
-        on_result(payload)
-      else:
-        waiting[worker] = payload
-    # Serve the policy once every running worker is waiting (one batched call per decision).
-    if waiting and all(w in waiting for w in busy):
-      workers = sorted(waiting)
-      observations = [waiting.pop(w) for w in workers]
-      ids = noise_ids([seeds[w] for w in workers], [decisions[w] for w in workers])
+        seeds[slot], decisions[slot] = int(request.seed), 0
+        pool.send(worker, 'start', (slot % per, request))
+      busy.add(slot)
+    timing['send'] += clock() - start
+    # Replies of running episodes that do not already wait for a chunk: block for the first one
+    # when nothing can be served yet, then take every other reply that is already there.
+    running = sorted({slot // per for slot in busy if slot not in waiting})
+    if running:
+      block = not waiting or (lockstep and len(waiting) < len(busy))
+      start = clock()
+      ready = pool.ready(running, timeout=None if block else 0.0)
+      timing['wait'] += clock() - start
+      start = clock()
+      while ready:
+        for worker in ready:
+          kind, (index, payload) = pool.receive(worker)
+          slot = worker * per + index
+          if kind == 'done':
+            busy.discard(slot)
+            idle.append(slot)
+            on_result(payload)
+          else:
+            waiting[slot] = payload
+        ready = pool.ready(ready, timeout=0.0)  # A worker may have queued several replies.
+      timing['receive'] += clock() - start
+    if waiting and (not lockstep or all(slot in waiting for slot in busy)):
+      slots = sorted(waiting)
+      observations = [waiting.pop(slot) for slot in slots]
+      ids = noise_ids([seeds[slot] for slot in slots], [decisions[slot] for slot in slots])
+      start = clock()
       chunks = _call_policy(policy, observations, ids, pad_to)
-      for worker, chunk in zip(workers, chunks):
-        decisions[worker] += 1
-        pool.send(worker, 'chunk', chunk)
+      timing['policy'] += clock() - start
+      timing['calls'] += 1
+      timing['rows'] += len(slots)
+      start = clock()
+      for slot, chunk in zip(slots, chunks):
+        decisions[slot] += 1
+        pool.send(slot // per, 'chunk', (slot % per, chunk))
+      timing['send'] += clock() - start
+  timing['wall'] += clock() - begin
+  if stats is not None:
+    for key, value in timing.items():
+      stats[key] = stats.get(key, 0.0) + value
 
 
 def _call_policy(policy: Policy, observations: list[dict], ids: np.ndarray,
