@@ -80,6 +80,9 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   c.runtime = ml_collections.ConfigDict()
   c.runtime.num_workers = 2  # Environment worker processes (one per core here).
   c.runtime.progress = True  # tqdm bars.
+  # 'steps:START-END': a JAX profiler trace of the learner updates from step START to END into
+  # <workdir>/logs/profile, for TensorBoard's profile plugin (docs/profiling.md). '': off.
+  c.runtime.profile = ''
   return c
 
 
