@@ -92,11 +92,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.learner.grad_clip = 1.0
   c.learner.critic_loss_weight = 1.0
   c.learner.huber_delta = 1.0
-  # Updates per device call in the pipeline's training loop (habc.learning.loop): K > 1 runs K
-  # updates as one lax.scan between log/checkpoint boundaries (the same result within float
-  # tolerance, tested). 1: one call per update; with the loop's async dispatch that already keeps
-  # the learner busy (results/bench/learner_issue25.md).
-  c.learner.steps_per_dispatch = 1
 
   # How the critic is trained and checked (habc.critic_diagnostics, results/notes.md session 15).
   c.critic = ml_collections.ConfigDict()

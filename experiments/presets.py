@@ -83,6 +83,11 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   # 'steps:START-END': a JAX profiler trace of the learner updates from step START to END into
   # <workdir>/logs/profile, for TensorBoard's profile plugin (docs/profiling.md). '': off.
   c.runtime.profile = ''
+  # Learner updates per device call in the training loop (habc.learning.loop): K > 1 runs K
+  # updates as one lax.scan between log and checkpoint boundaries (the same parameters within
+  # float tolerance, tested). 1: one call per update; the loop queues it without waiting, which
+  # already keeps the learner busy (results/bench/learner_issue25.md).
+  c.runtime.steps_per_dispatch = 1
   return c
 
 

@@ -152,7 +152,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     'pipeline.intervention_reweighting_from_round': _from_round,
     'runtime.num_workers': _int_at_least(1, 'environment worker processes'),
     'runtime.profile': _profile,
-    'learner.steps_per_dispatch': _int_at_least(1, 'learner updates per device call'),
+    'runtime.steps_per_dispatch': _int_at_least(1, 'learner updates per device call'),
     'method.advantage_norm': _one_of(('none', 'batch_std'), "scale of the gate's advantage"),
     'method.advantage_temperature': _number_in(0, None, "T of the gate's batch_std scale",
                                                low_open=True),

@@ -596,10 +596,11 @@ class Pipeline:
       bar.update(1)
       self._event('train_step', stage=stage, step=at)
 
+    runtime = c.get('runtime', {})
     plan = loop.StepPlan(target=target, log_every=c.pipeline.log_every,
                          checkpoint_every=c.pipeline.checkpoint_every, flags=flags,
-                         steps_per_dispatch=int(c.learner.get('steps_per_dispatch', 1)),
-                         profile=profile_lib.parse_profile(c.get('runtime', {}).get('profile', '')))
+                         steps_per_dispatch=int(runtime.get('steps_per_dispatch', 1)),
+                         profile=profile_lib.parse_profile(runtime.get('profile', '')))
     hooks = loop.LoopHooks(
         on_log=lambda at, metrics: self.metrics.scalars(at, metrics, prefix='train'),
         on_checkpoint=lambda at: self.backend.save(

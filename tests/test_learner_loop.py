@@ -228,7 +228,7 @@ def test_multi_step_rounds_keep_per_step_flags_and_resume_at_a_checkpoint(tmp_pa
   target = sft + config.pipeline.steps_per_round
 
   def run(steps_per_dispatch, start, on_event=None):
-    config.learner.steps_per_dispatch = steps_per_dispatch
+    config.runtime.steps_per_dispatch = steps_per_dispatch
     backend = MultiStepFakeBackend(config, step=start)
     p = pipeline.Pipeline(config, workdir, backend=backend, log=lambda line: None,
                           on_event=on_event)
