@@ -166,6 +166,10 @@ def test_logged_metrics_and_means_equal_the_old_loops(steps_per_dispatch):
   assert any(k.startswith('gate/') for k in means)  # NaN in some batches: counted apart.
   for k in want_means:
     np.testing.assert_allclose(means[k], want_means[k], rtol=1e-4, atol=ATOL, err_msg=k)
+  if steps_per_dispatch == 1:  # The same updates, summed in the same order in float64: equal.
+    assert means == want_means
+    for (_, got), (_, want) in zip(logged, want_logged):
+      np.testing.assert_array_equal([got[k] for k in want], list(want.values()))  # NaN == NaN.
 
 
 def test_metric_totals_skip_non_finite_values_per_name():
@@ -174,7 +178,7 @@ def test_metric_totals_skip_non_finite_values_per_name():
   totals.add({'a': np.float32(3.0), 'b': 2.0})
   totals.fold()
   totals.add({'a': np.array([5.0, np.inf], np.float32), 'b': np.array([4.0, 6.0], np.float32)})
-  totals.add({'a': 7.0, 'b': float('nan'), 'c': float('nan')})  # New names: a new device total.
+  totals.add({'a': 7.0, 'b': float('nan'), 'c': float('nan')})  # A name first seen late.
   means = totals.means()
   assert means == {'a': 4.0, 'b': 4.0}  # a: (1+3+5+7)/4; b: (2+4+6)/3; c never finite.
 
@@ -305,3 +309,62 @@ def test_parse_profile(value, want):
 def test_parse_profile_says_what_to_write(value):
   with pytest.raises(ValueError, match=r"steps:START-END"):
     profile_lib.parse_profile(value)
+
+
+# ---- the benchmark's FLOP/s and peak -------------------------------------------------------------
+
+
+CPUINFO = """processor\t: 0
+cpu MHz\t\t: 2600.000
+flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512dq
+processor\t: 1
+cpu MHz\t\t: 2400.000
+flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512dq
+"""
+
+
+def test_cpu_peak_is_cores_clock_fma_units_lanes_and_two():
+  from habc.bench import learner as bench
+  peak, how = bench.cpu_peak_flops(CPUINFO, cores=2, fma_units=2)
+  assert peak == pytest.approx(2 * 2.6e9 * 2 * 16 * 2)
+  assert '16 fp32 lanes' in how and '2 FMA units' in how
+  avx2 = CPUINFO.replace(' avx512f avx512dq', '')
+  assert bench.cpu_peak_flops(avx2, cores=2)[0] == pytest.approx(2 * 2.6e9 * 2 * 8 * 2)
+  no_fma = avx2.replace(' fma', '')
+  assert bench.cpu_peak_flops(no_fma, cores=1)[0] == pytest.approx(2.6e9 * 1 * 8 * 2)
+
+
+def test_gpu_peak_comes_from_the_table_by_device_kind():
+  from habc.bench import learner as bench
+
+  class Device:
+    platform = 'gpu'
+    device_kind = 'NVIDIA H100 PCIe'
+
+  assert bench.peak_flops(Device())[0] == 51e12  # Not the SXM part's 67.
+  Device.device_kind = 'NVIDIA H200'
+  assert bench.peak_flops(Device())[0] == 67e12
+  Device.device_kind = 'Some New GPU'
+  assert np.isnan(bench.peak_flops(Device())[0])
+
+
+def test_xla_flops_of_a_matmul():
+  from habc.bench import learner as bench
+  f = jax.jit(lambda a, b: a @ b)
+  x = np.ones((32, 64), np.float32)
+  assert bench.xla_flops(f, x, x.T) == pytest.approx(2 * 32 * 64 * 32, rel=0.01)
+
+
+def test_loop_table_gives_the_ratio_to_the_bare_update():
+  from habc.bench import learner as bench
+  rows = [{'obs': 'state', 'name': name, 'seconds': s, 'updates_per_s': 1 / s, 'flops': 2e9,
+           'flops_per_s': 2e9 / s, 'peak_share': 2e9 / s / 333e9, 'wait_share': 0.01}
+          for name, s in (('(a) bare jitted update', 0.025), ('(-) old loop', 0.04),
+                          ('(b) pipeline loop, 1 update/call', 0.0275),
+                          ('(c) pipeline loop, 5 updates/call', 0.024))]
+  lines = []
+  bench.print_loop_table(rows, 64, lines.append)
+  assert lines[-1] == ('obs=state: pipeline loop / bare update = 0.91x (meets the 0.9x target), '
+                       'batch 64')
+  cells = [c.strip() for c in lines[2].strip('|').split('|')]
+  assert cells[6:8] == ['80.0', '24.0%']  # 2 GFLOP in 25 ms, of 333 GFLOP/s.

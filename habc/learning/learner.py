@@ -366,15 +366,19 @@ class Learner:
 
   def put_batch(self, batch):
     """Host numpy batch (this process's rows) -> global arrays split over the mesh."""
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self._sharded, np.asarray(x)), batch)
+    return self._put(batch, self._sharded)
 
   def put_batches(self, batches: list):
     """K host batches (same keys and shapes) -> global arrays [K, B, ...], rows split over the
     mesh."""
-    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches)
+    return self._put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches),
+                     self._stacked)
+
+  def _put(self, tree, sharding):
+    if jax.process_count() == 1:  # One transfer call for the whole tree (the rows are all here).
+      return jax.device_put(jax.tree.map(np.asarray, tree), sharding)
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self._stacked, x), stacked)
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
   def dispatch(self, batch, intervention_reweighting: bool | None = None,
                gate_warmup: bool | None = None, critic_only: bool | None = None) -> dict:

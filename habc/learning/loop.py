@@ -3,9 +3,10 @@
 ``run_updates(backend, batches, plan, hooks)`` takes a learner from ``backend.step`` to
 ``plan.target``. Each update is dispatched (queued) and the loop goes on to fetch and place the
 next batch while the device computes; the host waits for the device only every ``log_every``
-steps, at a checkpoint, and at the end. Metrics stay on the device: per-name sums and counts of
-finite values are accumulated there (``MetricTotals``) and fetched at log points, so the means in
-``logs/train_<stage>.json`` are those of every step, as when each step's metrics were fetched.
+steps, at a checkpoint, and at the end. Metrics stay on the device until a log point, where
+those of every update since the last one are fetched in one transfer (``MetricTotals``), so the
+means in ``logs/train_<stage>.json`` are those of every step, as when each step's metrics were
+fetched.
 
 With ``steps_per_dispatch`` K > 1, runs of K updates between log and checkpoint boundaries go to
 the device as one call (``Backend.update_many``, a ``lax.scan``); the steps before a boundary that
@@ -20,66 +21,47 @@ import dataclasses
 from typing import Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from habc.learning import profile as profile_lib
 
 
-
 # ------------------------------------------------------------------------------------- metrics
 
 
-def _finite_totals(metrics: dict) -> dict:
-  """{name: (sum of finite values, count of finite values)} of scalars or [K] arrays."""
-  def one(value):
-    v = jnp.ravel(jnp.asarray(value, jnp.float32))
-    finite = jnp.isfinite(v)
-    return jnp.where(finite, v, 0.0).sum(), finite.sum(dtype=jnp.int32)
-
-  return {name: one(value) for name, value in metrics.items()}
-
-
-@jax.jit
-def _start_totals(metrics: dict) -> dict:
-  return _finite_totals(metrics)
-
-
-@jax.jit
-def _add_totals(totals: dict, metrics: dict) -> dict:
-  new = _finite_totals(metrics)
-  return {name: (totals[name][0] + new[name][0], totals[name][1] + new[name][1])
-          for name in totals}
-
-
 class MetricTotals:
-  """NaN-aware per-name sums and counts of a stream of metric dicts, kept on the device.
+  """NaN-aware per-name means of a stream of metric dicts, with no device work per step.
 
-  ``add`` queues one small device call (no wait); ``fold`` (at a log point) fetches the device
-  totals into float64 host sums and starts the device ones afresh, so float32 rounding only spans
-  one log interval; ``means`` gives {name: mean of its finite values}, names never finite left
-  out (a metric of a sample kind absent from every batch). Values may be Python floats too.
+  ``add`` keeps a reference to an update's metrics (device scalars, [K] arrays of K updates, or
+  Python floats) and does nothing else: no device call, no wait. ``fold`` (at a log point, where
+  the loop waits for the device anyway) fetches what was kept in one transfer and adds each finite
+  value to float64 per-name sums and counts, update by update, as the loop did when it fetched
+  every step; so the means are the same numbers. ``means`` gives {name: mean of its finite
+  values}; names never finite are left out (a metric of a sample kind absent from every batch).
   """
 
+  MAX_PENDING = 1000  # Updates kept before a fold even between log points (bounds memory).
+
   def __init__(self):
-    self._device = None
+    self._pending: list[dict] = []
     self._sums: dict[str, float] = {}
     self._counts: dict[str, int] = {}
 
   def add(self, metrics: dict) -> None:
-    if self._device is not None and set(metrics) != set(self._device):
-      self.fold()  # A new set of names (another stage's metrics): start a new device total.
-    self._device = (_start_totals(metrics) if self._device is None
-                    else _add_totals(self._device, metrics))
+    self._pending.append(metrics)
+    if len(self._pending) >= self.MAX_PENDING:
+      self.fold()
 
   def fold(self) -> None:
-    if self._device is None:
-      return
-    for name, (total, count) in jax.device_get(self._device).items():
-      if count:
-        self._sums[name] = self._sums.get(name, 0.0) + float(total)
-        self._counts[name] = self._counts.get(name, 0) + int(count)
-    self._device = None
+    pending, self._pending = jax.device_get(self._pending), []
+    for metrics in pending:
+      rows = {name: np.asarray(value, np.float64).reshape(-1) for name, value in metrics.items()}
+      for i in range(max((len(v) for v in rows.values()), default=0)):
+        for name, values in rows.items():
+          v = float(values[i])
+          if np.isfinite(v):
+            self._sums[name] = self._sums.get(name, 0.0) + v
+            self._counts[name] = self._counts.get(name, 0) + 1
 
   def means(self) -> dict[str, float]:
     self.fold()
