@@ -364,7 +364,10 @@ def test_loop_table_gives_the_ratio_to_the_bare_update():
                           ('(c) pipeline loop, 5 updates/call', 0.024))]
   lines = []
   bench.print_loop_table(rows, 64, lines.append)
-  assert lines[-1] == ('obs=state: pipeline loop / bare update = 0.91x (meets the 0.9x target), '
-                       'batch 64')
+  assert lines[-2:] == [
+      'obs=state: pipeline loop, 1 update/call / bare update = 0.91x (meets the 0.9x target), '
+      'batch 64',
+      'obs=state: pipeline loop, 5 updates/call / bare update = 1.04x (meets the 0.9x target), '
+      'batch 64']
   cells = [c.strip() for c in lines[2].strip('|').split('|')]
   assert cells[6:8] == ['80.0', '24.0%']  # 2 GFLOP in 25 ms, of 333 GFLOP/s.

@@ -184,7 +184,7 @@ def _loop_backend(obs: str, batch_size: int, workdir: str, episodes: int, steps:
   return backend
 
 
-def time_loop(obs: str, *, batch_size: int = 64, steps_per_dispatch: int = 5, repeats: int = 3,
+def time_loop(obs: str, *, batch_size: int = 64, steps_per_dispatch: int = 10, repeats: int = 3,
               blocks: int = 1, episodes: int = 8, episode_steps: int = 120, fma_units: int = 2,
               log=print) -> list[dict]:
   """Times (a) the bare update, (b) the pipeline loop, (c) the loop with K updates per call,
@@ -275,10 +275,13 @@ def print_loop_table(rows: list[dict], batch_size: int, print_fn=print) -> None:
              f'{100 * row["peak_share"]:12.1f}% | {wait} |')
   for obs in dict.fromkeys(r['obs'] for r in rows):
     mine = [r for r in rows if r['obs'] == obs]
-    loop_row = next(r for r in mine if r['name'].startswith('(b)'))
-    ratio = mine[0]['seconds'] / loop_row['seconds']
-    print_fn(f'obs={obs}: pipeline loop / bare update = {ratio:.2f}x '
-             f'({"meets" if ratio >= 0.9 else "misses"} the 0.9x target), batch {batch_size}')
+    for prefix in ('(b)', '(c)'):
+      row = next((r for r in mine if r['name'].startswith(prefix)), None)
+      if row is None:
+        continue
+      ratio = mine[0]['seconds'] / row['seconds']
+      print_fn(f'obs={obs}: {row["name"][4:]} / bare update = {ratio:.2f}x '
+               f'({"meets" if ratio >= 0.9 else "misses"} the 0.9x target), batch {batch_size}')
 
 
 def main(argv):
@@ -288,13 +291,18 @@ def main(argv):
   parser.add_argument('--steps', type=int, default=20, help='updates per block (methods table)')
   parser.add_argument('--tables', default='methods,loop',
                       help='which tables: methods (HABC vs SFT step), loop (issue 25)')
-  parser.add_argument('--steps_per_dispatch', type=int, default=5,
-                      help='K of the multi-update variant of the loop table')
+  parser.add_argument('--steps_per_dispatch', type=int, default=0,
+                      help='K of the multi-update variant of the loop table (0: the config '
+                      "default, runtime.steps_per_dispatch)")
   parser.add_argument('--repeats', type=int, default=3, help='alternating blocks (loop table)')
   parser.add_argument('--fma_units', type=int, default=2,
                       help='FMA units per core in the CPU peak estimate')
   args = parser.parse_args(argv[1:])
   tables = set(args.tables.split(','))
+  if args.steps_per_dispatch < 1:
+    from experiments import presets
+    args.steps_per_dispatch = int(
+        presets.add_pipeline_sections(base.get_config()).runtime.steps_per_dispatch)
   observations = ('state', 'vision') if args.obs == 'both' else (args.obs,)
   if 'methods' in tables:
     for obs in observations:
