@@ -608,7 +608,7 @@ class Pipeline:
         on_step=on_step, profile_dir=os.path.join(self.paths.logs, profile_lib.PROFILE_DIR))
     try:
       # Per-metric means of the finite values (a metric of a sample kind absent from a batch is
-      # NaN there), accumulated on the device and fetched at log points.
+      # NaN there), kept on the device and fetched at log points.
       means = loop.run_updates(self.backend, batches, plan, hooks)
       step = self.backend.step
     finally:

@@ -300,6 +300,19 @@ def test_a_real_learner_trace_holds_its_update(tmp_path):
     assert 'train_step' in f.read()
 
 
+def test_a_trace_window_inside_a_call_of_k_updates_is_traced(tmp_path):
+  trace = profile_lib.StepTrace((25, 28), str(tmp_path))
+  trace.before(20, 10)  # The call of updates 20..29 holds the window.
+  assert trace.active
+  trace.after(30, None)
+  assert not trace.active
+  assert glob.glob(str(tmp_path / 'plugins' / 'profile' / '*' / '*.xplane.pb'))
+  late = profile_lib.StepTrace((25, 28), str(tmp_path / 'late'))
+  late.before(10, 10)
+  late.before(28, 1)
+  assert not late.active
+
+
 @pytest.mark.parametrize('value, want', [('', None), ('steps:3-7', (3, 7))])
 def test_parse_profile(value, want):
   assert profile_lib.parse_profile(value) == want

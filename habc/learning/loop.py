@@ -137,7 +137,7 @@ def run_updates(backend, batches: Iterator[dict], plan: StepPlan,
   try:
     while step < plan.target:
       k = steps_in_next_call(step, plan)
-      profiler.before(step)
+      profiler.before(step, k)
       if k == 1:
         metrics = backend.update(next(batches), **plan.flags(step))
       else:

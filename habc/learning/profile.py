@@ -29,8 +29,8 @@ def parse_profile(value) -> tuple[int, int] | None:
 
 
 class StepTrace:
-  """Starts a JAX profiler trace before the first update that begins inside ``window`` (START,
-  END) and stops it once the learner reaches END, or when the loop ends first (``stop``). Before
+  """Starts a JAX profiler trace before the first update inside ``window`` (START, END) and stops
+  it once the learner reaches END, or when the loop ends first (``stop``). Before
   stopping it waits for the last queued update, so the trace holds its run on the device.
 
   window None: does nothing. Updates run K at a time are traced whole.
@@ -39,9 +39,10 @@ class StepTrace:
   def __init__(self, window: tuple[int, int] | None, directory: str):
     self.window, self.directory, self.active = window, directory, False
 
-  def before(self, step: int) -> None:
-    """Call before queueing the update(s) that start at learner ``step``."""
-    if self.window and not self.active and self.window[0] <= step < self.window[1]:
+  def before(self, step: int, count: int = 1) -> None:
+    """Call before queueing the ``count`` updates that start at learner ``step``: the trace
+    starts if any of them falls in the window."""
+    if self.window and not self.active and step < self.window[1] and step + count > self.window[0]:
       import jax
       os.makedirs(self.directory, exist_ok=True)
       jax.profiler.start_trace(self.directory)
