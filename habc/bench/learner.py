@@ -194,7 +194,9 @@ def time_loop(obs: str, *, batch_size: int = 64, steps_per_dispatch: int = 10, r
   the three are timed in turn, ``repeats`` times, after compiling each, and the median kept.
   Returns one row per variant: name, seconds per update, updates/s, FLOPs per update, FLOP/s,
   share of peak, share of the time spent in ``next`` on the batch stream (the host thread; it
-  overlaps the device's work on the update queued before).
+  overlaps the device's work on the update queued before), and this process's CPU seconds per
+  update (all threads: XLA's, the loop's, the batch reader's; more than the bare update's is the
+  host work that competes with XLA for the cores).
   """
   from habc.learning import loop
   from habc.learning.learner import with_step_flags
@@ -239,12 +241,14 @@ def time_loop(obs: str, *, batch_size: int = 64, steps_per_dispatch: int = 10, r
       fn(2 * max(steps_per_dispatch, 1))
     seconds = {name: [] for name in variants}
     waited = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
     for _ in range(repeats):
       for name, fn in variants.items():
         stream.waited = 0.0
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn(n)
         seconds[name].append((time.perf_counter() - start) / n)
+        cpu[name].append((time.process_time() - start_cpu) / n)
         waited[name].append(stream.waited / n)
     stream.stream.close()
   finally:
@@ -258,21 +262,23 @@ def time_loop(obs: str, *, batch_size: int = 64, steps_per_dispatch: int = 10, r
     sec = float(np.median(seconds[name]))
     rows.append({'obs': obs, 'name': name, 'seconds': sec, 'updates_per_s': 1 / sec,
                  'flops': flops, 'flops_per_s': flops / sec, 'peak_share': flops / sec / peak,
-                 'wait_share': float(np.median(waited[name])) / sec})
+                 'wait_share': float(np.median(waited[name])) / sec,
+                 'cpu_seconds': float(np.median(cpu[name]))})
   return rows
 
 
 def print_loop_table(rows: list[dict], batch_size: int, print_fn=print) -> None:
   print_fn(f'| obs | {"variant":34s} | ms/update | updates/s | x bare | GFLOP/update | GFLOP/s '
-           '| share of peak | in next(batches) |')
-  print_fn('|---|---|---|---|---|---|---|---|---|')
+           '| share of peak | in next(batches) | CPU ms/update |')
+  print_fn('|---|---|---|---|---|---|---|---|---|---|')
   for row in rows:
     bare = next(r for r in rows if r['obs'] == row['obs'])['seconds']
     wait = '-' if row['name'].startswith('(a)') else f'{100 * row["wait_share"]:.1f}%'
     print_fn(f'| {row["obs"]} | {row["name"]:34s} | {row["seconds"] * 1e3:9.1f} | '
              f'{row["updates_per_s"]:9.1f} | {bare / row["seconds"]:6.2f} | '
              f'{row["flops"] / 1e9:12.2f} | {row["flops_per_s"] / 1e9:7.1f} | '
-             f'{100 * row["peak_share"]:12.1f}% | {wait} |')
+             f'{100 * row["peak_share"]:12.1f}% | {wait} | '
+             f'{1e3 * row.get("cpu_seconds", float("nan")):.1f} |')
   for obs in dict.fromkeys(r['obs'] for r in rows):
     mine = [r for r in rows if r['obs'] == obs]
     for prefix in ('(b)', '(c)'):
