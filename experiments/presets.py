@@ -80,6 +80,15 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   c.runtime = ml_collections.ConfigDict()
   c.runtime.num_workers = 2  # Environment worker processes (one per core here).
   c.runtime.progress = True  # tqdm bars.
+  # 'steps:START-END': a JAX profiler trace of the learner updates from step START to END into
+  # <workdir>/logs/profile, for TensorBoard's profile plugin (docs/profiling.md). '': off.
+  c.runtime.profile = ''
+  # Learner updates per device call in the training loop (habc.learning.loop): K > 1 runs K
+  # updates as one lax.scan between log and checkpoint boundaries (the same parameters as single
+  # updates within float tolerance, tested); steps before a boundary that do not fill K run one
+  # by one. 1: a call per update, which costs ~4 ms of host time per update here (dispatch of
+  # the ~300 state arrays), a sixth of a state-preset update (results/bench/learner_issue25.md).
+  c.runtime.steps_per_dispatch = 10
   return c
 
 

@@ -96,6 +96,15 @@ def _seed(value):
   return None
 
 
+def _profile(value):
+  from habc.learning import profile  # No JAX at import.
+  try:
+    profile.parse_profile(value)
+  except ValueError:
+    return "must be '' (off) or 'steps:START-END', learner steps with START < END"
+  return None
+
+
 def _from_round(value):
   if not _is_int(value) or (value != -1 and value < 1):
     return 'must be -1 (never switch) or a round number >= 1'
@@ -142,6 +151,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     'pipeline.log_every': _int_at_least(1, 'learner updates between metric lines'),
     'pipeline.intervention_reweighting_from_round': _from_round,
     'runtime.num_workers': _int_at_least(1, 'environment worker processes'),
+    'runtime.profile': _profile,
+    'runtime.steps_per_dispatch': _int_at_least(1, 'learner updates per device call'),
     'method.advantage_norm': _one_of(('none', 'batch_std', 'batch_iqr'),
                                      "scale of the gate's advantage"),
     'method.advantage_temperature': _number_in(0, None, "T of the gate's batch_std/batch_iqr scale",

@@ -839,7 +839,9 @@ def run_learner(config, shared_dir: str, *, max_steps: int | None = None,
       if step % c.pipeline.checkpoint_every == 0:
         save(total(stations))
         write_log({'step': step, 'episodes': total(stations), 'stations': len(stations),
-                   'time': time.time(), **{k: v for k, v in metrics.items() if np.isfinite(v)}})
+                   'time': time.time(),
+                   **{k: v for k, v in ((k, float(v)) for k, v in metrics.items())
+                      if np.isfinite(v)}})
         saved += 1
         last_saved = step
       if step % max(1, rescan_every) == 0:

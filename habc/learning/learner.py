@@ -270,6 +270,44 @@ def make_update_step(config, model):
   return update_step
 
 
+def make_train_step(config, model):
+  """``train_step(state, batch) -> (state, metrics)``: one update with the next key of the state's
+  stream (``state.rng`` is split into the key kept for later updates and this update's key, as
+  ``Learner.update`` always did). Not jitted; the body of ``make_multi_step``'s scan."""
+  update_step = make_update_step(config, model)
+
+  def train_step(state: TrainState, batch):
+    rng, step_rng = jax.random.split(state.rng)
+    return update_step(state._replace(rng=rng), batch, step_rng)
+
+  return train_step
+
+
+def make_multi_step(config, model):
+  """``multi_step(state, batches) -> (state, metrics)``: K updates in one call, a ``lax.scan`` of
+  ``make_train_step`` over batches stacked on a leading axis (every leaf [K, B, ...]); metrics
+  [K] per name. The same parameters, optimiser state and step as K single updates (tested)."""
+  train_step = make_train_step(config, model)
+
+  def multi_step(state: TrainState, batches):
+    return jax.lax.scan(train_step, state, batches)
+
+  return multi_step
+
+
+def with_step_flags(batch: dict, intervention_reweighting=None, gate_warmup=None,
+                    critic_only=None) -> dict:
+  """A copy of a host batch with the per-update flags as per-row bool columns [B] (a flag left
+  None is not added: the update's default applies; see ``Learner.update``)."""
+  batch = dict(batch)
+  rows = (len(batch['valid']),)
+  for key, value in (('intervention_reweighting', intervention_reweighting),
+                     ('gate_warmup', gate_warmup), ('critic_only', critic_only)):
+    if value is not None:
+      batch[key] = np.full(rows, bool(value))
+  return batch
+
+
 def _weight_metrics(weights, online_weight, kind, valid):
   """What a researcher watches of the weights: g by kind, zero fraction, effective sample size."""
   metrics = losses.kind_statistics(online_weight, kind, valid, prefix='gate')
@@ -296,7 +334,10 @@ class Learner:
   """Holds the TrainState on a device mesh and runs jitted data-parallel updates.
 
   Usage: ``learner = Learner(config, model, example_batch, seed)``;
-  ``metrics = learner.update(batch)`` with a host batch of numpy arrays (global batch size).
+  ``metrics = learner.update(batch)`` with a host batch of numpy arrays (global batch size), which
+  waits for the update and returns floats. A training loop calls ``dispatch`` (one update) or
+  ``dispatch_many`` (K updates in one call) instead: they return as soon as the update is queued,
+  with metrics left on the device, so the host can prepare the next batch while it runs.
   """
 
   def __init__(self, config, model, example_batch, seed: int = 0, devices=None):
@@ -310,21 +351,72 @@ class Learner:
           f'devices of the mesh; use a multiple of {self.mesh.size}.')
     self._replicated = NamedSharding(self.mesh, P())
     self._sharded = NamedSharding(self.mesh, P('data'))
+    self._stacked = NamedSharding(self.mesh, P(None, 'data'))  # [K, B, ...]: K updates.
     state = create_train_state(config, model, example_batch, jax.random.PRNGKey(seed))
-    self.state = jax.device_put(state, self._replicated)
+    self.restore(state)
+    shardings = dict(out_shardings=(self._replicated, self._replicated), donate_argnums=(0,))
+    # The bare update (state, batch, rng): what habc.bench.learner times.
     self._update = jax.jit(make_update_step(config, model),
                            in_shardings=(self._replicated, self._sharded, self._replicated),
-                           out_shardings=(self._replicated, self._replicated),
-                           donate_argnums=(0,))
+                           **shardings)
+    self._train_step = jax.jit(make_train_step(config, model),
+                               in_shardings=(self._replicated, self._sharded), **shardings)
+    self._multi_step = jax.jit(make_multi_step(config, model),
+                               in_shardings=(self._replicated, self._stacked), **shardings)
 
   def put_batch(self, batch):
     """Host numpy batch (this process's rows) -> global arrays split over the mesh."""
+    return self._put(batch, self._sharded)
+
+  def put_batches(self, batches: list):
+    """K host batches (same keys and shapes) -> global arrays [K, B, ...], rows split over the
+    mesh."""
+    return self._put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches),
+                     self._stacked)
+
+  def _put(self, tree, sharding):
+    if jax.process_count() == 1:  # One transfer call for the whole tree (the rows are all here).
+      return jax.device_put(jax.tree.map(np.asarray, tree), sharding)
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self._sharded, np.asarray(x)), batch)
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+  def dispatch(self, batch, intervention_reweighting: bool | None = None,
+               gate_warmup: bool | None = None, critic_only: bool | None = None) -> dict:
+    """Queues one update on a host batch and returns at once: metrics are device scalars
+    (``float(v)`` or ``jax.device_get`` waits for them). Arguments as ``update``."""
+    batch = with_step_flags(batch, intervention_reweighting, gate_warmup, critic_only)
+    self.state, metrics = self._train_step(self.state, self.put_batch(batch))
+    self._host_step += 1
+    return metrics
+
+  def dispatch_many(self, batches: list, intervention_reweighting: bool | None = None,
+                    gate_warmup: list | None = None, critic_only: list | None = None) -> dict:
+    """Queues K = len(batches) updates as one call (``make_multi_step``) and returns at once.
+
+    Args:
+      batches: K host batches.
+      intervention_reweighting: as ``update``, the same for all K.
+      gate_warmup, critic_only: None (the default for every update) or one bool per update.
+
+    Returns:
+      Device metrics [K] per name: row i is what the i-th single update would have returned.
+    """
+    k = len(batches)
+    for name, flags in (('gate_warmup', gate_warmup), ('critic_only', critic_only)):
+      if flags is not None and len(flags) != k:
+        raise ValueError(f'Learner.dispatch_many: {name} has {len(flags)} flags for {k} '
+                         'batches; give one per batch, or None.')
+    host = [with_step_flags(b, intervention_reweighting,
+                            None if gate_warmup is None else gate_warmup[i],
+                            None if critic_only is None else critic_only[i])
+            for i, b in enumerate(batches)]
+    self.state, metrics = self._multi_step(self.state, self.put_batches(host))
+    self._host_step += k
+    return metrics
 
   def update(self, batch, intervention_reweighting: bool | None = None,
              gate_warmup: bool | None = None, critic_only: bool | None = None) -> dict:
-    """One update on a host batch; returns metrics as Python floats.
+    """One update on a host batch; waits for it and returns metrics as Python floats.
 
     Args:
       batch: numpy arrays (docs/interfaces.md, section 3), this process's rows.
@@ -335,21 +427,13 @@ class Learner:
       critic_only: train the critic alone in this update; the actor's parameters and optimiser
         state stay bit-identical (the critic phase of a round).
     """
-    batch = dict(batch)
-    rows = (len(batch['valid']),)
-    if intervention_reweighting is not None:
-      batch['intervention_reweighting'] = np.full(rows, bool(intervention_reweighting))
-    if gate_warmup is not None:
-      batch['gate_warmup'] = np.full(rows, bool(gate_warmup))
-    if critic_only is not None:
-      batch['critic_only'] = np.full(rows, bool(critic_only))
-    rng, step_rng = jax.random.split(self.state.rng)
-    self.state = self.state._replace(rng=rng)
-    self.state, metrics = self._update(self.state, self.put_batch(batch), step_rng)
+    metrics = self.dispatch(batch, intervention_reweighting, gate_warmup, critic_only)
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
   def restore(self, state: TrainState):
     self.state = jax.device_put(state, self._replicated)
+    # The step on the host, kept in step with the device's: reading it does not wait for updates.
+    self._host_step = int(jax.device_get(state.step))
 
   @property
   def params(self):
@@ -357,4 +441,5 @@ class Learner:
 
   @property
   def step(self) -> int:
-    return int(self.state.step)
+    """Updates done, counting those queued (no wait)."""
+    return self._host_step

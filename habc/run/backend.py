@@ -194,10 +194,18 @@ class Backend:
 
   def update(self, batch, intervention_reweighting: bool, gate_warmup: bool | None = None,
              critic_only: bool | None = None) -> dict:
-    """One learner update; ``gate_warmup`` None: the learner's own count (see Learner.update);
-    ``critic_only``: the critic alone (the critic phase)."""
-    return self.learner.update(batch, intervention_reweighting=intervention_reweighting,
-                               gate_warmup=gate_warmup, critic_only=critic_only)
+    """One learner update, queued (``Learner.dispatch``): returns its metrics as device scalars
+    at once (``float(v)`` waits for one). ``gate_warmup`` None: the learner's own count (see
+    Learner.update); ``critic_only``: the critic alone (the critic phase)."""
+    return self.learner.dispatch(batch, intervention_reweighting=intervention_reweighting,
+                                 gate_warmup=gate_warmup, critic_only=critic_only)
+
+  def update_many(self, batches: list, intervention_reweighting: bool,
+                  gate_warmup: list | None = None, critic_only: list | None = None) -> dict:
+    """len(batches) updates in one device call (``Learner.dispatch_many``), flags per update;
+    returns metrics stacked [K] on the device."""
+    return self.learner.dispatch_many(batches, intervention_reweighting=intervention_reweighting,
+                                      gate_warmup=gate_warmup, critic_only=critic_only)
 
   def save(self, ckpt, meta: dict) -> None:
     import jax

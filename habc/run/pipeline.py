@@ -539,6 +539,8 @@ class Pipeline:
       if round_index and step == target:
         self._holdout_diagnostics(round_index)  # A stop before they were written.
       return
+    from habc.learning import loop  # jax: imported where the learner runs.
+    from habc.learning import profile as profile_lib
     ir = intervention_reweighting_at(c, round_index)
     # The critic phase: a round's first critic.phase_steps updates train the critic alone (the
     # actor's parameters and optimiser state are left exactly as they were).
@@ -547,34 +549,39 @@ class Pipeline:
     batches = self.backend.batches(datasets, seed=rollout.seed_for(c.seed, stage, round_index,
                                                                     step))
     bar = self._bar(target, f'train {stage}', initial=step)
-    # Per-metric sums and counts: a metric of a sample kind absent from a batch is NaN there.
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
+
+    def flags(at: int) -> dict:
+      """The update that starts at learner step ``at``: online rounds hold g_t at 1 for their
+      first method.warmup_steps updates after SFT (the learner's own count starts at its first
+      update, so it would end during SFT); the critic phase opens each round."""
+      return {'intervention_reweighting': ir,
+              'gate_warmup': (at - c.pipeline.sft_steps) < c.method.warmup_steps
+                             if round_index else None,
+              'critic_only': (at - round_start) < phase_steps if phase_steps else None}
+
+    def on_step(at: int) -> None:
+      bar.update(1)
+      self._event('train_step', stage=stage, step=at)
+
+    runtime = c.get('runtime', {})
+    plan = loop.StepPlan(target=target, log_every=c.pipeline.log_every,
+                         checkpoint_every=c.pipeline.checkpoint_every, flags=flags,
+                         steps_per_dispatch=int(runtime.get('steps_per_dispatch', 1)),
+                         profile=profile_lib.parse_profile(runtime.get('profile', '')))
+    hooks = loop.LoopHooks(
+        on_log=lambda at, metrics: self.metrics.scalars(at, metrics, prefix='train'),
+        on_checkpoint=lambda at: self.backend.save(
+            ckpt, meta={'stage': stage, 'round': round_index, 'resumed_from': resumed}),
+        on_step=on_step, profile_dir=os.path.join(self.paths.logs, profile_lib.PROFILE_DIR))
     try:
-      while step < target:
-        # Online rounds hold g_t at 1 for their first method.warmup_steps updates after SFT (the
-        # learner's own count starts at its first update, so it would end during SFT).
-        warmup = (step - c.pipeline.sft_steps) < c.method.warmup_steps if round_index else None
-        critic_only = (step - round_start) < phase_steps if phase_steps else None
-        metrics = self.backend.update(next(batches), intervention_reweighting=ir,
-                                      gate_warmup=warmup, critic_only=critic_only)
-        step = self.backend.step
-        bar.update(1)
-        for k, v in metrics.items():
-          if np.isfinite(v):
-            sums[k] = sums.get(k, 0.0) + v
-            counts[k] = counts.get(k, 0) + 1
-        if step % c.pipeline.log_every == 0 or step == target:
-          self.metrics.scalars(step, metrics, prefix='train')
-        if step % c.pipeline.checkpoint_every == 0 or step == target:
-          self.backend.save(ckpt, meta={'stage': stage, 'round': round_index,
-                                        'resumed_from': resumed})
-        self._event('train_step', stage=stage, step=step)
+      # Per-metric means of the finite values (a metric of a sample kind absent from a batch is
+      # NaN there), kept on the device and fetched at log points.
+      means = loop.run_updates(self.backend, batches, plan, hooks)
+      step = self.backend.step
     finally:
       bar.close()
       if hasattr(batches, 'close'):
         batches.close()
-    means = {k: v / counts[k] for k, v in sums.items()}
     os.makedirs(self.paths.logs, exist_ok=True)
     _write_json(os.path.join(self.paths.logs, f'train_{stage}.json'), means)
     if round_index:
