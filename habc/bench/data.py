@@ -19,19 +19,6 @@ import numpy as np
 DESIGN_LEARNER_RATE = 64 / 0.110  # shared/DESIGN.md: ~110 ms per update at batch 64 here.
 
 
-def make_dataset(path, *, episodes, steps, cameras, image_size, image_format='jpeg', seed=0):
-  """A synthetic dataset of ``episodes`` rollouts (every other one with an intervention)."""
-  from habc.data import schema, synthetic, writer
-  rng = np.random.default_rng(seed)
-  eps = (synthetic.synthetic_episode(
-      rng, num_steps=steps, cameras=cameras, image_size=image_size, state_dim=16, action_dim=14,
-      privileged_dim=8, success=bool(i % 3), interventions=[(steps // 3, steps // 2)] if i % 2
-      else [], episode_id=f'bench{i}') for i in range(episodes))
-  spec = schema.make_spec(cameras, image_size, state_dim=16, action_dim=14, privileged_dim=8,
-                          image_format=image_format)
-  return writer.write_episodes(path, eps, spec)
-
-
 def reader_rate(path, *, batch_size, cameras, horizon, next_offset, num_workers, prefetch,
                 batches, warmup=5):
   """Transitions/s of ``make_batches`` over ``batches`` batches after ``warmup``."""
@@ -86,8 +73,9 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix='habc_bench_data_')
     path = os.path.join(tmp, 'rlds')
     start = time.perf_counter()
-    make_dataset(path, episodes=args.episodes, steps=args.steps, cameras=cameras,
-                 image_size=args.image_size, image_format=args.image_format)
+    from habc.data import synthetic
+    synthetic.write_dataset(path, episodes=args.episodes, steps=args.steps, cameras=cameras,
+                            image_size=args.image_size, image_format=args.image_format)
     wrote = time.perf_counter() - start
     print(f'wrote {args.episodes} episodes x {args.steps} steps ({len(cameras)} cameras '
           f'{args.image_size}x{args.image_size} {args.image_format}) in {wrote:.1f}s '

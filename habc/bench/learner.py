@@ -167,8 +167,8 @@ def _loop_backend(obs: str, batch_size: int, workdir: str, episodes: int, steps:
   """A ``habc.run.backend.Backend`` (habc method, base config plus the default pipeline sections) bound to
   ``workdir`` whose demonstrations are a synthetic RLDS dataset; the learner built."""
   from experiments import presets
-  from habc.bench.data import make_dataset
   from habc.data import stats as stats_lib
+  from habc.data import synthetic
   from habc.run.backend import Backend
   from habc.run.paths import Paths
   c = presets.add_pipeline_sections(base.get_config())
@@ -176,7 +176,7 @@ def _loop_backend(obs: str, batch_size: int, workdir: str, episodes: int, steps:
   c.learner.batch_size = batch_size
   paths = Paths(workdir)
   cameras = tuple(c.cameras) if obs == 'vision' else ()
-  make_dataset(paths.demo_data, episodes=episodes, steps=steps, cameras=cameras,
+  synthetic.write_dataset(paths.demo_data, episodes=episodes, steps=steps, cameras=cameras,
                image_size=c.image_size)
   stats_lib.save_stats(stats_lib.compute_dataset_stats(paths.demo_data), paths.demo_data)
   backend = Backend(c)

@@ -46,3 +46,16 @@ def synthetic_episode(rng: np.random.Generator, *, num_steps: int = 40,
                              policy_version=-1 if source == 'demo' else policy_version,
                              operator='sim' if flags.any() else '', policy_action=policy_action,
                              is_intervention=flags)
+
+
+def write_dataset(path, *, episodes, steps, cameras, image_size, image_format='jpeg', seed=0):
+  """A synthetic dataset of ``episodes`` rollouts (every other one with an intervention)."""
+  from habc.data import writer  # Imported here: array_record.
+  rng = np.random.default_rng(seed)
+  eps = (synthetic_episode(
+      rng, num_steps=steps, cameras=cameras, image_size=image_size, state_dim=16, action_dim=14,
+      privileged_dim=8, success=bool(i % 3), interventions=[(steps // 3, steps // 2)] if i % 2
+      else [], episode_id=f'bench{i}') for i in range(episodes))
+  spec = schema.make_spec(cameras, image_size, state_dim=16, action_dim=14, privileged_dim=8,
+                          image_format=image_format)
+  return writer.write_episodes(path, eps, spec)
