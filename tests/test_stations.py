@@ -180,7 +180,7 @@ def test_two_actors_and_a_learner(tmp_path, kind):
           env=env(), stdout=logs[f'actor{i}'], stderr=subprocess.STDOUT)
     procs['learner'] = subprocess.Popen(
         [*module, '--role=learner', '--until_episodes=4', '--max_seconds=240',
-         '--rescan_every=3', '--idle_log_s=2', f'--cache_dir={cache["learner"]}', *common],
+         '--rescan_every=3', '--idle_log_s=0.5', f'--cache_dir={cache["learner"]}', *common],
         cwd=ROOT, env=env(), stdout=logs['learner'], stderr=subprocess.STDOUT)
     for name, proc in procs.items():
       proc.wait(timeout=300)
@@ -202,7 +202,10 @@ def test_two_actors_and_a_learner(tmp_path, kind):
     assert 'waiting for a learner checkpoint' in text[f'actor{i}']
     assert results[f'actor{i}']['episodes'] == 2 == results[f'actor{i}']['written']
   assert 'saved the initial one' in text['learner']
-  assert 'no new episodes for' in text['learner']  # Trained on the demonstrations meanwhile.
+  # Trained on the demonstrations meanwhile. The line needs half a second without a new episode
+  # between two rescans (it needed 2 s before, and under load the actors' episodes sometimes came
+  # closer together than that: seen in sessions 15 and 16).
+  assert 'no new episodes for' in text['learner']
   assert results['learner']['episodes'] == 4 and results['learner']['stations'] == 2
   assert results['learner']['checkpoints'] >= 2
   assert not results['learner']['tensorflow_loaded']  # The actors check it themselves.
