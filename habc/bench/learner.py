@@ -294,7 +294,7 @@ def print_loop_table(rows: list[dict], batch_size: int, print_fn=print) -> None:
 def main(argv):
   parser = argparse.ArgumentParser(prog='python -m habc.bench learner')
   parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--obs', default='vision', choices=('vision', 'state', 'both'))
+  parser.add_argument('--obs', default='both', choices=('vision', 'state', 'both'))
   parser.add_argument('--steps', type=int, default=20, help='updates per block (methods table)')
   parser.add_argument('--tables', default='methods,loop',
                       help='which tables: methods (HABC vs SFT step), loop (issue 25)')
