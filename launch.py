@@ -50,50 +50,58 @@ MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report', 'acto
 PRESETS = ('smoke', 'default', 'paper')
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('task', None, 'Task name (simulated: see `python -m habc.envs --list`; '
-                    'hw_<task>: that task on the dm-robotics station); default: the config\'s '
-                    'task.')
-flags.DEFINE_string('experiment', DEFAULT_EXPERIMENT, 'Experiment config file (experiments/*.py).')
-flags.DEFINE_string('workdir', None, 'Run directory; default ./workdirs/<task>_<experiment>_<seed>.')
-flags.DEFINE_integer('seed', None, 'Run seed; default: the config\'s seed (0).')
-flags.DEFINE_enum('preset', 'default', PRESETS, 'Size of the run: smoke (tests), default (about '
-                  '30 minutes on a 2-core CPU), paper (the paper\'s scale).')
-flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage; actor and '
-                  'learner: the two roles of the actor/learner split (habc/fleet/stations.py) '
-                  'over a shared --workdir.')
-flags.DEFINE_bool('print_config', False, 'Print every config key with its value (after the '
-                  'preset, the --config.* overrides, --task and --seed) and exit; any key can be '
-                  'set with --config.<key>=<value>.')
-flags.DEFINE_bool('overwrite', False, 'Delete a workdir made with a different config and start '
-                  'again.')
-# The experiment file and preset reach ml_collections as --config=<file>:<preset> (inserted by
-# ``config_argv``), so that --config.a.b=v overrides apply on top of the preset.
-config_flags.DEFINE_config_file('config', None, 'Set by --experiment and --preset; use '
-                                '--config.<path>=<value> to override single values.')
-distributed.define_flags()
-flags.DEFINE_integer('station_id', 0, 'With --mode=actor: this station\'s number (one actor per '
-                     'id).')
-flags.DEFINE_integer('max_episodes', None, 'With --mode=actor: stop after this many episodes.')
-flags.DEFINE_float('wait_timeout', 600.0, 'With --mode=actor: seconds to wait for a first learner '
-                   'checkpoint.')
-flags.DEFINE_integer('max_steps', None, 'With --mode=learner: stop at this learner step.')
-flags.DEFINE_enum('operator', '', ['', 'simulated', 'console'], 'Who takes over during '
-                  'rollouts: simulated (the scripted operator; default in simulation) or console '
-                  '(a person at the operator console web page; default on a hardware task, where '
-                  '--config.hardware.operator may name another device class).')
-flags.DEFINE_string('console_host', '127.0.0.1', 'Operator console: address to listen on. Any '
-                    'address but loopback needs an access token (made and printed if not given).')
-flags.DEFINE_integer('console_port', 8765, 'Operator console: port.')
-flags.DEFINE_string('console_token', '', 'Operator console: access token needed to control (view '
-                    'without it); made when --console_host is not loopback and none is given.')
-flags.DEFINE_float('console_deadman', 0.0, 'Operator console: seconds after which a takeover '
-                   'command is stale and the arms are held instead; 0: three control periods.')
-flags.DEFINE_enum('console_wait', 'auto', ['auto', 'yes', 'no'], 'Operator console: wait for '
-                  '"scene reset, start next episode" between episodes (auto: yes on a station, no '
-                  'in simulation).')
-# --config.hardware.<path>=<value> arrives here (``hardware_argv``): the experiment configs have no
-# ``hardware`` section, so ml_collections could not apply it; ``build_config`` does.
-flags.DEFINE_multi_string('hardware_override', [], 'Set by --config.hardware.<path>=<value>.')
+
+
+def define_flags() -> None:
+  """launch.py's flags, defined when it runs as the command (``run_cli``): importing launch.py for
+  its config functions (the sweep does) defines none."""
+  flags.DEFINE_string('task', None, 'Task name (simulated: see `python -m habc.envs --list`; '
+                      'hw_<task>: that task on the dm-robotics station); default: the config\'s '
+                      'task.')
+  flags.DEFINE_string('experiment', DEFAULT_EXPERIMENT,
+                      'Experiment config file (experiments/*.py).')
+  flags.DEFINE_string('workdir', None,
+                      'Run directory; default ./workdirs/<task>_<experiment>_<seed>.')
+  flags.DEFINE_integer('seed', None, 'Run seed; default: the config\'s seed (0).')
+  flags.DEFINE_enum('preset', 'default', PRESETS, 'Size of the run: smoke (tests), default (about '
+                    '30 minutes on a 2-core CPU), paper (the paper\'s scale).')
+  flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage; actor and '
+                    'learner: the two roles of the actor/learner split (habc/fleet/stations.py) '
+                    'over a shared --workdir.')
+  flags.DEFINE_bool('print_config', False, 'Print every config key with its value (after the '
+                    'preset, the --config.* overrides, --task and --seed) and exit; any key can be '
+                    'set with --config.<key>=<value>.')
+  flags.DEFINE_bool('overwrite', False, 'Delete a workdir made with a different config and start '
+                    'again.')
+  # The experiment file and preset reach ml_collections as --config=<file>:<preset> (inserted by
+  # ``config_argv``), so that --config.a.b=v overrides apply on top of the preset.
+  config_flags.DEFINE_config_file('config', None, 'Set by --experiment and --preset; use '
+                                  '--config.<path>=<value> to override single values.')
+  distributed.define_flags()
+  flags.DEFINE_integer('station_id', 0, 'With --mode=actor: this station\'s number (one actor per '
+                       'id).')
+  flags.DEFINE_integer('max_episodes', None, 'With --mode=actor: stop after this many episodes.')
+  flags.DEFINE_float('wait_timeout', 600.0, 'With --mode=actor: seconds to wait for a first '
+                     'learner checkpoint.')
+  flags.DEFINE_integer('max_steps', None, 'With --mode=learner: stop at this learner step.')
+  flags.DEFINE_enum('operator', '', ['', 'simulated', 'console'], 'Who takes over during '
+                    'rollouts: simulated (the scripted operator; default in simulation) or console '
+                    '(a person at the operator console web page; default on a hardware task, where '
+                    '--config.hardware.operator may name another device class).')
+  flags.DEFINE_string('console_host', '127.0.0.1', 'Operator console: address to listen on. Any '
+                      'address but loopback needs an access token (made and printed if not given).')
+  flags.DEFINE_integer('console_port', 8765, 'Operator console: port.')
+  flags.DEFINE_string('console_token', '', 'Operator console: access token needed to control (view '
+                      'without it); made when --console_host is not loopback and none is given.')
+  flags.DEFINE_float('console_deadman', 0.0, 'Operator console: seconds after which a takeover '
+                     'command is stale and the arms are held instead; 0: three control periods.')
+  flags.DEFINE_enum('console_wait', 'auto', ['auto', 'yes', 'no'], 'Operator console: wait for '
+                    '"scene reset, start next episode" between episodes (auto: yes on a station, '
+                    'no in simulation).')
+  # --config.hardware.<path>=<value> arrives here (``hardware_argv``): the experiment configs have
+  # no ``hardware`` section, so ml_collections could not apply it; ``build_config`` does.
+  flags.DEFINE_multi_string('hardware_override', [], 'Set by --config.hardware.<path>=<value>.')
+
 
 HARDWARE_PREFIX = '--config.hardware.'
 STATION_ENV_FACTORY = 'habc.envs.hardware:rollout_env'
@@ -601,6 +609,7 @@ def format_config(config) -> str:
 
 
 def run_cli(argv: list[str] | None = None) -> None:
+  define_flags()
   argv = list(sys.argv if argv is None else argv)
   try:
     argv = config_argv(hardware_argv(argv))

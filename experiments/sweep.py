@@ -284,18 +284,18 @@ def experiment_config(method: str, preset: str, task: str, seed: int, overrides:
   The '--config.<key>=<value>' overrides go through ml_collections' ``config_flags``, the parser
   of launch.py's ``--config`` flag (on a private set of flags): values take their key's type, an
   unknown key raises KeyError or AttributeError, a bad value absl.flags.IllegalFlagValueError.
+  Then launch.py's own ``build_config`` sets the task and seed (and a hardware task's station
+  settings) and checks the config as a run's start-up does (launch.UsageError).
   """
-  import ml_collections
+  import launch  # Defines no flags on import (``launch.define_flags`` runs in its command).
   from ml_collections import config_flags
-  argv = ['sweep', f'--config={os.path.join(ROOT, "experiments", method + ".py")}:{preset}',
-          *overrides]
+  experiment = os.path.join(ROOT, 'experiments', method + '.py')
+  argv = ['sweep', f'--config={experiment}:{preset}', *overrides]
   values = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'The experiment file and preset.',
                                   flag_values=values, sys_argv=argv)
   values(argv)
-  config = ml_collections.ConfigDict(values.config.to_dict())  # Unlocked copy, as launch.py's.
-  config.task, config.seed = task, seed
-  return config
+  return launch.build_config(values.config, task=task, seed=seed, experiment=experiment)
 
 
 def comparison_table(summaries: list[dict]) -> str:

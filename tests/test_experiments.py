@@ -337,3 +337,24 @@ def test_sweep_configs_parse_overrides_as_launch_does():
   for key in ('learner.no_such_key', 'no_such_section.key'):  # Refused, as launch.py refuses it.
     with pytest.raises((KeyError, AttributeError), match='no_such'):
       sweep.experiment_config('habc', 'smoke', 'pouch', 5, [f'--config.{key}=1'])
+
+
+def test_sweep_config_is_the_one_launch_builds(tmp_path):
+  """The sweep's config of a run is launch.py's: the same build_config, so --print_config of the
+  same command prints the same keys and values (a hardware task's station settings included)."""
+  import subprocess
+  import sys
+  import launch
+  from experiments import sweep
+  (tmp_path / 'episode_0.hdf5').write_bytes(b'')
+  overrides = ['--config.learner.batch_size=4', '--config.operator.takeover_prob=0.25',
+               f'--config.data.teleop_dir={tmp_path}']
+  for task in ('pouch', 'hw_fold'):
+    config = sweep.experiment_config('habc_v', 'smoke', task, 3, overrides)
+    printed = subprocess.run(
+        [sys.executable, 'launch.py', f'--task={task}', '--experiment=experiments/habc_v.py',
+         '--preset=smoke', '--seed=3', '--print_config', *overrides], cwd=sweep.ROOT,
+        capture_output=True, text=True, timeout=300)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert printed.stdout.strip() == launch.format_config(config).strip()
+  assert config.runtime.num_workers == 1 and not config.operator.enabled  # The station's.
