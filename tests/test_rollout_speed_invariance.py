@@ -173,7 +173,10 @@ def test_several_episodes_per_worker_give_the_same_episodes():
   stats = {}
   two = run_case('insert', 40, 8, (), 2, episodes, per_worker=2, stats=stats)
   assert two == run_case('insert', 40, 8, (), 1, episodes)
-  assert stats['rows'] > stats['calls']  # Some calls served several episodes.
+  # 40 steps in chunks of 8: 5 decisions for each of 5 episodes. Whether a call serves several
+  # episodes at once depends on timing (seen 25 calls for 25 rows once, under load), so only the
+  # count is checked.
+  assert stats['rows'] == 25 and 1 <= stats['calls'] <= stats['rows']
 
 
 @pytest.mark.parametrize('task', ['pouch', 'insert', 'fold'])
