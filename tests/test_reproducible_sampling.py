@@ -110,7 +110,7 @@ class _RecordingPolicy:
 SEEDS = (3, 10, 11, 25, 40, 41)
 
 
-def _run(num_workers, pad_to=None):
+def _run(num_workers, pad_to=None, lockstep=False):
   """Per episode seed: (decision ids received, per row of each call), length, success, actions."""
   config = rollout.WorkerConfig(task='fake', time_limit=30, execute_steps=3,
                                 env_factory=FAKE_ENV, operator_factory=OPERATOR,
@@ -119,7 +119,8 @@ def _run(num_workers, pad_to=None):
               for i, s in enumerate(SEEDS)]
   policy, results = _RecordingPolicy(), []
   with rollout.WorkerPool(config, num_workers) as pool:
-    rollout.run_episodes(pool, requests, policy, results.append, pad_to=pad_to)
+    rollout.run_episodes(pool, requests, policy, results.append, pad_to=pad_to,
+                         lockstep=lockstep)
   decisions = {s: set() for s in SEEDS}
   for ids in policy.calls:
     for seed, decision in {tuple(map(int, row)) for row in ids}:  # Padding repeats a row.
@@ -135,14 +136,15 @@ def _run(num_workers, pad_to=None):
 
 def test_episode_noise_ids_do_not_depend_on_workers_or_batching():
   alone, calls_alone = _run(1)
-  two, calls_two = _run(2)
+  two, _ = _run(2)  # Served as they become ready: which rows share a call depends on timing.
+  lockstep, calls_lockstep = _run(2, lockstep=True)
   padded, _ = _run(3, pad_to=4)
   assert sorted(alone) == sorted(SEEDS)
   for seed, (decisions, length, *_rest) in alone.items():
     # Decision k of an episode is its k-th chunk: 0, 1, ... one per 3 executed steps.
     assert decisions == list(range(-(-length // 3))), (seed, decisions, length)
-  assert two == alone and padded == alone
-  assert calls_two < calls_alone  # The workers did share calls.
+  assert two == alone and lockstep == alone and padded == alone
+  assert calls_lockstep < calls_alone  # In lockstep the workers do share calls.
   lengths = {v[1] for v in alone.values()}
   assert len(lengths) > 1  # The noise matters: episodes differ.
 
