@@ -47,7 +47,7 @@ from habc.fleet import distributed
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_EXPERIMENT = os.path.join('experiments', 'habc.py')
 MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report', 'actor', 'learner')
-PRESETS = ('smoke', 'default', 'paper')
+PRESETS = ('smoke', 'default', 'study', 'paper')  # experiments/presets.py (tested equal).
 
 FLAGS = flags.FLAGS
 
@@ -64,7 +64,8 @@ def define_flags() -> None:
                       'Run directory; default ./workdirs/<task>_<experiment>_<seed>.')
   flags.DEFINE_integer('seed', None, 'Run seed; default: the config\'s seed (0).')
   flags.DEFINE_enum('preset', 'default', PRESETS, 'Size of the run: smoke (tests), default (about '
-                    '30 minutes on a 2-core CPU), paper (the paper\'s scale).')
+                    '30 minutes on a 2-core CPU), study (issue 26: 100 rollouts a round, 100 trials, state '
+                    'observations), paper (the paper\'s scale).')
   flags.DEFINE_enum('mode', 'pipeline', MODES, 'Run the whole pipeline, or one stage; actor and '
                     'learner: the two roles of the actor/learner split (habc/fleet/stations.py) '
                     'over a shared --workdir.')

@@ -101,10 +101,20 @@ def get_config() -> ml_collections.ConfigDict:
   # A round's first N learner updates train the critic alone on the new data (the actor's
   # parameters and optimiser state are untouched); they count towards pipeline.steps_per_round.
   c.critic.phase_steps = 150
+  # Target of the efficiency head. 'td': y_e = -1 + stopgrad(V_e(s_{t+k})), DESIGN.md's TD target.
+  # 'monte_carlo': minus the decisions left in the (successful) episode, the value the TD chain
+  # converges to. TD with no discount bootstraps on nearby states that share features; in the toy
+  # of tests/test_learner.py it ran away to V_e ~ -5000 and collapsed to 0 within 1,600 updates
+  # (results/notes.md, session 17).
+  c.critic.efficiency_target = 'td'
   # Share of each round's rollouts held out of that round's training (both losses) to measure its
   # critic on unseen episodes; they join the training mix from the next round on.
   c.critic.holdout_fraction = 0.2
   # Held-out diagnostics after each round's training (logs/critic_round_XXX.json).
   c.critic.diagnostics = True
   c.critic.diagnostic_windows = 4096  # At most this many windows measured per split.
+  # Every N updates of a round (a multiple of pipeline.log_every), the critic on the round's
+  # held-out split -> logs/critic_curve_round_XXX.json: the learning curve that shows whether a
+  # round trains its critic long enough. 0: off.
+  c.critic.curve_every = 0
   return c

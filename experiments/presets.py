@@ -19,7 +19,7 @@ import ml_collections
 
 from experiments import base
 
-PRESETS = ('smoke', 'default', 'paper')
+PRESETS = ('smoke', 'default', 'study', 'paper')
 # Config sections that describe how a run executes, not what it computes.
 RUNTIME_SECTIONS = ('runtime',)
 
@@ -99,6 +99,8 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
   default: the whole pipeline on a 2-core CPU in about 30-85 minutes (state observations;
            sessions 4-5, with other runs sharing the machine: demos + SFT + evaluation 23-41 min,
            then three rounds 5-17 min on pouch and insert, 18-42 min on fold).
+  study:   issue 26's comparison: the default's settings with the paper's 100 rollouts a round,
+           100 evaluation trials per checkpoint and longer rounds (results/notes.md, session 17).
   paper:   the paper's scale: 200 demos, 100 rollouts a round, 6k steps a round at batch 256,
            50 evaluation trials, vision.
   """
@@ -145,6 +147,20 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
     # observations: the uniform sampler holds every episode; results/notes.md, session 15).
     c.data.kind_fractions.update({'success': 0.4, 'failure': 0.25, 'intervention': 0.2,
                                   'unlabelled': 0.15})
+  elif preset == 'study':
+    # Issue 26: the paper's per-round scale on state observations, on this 2-core CPU.
+    apply_preset(c, 'default')
+    c.preset = 'study'
+    c.rollout.episodes_per_round = 100  # As the paper.
+    c.eval.episodes = 100  # Per checkpoint, on initial states shared by every method (paired).
+    c.pipeline.rounds = 3
+    # Sized by the held-out critic curves of a tuning run (results/notes.md, session 17).
+    c.pipeline.steps_per_round = 2000
+    c.critic.phase_steps = 500
+    c.critic.curve_every = 250
+    c.method.warmup_steps = 250
+    c.pipeline.checkpoint_every = 500
+    c.pipeline.log_every = 50
   elif preset == 'paper':
     c.obs = 'vision'
     c.data.num_demos = 200

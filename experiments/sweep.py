@@ -47,7 +47,8 @@ def _define_flags() -> None:
                     'Experiment files (experiments/<name>.py); the default is the whole comparison '
                     '(issue 7).')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Run seeds.')
-  flags.DEFINE_enum('preset', 'default', ['smoke', 'default', 'paper'], 'Size of every run.')
+  flags.DEFINE_enum('preset', 'default', ['smoke', 'default', 'study', 'paper'],
+                    'Size of every run.')
   flags.DEFINE_string('root', None, 'Where the runs\' workdirs go; default workdirs/sweep, and '
                       'workdirs/sweep/<preset> for a preset other than default.')
   flags.DEFINE_string('results', None, 'Where the per-run JSON summaries and the table go; '
@@ -62,8 +63,9 @@ def _define_flags() -> None:
                     'summaries have only the counts).')
   flags.DEFINE_bool('share_sft', True, 'Run sft first for each seed and start every other '
                     'method from its SFT checkpoint (the same SFT policy for every method).')
-  flags.DEFINE_integer('eval_episodes', 50, 'Evaluation trials per checkpoint (passed as '
-                       '--config.eval.episodes unless an override sets it).')
+  flags.DEFINE_integer('eval_episodes', None, 'Evaluation trials per checkpoint (passed as '
+                       '--config.eval.episodes unless an override sets it); default 50, and the '
+                       'preset\'s own (100) with --preset=study.')
 
 
 FLAGS = flags.FLAGS
@@ -79,6 +81,8 @@ def default_dirs(preset: str) -> tuple[str, str]:
   because of) the default one."""
   if preset == 'default':
     return 'workdirs/sweep', 'results'
+  if preset == 'study':  # Issue 26's comparison: committed, apart from the default-scale one.
+    return os.path.join('workdirs', 'sweep', 'study'), os.path.join('results', 'study')
   root = os.path.join('workdirs', 'sweep', preset)
   return root, os.path.join(root, 'results')
 
@@ -478,6 +482,8 @@ def main(argv):
   root, results = default_dirs(FLAGS.preset)
   FLAGS.root = FLAGS.root or root
   FLAGS.results = FLAGS.results or results
+  if FLAGS.eval_episodes is None and FLAGS.preset != 'study':
+    FLAGS.eval_episodes = 50  # The default-scale comparison's trials; the study's preset has 100.
   os.makedirs(FLAGS.results, exist_ok=True)
   if FLAGS.add_outcomes:
     done = backfill_outcomes(FLAGS.results, FLAGS.root)
@@ -489,7 +495,8 @@ def main(argv):
     for method in FLAGS.methods:
       if not os.path.exists(os.path.join(ROOT, 'experiments', f'{method}.py')):
         raise app.UsageError(f'No experiment file experiments/{method}.py.')
-    if not any(a.startswith('--config.eval.episodes=') for a in overrides):
+    if (FLAGS.eval_episodes is not None
+        and not any(a.startswith('--config.eval.episodes=') for a in overrides)):
       overrides = overrides + [f'--config.eval.episodes={FLAGS.eval_episodes}']
     methods = list(FLAGS.methods)
     if FLAGS.share_sft and 'sft' in methods:

@@ -158,6 +158,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     'method.advantage_temperature': _number_in(0, None, "T of the gate's batch_std/batch_iqr scale",
                                                low_open=True),
     'critic.phase_steps': _int_at_least(0, "critic-only updates opening each round"),
+    'critic.curve_every': _int_at_least(0, "updates between points of the critic's curve"),
+    'critic.efficiency_target': _one_of(('td', 'monte_carlo'), "the efficiency head's target"),
     'critic.holdout_fraction': _number_in(0, 0.9, "share of a round's rollouts held out"),
     'critic.diagnostic_windows': _int_at_least(1, 'windows measured per held-out split'),
     'data.sampler': _one_of(('auto', 'pool', 'uniform'), 'how windows are drawn'),
@@ -209,6 +211,11 @@ def problems(config) -> list[str]:
   if _is_int(phase) and _is_int(per_round) and phase > 0 and phase >= per_round > 0:
     out.append(f'config.critic.phase_steps={phase} leaves no actor update in a round of '
                f'pipeline.steps_per_round={per_round}; set --config.critic.phase_steps below it.')
+  curve, log_every = _get(config, 'critic.curve_every'), _get(config, 'pipeline.log_every')
+  if _is_int(curve) and _is_int(log_every) and curve > 0 and log_every > 0 and curve % log_every:
+    out.append(f'config.critic.curve_every={curve} must be a multiple of '
+               f'config.pipeline.log_every={log_every} (the curve is measured at log points); '
+               'set --config.critic.curve_every.')
   fractions = _get(config, 'data.kind_fractions')
   if fractions is not _MISSING and fractions:
     values = dict(fractions)

@@ -71,6 +71,22 @@ def efficiency_targets(efficiency_next, next_is_terminal):
   return -1.0 + bootstrap
 
 
+def efficiency_monte_carlo_targets(steps_to_end):
+  """Monte-Carlo targets of the efficiency head: y_e = -(decisions from s_t to the episode's end).
+
+  The head is trained on successful episodes only, which end at their success, so the number of
+  decisions left is the number of decisions to success that this episode took: the target the
+  TD chain y_e = -1 + V_e(s_{t+k}) converges to, without bootstrapping on the head itself.
+
+  Args:
+    steps_to_end: f32 [B], (T - 1 - t) / k (habc.labeling.Windows.steps_to_end).
+
+  Returns:
+    y_e [B].
+  """
+  return -steps_to_end
+
+
 def huber(x, delta: float = 1.0):
   """Elementwise Huber loss of residual x."""
   ax = jnp.abs(x)

@@ -85,6 +85,17 @@ def test_paper_preset_scale():
     load('habc', 'huge')
 
 
+def test_study_preset_scale():
+  c, default = load('habc', 'study'), load('habc', 'default')
+  assert (c.obs, c.rollout.episodes_per_round, c.eval.episodes, c.pipeline.rounds) == (
+      'state', 100, 100, 3)
+  assert c.pipeline.steps_per_round > default.pipeline.steps_per_round
+  assert c.critic.curve_every > 0 and c.critic.curve_every % c.pipeline.log_every == 0
+  assert c.data.kind_fractions.to_dict() == default.data.kind_fractions.to_dict()
+  import launch
+  assert launch.PRESETS == presets.PRESETS  # launch.py's --preset offers every preset.
+
+
 def test_loads_through_config_flags():
   """The launcher's path: ml_collections loads '<file>:<preset>'."""
   from ml_collections.config_flags import config_flags

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from experiments import presets
+
 from habc import config_checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +70,7 @@ def test_every_shipped_config_passes():
     if name in ('__init__', 'base', 'presets', 'sweep'):
       continue
     module = importlib.import_module(f'experiments.{name}')
-    for preset in ('smoke', 'default', 'paper'):
+    for preset in presets.PRESETS:
       assert config_checks.problems(module.get_config(preset)) == [], (name, preset)
 
 

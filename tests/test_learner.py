@@ -226,6 +226,51 @@ def test_habc_moves_toward_the_fast_successful_mode_and_bc_does_not():
   assert np.mean(habc_actions) > np.mean(bc_actions) + 0.5
 
 
+TOY_PROBES = {  # State (progress, time) -> true V_e: minus the decisions left to success.
+    'fast, after 1 decision': ((1 / 3, 1 / 8), -2.0),
+    'slow, after 1 decision': ((1 / 8, 1 / 8), -7.0),
+    'fast, after 2 decisions': ((2 / 3, 2 / 8), -1.0),
+    'slow, after 7 decisions': ((7 / 8, 7 / 8), -1.0),
+}
+
+
+def toy_efficiency_values(target, steps):
+  """V_e at TOY_PROBES after ``steps`` updates of HABC on the toy, at the toy test's rates."""
+  c = small_config('habc')
+  c.learner.batch_size = 64
+  c.learner.actor_lr = 1e-3
+  c.learner.critic_lr = 3e-3
+  c.critic.efficiency_target = target
+  rows = toy_windows(c.model.action_horizon, 30)
+  rng = np.random.default_rng(1)
+  model = build_model(c, 1)
+  lrn = learner_lib.Learner(c, model, toy_batch(rows, 64, rng), seed=0)
+  for _ in range(steps):
+    lrn.update(toy_batch(rows, 64, rng))
+  states = np.array([state for state, _ in TOY_PROBES.values()], np.float32)
+  obs = {'state': states, 'instruction': np.zeros((len(states), 4), np.int32)}
+  heads = model.apply(lrn.params, obs, None,
+                      method=lambda m, o, phi: m.critic_outputs(o, phi))
+  return np.asarray(heads['efficiency'])
+
+
+def test_monte_carlo_efficiency_target_stays_at_the_true_decisions_to_success():
+  # The TD target (the default) ran away to V_e ~ -500 and then collapsed to 0 on these states
+  # within 600 updates here (results/notes.md, session 17); the Monte-Carlo target is the count
+  # itself.
+  values = toy_efficiency_values('monte_carlo', 600)
+  truth = np.array([v for _, v in TOY_PROBES.values()])
+  np.testing.assert_allclose(values, truth, atol=0.5, err_msg=str(dict(zip(TOY_PROBES, values))))
+
+
+def test_unknown_efficiency_target_is_refused_by_name():
+  c = small_config('habc')
+  c.critic.efficiency_target = 'lambda'
+  batch = synthetic_batch(16, horizon=4, vision=False)
+  with pytest.raises(ValueError, match='config.critic.efficiency_target'):
+    learner_lib.Learner(c, build_model(c, 10), batch, seed=0).update(batch)
+
+
 def test_gate_warmup_holds_g_at_one():
   c = small_config()
   c.method.warmup_steps = 1000

@@ -101,6 +101,7 @@ def check_restored_learner(workdir, config):
 
 def test_smoke_habc_resumes_between_stages(tmp_path):
   config = smoke_config('habc')
+  config.critic.curve_every = 2  # Points at 0, 2 and 4 of a round's 4 updates.
   workdir = str(tmp_path / 'run')
   log = []
   with pytest.raises(pipeline.Stop):
@@ -134,9 +135,14 @@ def test_smoke_habc_resumes_between_stages(tmp_path):
     assert diag['actor_batches']['batches'] == 8
   assert any(line.startswith('critic of round 1 on next_round') for line in log)
   assert os.path.exists(os.path.join(workdir, 'logs', 'critic_round_001_next_round.npz'))
+  for r in (1, 2):  # The held-out critic's curve inside each round.
+    curve = json.load(open(os.path.join(workdir, 'logs', f'critic_curve_round_{r:03d}.json')))
+    assert list(curve) == ['0', '2', '4'] and set(curve['2']) == {'auc', 'brier', 'r2', 'mae',
+                                                            'saturated'}
   report_text = open(os.path.join(workdir, 'report.md')).read()
   assert '## Critic on held-out data' in report_text and '| 1 | next_round |' in report_text
   assert os.path.exists(os.path.join(workdir, 'plots', 'critic_reliability_holdout.png'))
+  assert '![critic curve](plots/critic_curve.png)' in report_text
 
   check_restored_learner(workdir, config)
 

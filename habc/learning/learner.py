@@ -141,6 +141,7 @@ def make_loss_fn(config, model):
   """``loss_fn(params, batch, rng, step) -> (total loss, metrics)``: critic + weighted actor."""
   method = config.method
   use_critic = objectives.uses_critic(method)
+  efficiency_target = config.critic.efficiency_target
 
   def loss_fn(params, batch, rng, step):
     obs, actions, valid = batch['obs'], batch['actions'], batch['valid']
@@ -159,7 +160,7 @@ def make_loss_fn(config, model):
       heads, heads_next = critic_pass(model, config.model.critic_encoder, params, obs,
                                        batch['next_obs'], phi)
       critic_loss, online_weight, critic_metrics = objectives.critic_loss_and_online_weight(
-          method, heads, heads_next, batch, config.learner.huber_delta)
+          method, heads, heads_next, batch, config.learner.huber_delta, efficiency_target)
       metrics.update(critic_metrics)
     # The warm-up counts updates from the learner's first step unless the caller says where the
     # online phase began (batch['gate_warmup'], see Learner.update).
@@ -213,13 +214,14 @@ def make_diagnostic_fn(config, model):
   method = config.method
   if not objectives.uses_critic(method):
     return None
+  efficiency_target = config.critic.efficiency_target
 
   def diagnostics(params, batch):
     phi = model.apply(params, batch['obs'], method=model.encode)
     heads, heads_next = critic_pass(model, config.model.critic_encoder, params, batch['obs'],
                                     batch['next_obs'], phi)
     _, online_weight, _ = objectives.critic_loss_and_online_weight(
-        method, heads, heads_next, batch, config.learner.huber_delta)
+        method, heads, heads_next, batch, config.learner.huber_delta, efficiency_target)
     out = {'gate': online_weight}
     if method.weighting in ('habc', 'habc_v'):
       signal = objectives.habc_signal(method, heads, heads_next, batch)

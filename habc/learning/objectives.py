@@ -25,7 +25,11 @@ def uses_critic(method: Any) -> bool:
   return method.weighting != 'bc'
 
 
-def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_delta: float):
+EFFICIENCY_TARGETS = ('td', 'monte_carlo')
+
+
+def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_delta: float,
+                                  efficiency_target: str = 'td'):
   """The critic loss of the method and the weight it gives autonomous windows.
 
   Args:
@@ -34,6 +38,8 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
       ``heads_next`` must already be held constant.
     batch: the training batch (docs/interfaces.md, section 3).
     huber_delta: delta of the efficiency head's Huber loss.
+    efficiency_target: 'td' (y_e = -1 + V_e(s_{t+k}), DESIGN.md) or 'monte_carlo' (minus the
+      decisions left in the successful episode; see config.critic.efficiency_target).
 
   Returns:
     (critic_loss scalar, online_weight [B] (held constant), metrics dict).
@@ -48,7 +54,13 @@ def critic_loss_and_online_weight(method: Any, heads, heads_next, batch, huber_d
     e_mask = valid & batch['efficiency_mask']
     loss_v = losses.viability_loss(heads['viability_logit'], batch['outcome'],
                                    v_mask * sample_weight)
-    target_e = losses.efficiency_targets(heads_next['efficiency'], term)
+    if efficiency_target == 'monte_carlo':
+      target_e = losses.efficiency_monte_carlo_targets(batch['steps_to_end'])
+    elif efficiency_target == 'td':
+      target_e = losses.efficiency_targets(heads_next['efficiency'], term)
+    else:
+      raise ValueError(f'config.critic.efficiency_target={efficiency_target!r}; choose one of '
+                       f'{", ".join(EFFICIENCY_TARGETS)}.')
     loss_e = losses.efficiency_loss(heads['efficiency'], target_e, e_mask * sample_weight,
                                     huber_delta)
     signal = habc_signal(method, heads, heads_next, batch)

@@ -352,6 +352,45 @@ def plot_efficiency_scatter(pred, target, path: str, title: str = '') -> None:
   plt.close(fig)
 
 
+def load_curves(workdir: str) -> dict[int, dict[int, dict]]:
+  """{round: {updates into the round: headline numbers}} from logs/critic_curve_round_XXX.json
+  (written with ``critic.curve_every``)."""
+  out = {}
+  for data in load_run(workdir):
+    r = int(data['round'])
+    curve = load_file(os.path.join(workdir, 'logs', f'critic_curve_round_{r:03d}.json'))
+    if not curve:
+      continue
+    out[r] = dict(sorted((int(k), v) for k, v in curve.items()))
+  return out
+
+
+def plot_curves(curves: dict[int, dict[int, dict]], path: str, phase_steps: int = 0) -> bool:
+  """AUC and V_e R^2 on the held-out split against updates into the round, one line per round
+  (False: nothing to plot). A dotted line marks the end of the critic-only phase."""
+  if not curves:
+    return False
+  plt = _plt()
+  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+  for ax, key, label in zip(axes, ('auc', 'r2'), ('viability AUC', 'efficiency R^2')):
+    for r, points in curves.items():
+      xs = np.array(list(points), np.float64)
+      ys = np.array([p.get(key, np.nan) for p in points.values()], np.float64)
+      ok = np.isfinite(ys)
+      ax.plot(xs[ok], ys[ok], marker='o', ms=3, label=f'round {r}')
+    if phase_steps:
+      ax.axvline(phase_steps, color='0.5', ls=':', lw=1)
+    ax.set_xlabel('updates into the round')
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.suptitle('Critic on each round\'s held-out split while the round trains', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
 def report_section(workdir: str, plots_dir: str) -> list[str]:
   """Markdown lines of report.md's critic section (table, reliability diagram, V_e scatter of the
   latest split that has one), writing its plots into ``plots_dir``; [] when the run has none."""
@@ -366,6 +405,9 @@ def report_section(workdir: str, plots_dir: str) -> list[str]:
     name = f'critic_reliability_{split}.png'
     if plot_reliability(runs, os.path.join(plots_dir, name), split):
       lines += [f'![viability reliability, {split}](plots/{name})', '']
+  if plot_curves(load_curves(workdir), os.path.join(plots_dir, 'critic_curve.png')):
+    lines += ['The critic on the held-out split while each round trains '
+              '(`critic.curve_every`):', '', '![critic curve](plots/critic_curve.png)', '']
   for data in reversed(runs):
     for split in ('next_round', 'holdout'):
       npz = os.path.join(workdir, 'logs', f'critic_round_{data["round"]:03d}_{split}.npz')

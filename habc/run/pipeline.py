@@ -523,6 +523,33 @@ class Pipeline:
              f'{100 * h["saturated"]:.0f}% | non-zero weights on '
              f'{100 * h["online_nonzero_fraction"]:.0f}% of an actor batch\'s online windows')
 
+  def _critic_curve_point(self, r: int, updates: int) -> None:
+    """One point of round r's learning curve of the critic on its held-out split, after
+    ``updates`` of the round's updates -> logs/critic_curve_round_XXX.json (keyed by the update
+    count, so a resumed round rewrites its points) and TensorBoard ``critic_curve/``."""
+    from habc.run import critic_diagnostics as cd
+    c = self.config
+    if _holdout_fraction(c) <= 0:
+      return
+    try:
+      outputs = self.backend.critic_outputs(
+          [(self.paths.round_data(r), 1.0, 'holdout')],
+          seed=rollout.seed_for(c.seed, 'critic-holdout', r, 0),
+          max_windows=int(c.critic.get('diagnostic_windows', 4096)))
+    except ValueError:  # An empty held-out split.
+      return
+    if outputs is None:
+      return
+    point = cd.headline(cd.summarize(outputs))
+    path = os.path.join(self.paths.logs, f'critic_curve_round_{r:03d}.json')
+    curve = _read_json(path) or {}
+    curve[str(updates)] = {k: point[k] for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
+    os.makedirs(self.paths.logs, exist_ok=True)
+    _write_json(path, dict(sorted(curve.items(), key=lambda kv: int(kv[0]))))
+    self.metrics.scalars(self.round_end_step(r - 1) + updates,
+                         {k: v for k, v in curve[str(updates)].items() if v == v},
+                         prefix='critic_curve')
+
   def _holdout_diagnostics(self, r: int) -> None:
     """Round r's critic on the held-out split of round r's rollouts (none held out: nothing)."""
     if _holdout_fraction(self.config) > 0:
@@ -568,8 +595,17 @@ class Pipeline:
                          checkpoint_every=c.pipeline.checkpoint_every, flags=flags,
                          steps_per_dispatch=int(runtime.get('steps_per_dispatch', 1)),
                          profile=profile_lib.parse_profile(runtime.get('profile', '')))
+    curve_every = int(c.get('critic', {}).get('curve_every', 0)) if round_index else 0
+
+    def on_log(at: int, metrics) -> None:
+      self.metrics.scalars(at, metrics, prefix='train')
+      if curve_every and (at - round_start) % curve_every == 0 and at < target:
+        self._critic_curve_point(round_index, at - round_start)
+
+    if curve_every and step == round_start:
+      self._critic_curve_point(round_index, 0)  # The previous round's critic on these windows.
     hooks = loop.LoopHooks(
-        on_log=lambda at, metrics: self.metrics.scalars(at, metrics, prefix='train'),
+        on_log=on_log,
         on_checkpoint=lambda at: self.backend.save(
             ckpt, meta={'stage': stage, 'round': round_index, 'resumed_from': resumed}),
         on_step=on_step, profile_dir=os.path.join(self.paths.logs, profile_lib.PROFILE_DIR))
@@ -587,6 +623,8 @@ class Pipeline:
     if round_index:
       self._save_gates(round_index, datasets, step)
       self._holdout_diagnostics(round_index)
+      if curve_every:
+        self._critic_curve_point(round_index, step - round_start)
 
   def _save_gates(self, round_index: int, datasets, step: int) -> None:
     """Samples g_t at the end of a round's training into logs/gates_round_XXX.npz (atomically)."""
