@@ -134,8 +134,9 @@ def eval_outcomes(workdir: str, r: int) -> dict | None:
   """Per-trial results of round r's evaluation, for comparisons paired on the initial state.
 
   Returns:
-    {'seeds': [environment seed of each trial], 'success': '0110...'} in trial order, or None
-    when the workdir has no evaluation file for that round.
+    {'seeds': [environment seed of each trial], 'success': '0110...', 'length': [control steps
+    of each trial]} in trial order, or None when the workdir has no evaluation file for that
+    round.
   """
   path = paths_lib.Paths(workdir).eval_results(r)
   if not os.path.exists(path):
@@ -143,7 +144,8 @@ def eval_outcomes(workdir: str, r: int) -> dict | None:
   with open(path) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   return {'seeds': [int(x['seed']) for x in rows],
-          'success': ''.join('1' if x['success'] else '0' for x in rows)}
+          'success': ''.join('1' if x['success'] else '0' for x in rows),
+          'length': [int(x['length']) for x in rows]}
 
 
 def add_outcomes(small: dict, workdir: str) -> dict:
@@ -238,6 +240,16 @@ def small_summary(summary: dict, seconds: float | None, config: dict | None = No
   critic = critic_headlines(workdir)
   if critic:
     out['critic'] = critic
+  from habc.run import critic_diagnostics
+  curves = critic_diagnostics.load_curves(workdir)
+  if curves:
+    out['critic_curve'] = {str(r): {str(k): v for k, v in points.items()}
+                           for r, points in curves.items()}
+  if config:
+    from habc.analysis import credit
+    rows = credit.workdir_credit(workdir, config, [row['round'] for row in rounds if row['round']])
+    if rows:
+      out['credit'] = rows
   return add_outcomes(out, workdir)
 
 

@@ -135,6 +135,15 @@ def test_smoke_habc_resumes_between_stages(tmp_path):
     assert diag['actor_batches']['batches'] == 8
   assert any(line.startswith('critic of round 1 on next_round') for line in log)
   assert os.path.exists(os.path.join(workdir, 'logs', 'critic_round_001_next_round.npz'))
+  from habc.analysis import credit
+  collected = [json.loads(line) for r in (1, 2) for line in
+               open(os.path.join(workdir, 'logs', f'collect_round_{r:03d}.jsonl'))]
+  rows = credit.workdir_credit(workdir, config.to_dict(), [1, 2])
+  assert [row['episodes'] for row in rows] == [config.rollout.episodes_per_round] * 2
+  assert sum(row['with_intervention'] for row in rows) == sum(
+      c['intervention_steps'] > 0 for c in collected)
+  assert sum(row['rescued'] for row in rows) == sum(
+      c['intervention_steps'] > 0 and c['success'] for c in collected)
   for r in (1, 2):  # The held-out critic's curve inside each round.
     curve = json.load(open(os.path.join(workdir, 'logs', f'critic_curve_round_{r:03d}.json')))
     assert list(curve) == ['0', '2', '4'] and set(curve['2']) == {'auc', 'brier', 'r2', 'mae',
