@@ -34,6 +34,7 @@ from habc.analysis.tables import detail_table, paper_table, round_tables
 from habc.analysis.plots import plot_task
 from habc.analysis.benchmarks import (
     benchmark_command, benchmark_names, benchmark_section, memory_section, run_benchmark)
+from habc.analysis.study import study_section
 from habc.analysis.reading import (
     commands_section, gain_table, gate_section, paper_reference, reading_lines)
 
@@ -88,6 +89,7 @@ def build(results: str, out: str, workdirs: str | None = None, min_seeds: int = 
         'summaries do not record the observation mode; pass `--workdirs` to read it from each '
         'run\'s config.json.', '']
 
+  lines += study_section(groups, plots_dir, out_dir)
   lines += ['## Per round', '']
   if groups:
     lines += ['Success pooled over the seeds that have the round, Wilson 95%; "len": mean control '

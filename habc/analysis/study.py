@@ -1,0 +1,254 @@
+"""RESULTS.md's section on issue 26's study (``--preset=study``): each method against the control
+and against HABC-V, paired on the initial state; the efficiency mechanism (lengths of successful
+episodes, paired); the credit mechanism (rescues and the labels of pre-intervention windows); the
+held-out critic and the gate.
+
+Cells come from ``habc.analysis.statistics.group_runs``: one per (task, method, obs, setting),
+and a study cell is one whose setting starts with ``study``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from scipy import stats
+
+from habc.analysis.summaries import PAPER_GATE, TASKS
+from habc.analysis.statistics import (
+    _bounds_text, _round, gate_on_successes, on_shared_seeds, paired_compare)
+
+STUDY_METHODS = ('sft', 'sft_continued', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir',
+                 'habc_naive_credit', 'awr_single_scalar')
+
+
+def is_study(setting: str) -> bool:
+  return setting == 'study' or setting.startswith('study;')
+
+
+def final_rows(runs: list[dict]) -> dict[int, dict]:
+  """{run seed: the round row compared}: round 0 for sft, else the last evaluated round."""
+  out = {}
+  for run in runs:
+    if not run['rounds']:
+      continue
+    row = (_round(run, 0) if run['method'] == 'sft'
+           else max(run['rounds'], key=lambda r: r['round']))
+    if row is not None:
+      out[run['seed']] = row
+  return out
+
+
+def paired_lengths(a_runs: list[dict], b_runs: list[dict]) -> dict | None:
+  """Length of successful evaluation episodes, a minus b, paired on (run seed, initial state)
+  over the trials both succeeded on (final rounds; per-trial ``eval_outcomes`` with lengths).
+
+  Returns:
+    {'pairs', 'mean' (control steps), 'low', 'high' (t 95% interval of the mean difference),
+    'a_mean', 'b_mean' (over those pairs)}, or None with fewer than 2 pairs or without per-trial
+    lengths.
+  """
+  a_rows, b_rows = final_rows(a_runs), final_rows(b_runs)
+  diffs, a_len, b_len = [], [], []
+  for seed in sorted(set(a_rows) & set(b_rows)):
+    ta, tb = a_rows[seed].get('eval_outcomes'), b_rows[seed].get('eval_outcomes')
+    if not ta or not tb or 'length' not in ta or 'length' not in tb:
+      return None
+    b_by_state = {s: (ok, n) for s, ok, n in zip(tb['seeds'], tb['success'], tb['length'])}
+    for s, ok, n in zip(ta['seeds'], ta['success'], ta['length']):
+      if ok == '1' and s in b_by_state and b_by_state[s][0] == '1':
+        diffs.append(n - b_by_state[s][1])
+        a_len.append(n)
+        b_len.append(b_by_state[s][1])
+  if len(diffs) < 2:
+    return None
+  d = np.asarray(diffs, np.float64)
+  mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
+  half = float(stats.t.ppf(0.975, d.size - 1)) * se
+  return {'pairs': int(d.size), 'mean': mean, 'low': mean - half, 'high': mean + half,
+          'a_mean': float(np.mean(a_len)), 'b_mean': float(np.mean(b_len))}
+
+
+def _paired_text(a_runs, b_runs) -> str:
+  a, b, seeds = on_shared_seeds(a_runs, b_runs)
+  paired = paired_compare(a, b)
+  if paired is None:
+    return '-'
+  (diff, low, high), n = paired
+  return f'{100 * diff:+.1f} {_bounds_text((diff, low, high))} ({n})'
+
+
+def comparison_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
+  """Per method: final success pooled over seeds, and paired differences against sft_continued
+  (the control) and habc_v."""
+  rows = []
+  control = groups.get((task, 'sft_continued', obs, setting))
+  habc_v = groups.get((task, 'habc_v', obs, setting))
+  for method in STUDY_METHODS:
+    runs = groups.get((task, method, obs, setting))
+    if not runs:
+      continue
+    finals = final_rows(runs)
+    wins = sum(r['successes'] for r in finals.values())
+    trials = sum(r['episodes'] for r in finals.values())
+    seeds = ','.join(str(s) for s in sorted(finals))
+    minutes = [run['seconds'] / 60 for run in runs if run.get('seconds')]
+    minutes_text = f'{np.mean(minutes):.0f}' if minutes else '-'
+    versus_control = _paired_text(runs, control) if control and method != 'sft_continued' else '-'
+    versus_habc_v = _paired_text(runs, habc_v) if habc_v and method != 'habc_v' else '-'
+    rows.append(f'| {method} | {seeds} | {100 * wins / max(trials, 1):.1f}% ({wins}/{trials}) | '
+                f'{versus_control} | {versus_habc_v} | {minutes_text} |')
+  if not rows:
+    return []
+  return ['| method | seeds | success, final round (pooled) | minus sft_continued, paired 95% '
+          '(pairs) | minus habc_v, paired 95% (pairs) | minutes per run |',
+          '|---|---|---|---|---|---|'] + rows + ['']
+
+
+def efficiency_lines(groups: dict, task: str, obs: str, setting: str) -> list[str]:
+  habc, habc_v = (groups.get((task, m, obs, setting)) for m in ('habc', 'habc_v'))
+  if not habc or not habc_v:
+    return []
+  result = paired_lengths(habc, habc_v)
+  if result is None:
+    return ['Efficiency (HABC minus HABC-V, length of successful episodes): too few initial '
+            'states on which both succeeded.', '']
+  return [f'Efficiency: on the {result["pairs"]} initial states where both succeeded (final '
+          f'rounds), HABC\'s successful episodes took {result["a_mean"]:.1f} control steps and '
+          f'HABC-V\'s {result["b_mean"]:.1f}: HABC minus HABC-V {result["mean"]:+.1f} '
+          f'[{result["low"]:+.1f}, {result["high"]:+.1f}] (paired t, 95%). The paper: HABC '
+          'shortens them.', '']
+
+
+def credit_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
+  """Collected episodes over all rounds and seeds: interventions, rescues, and what the policy
+  windows before an intervention were labelled, for the credit methods."""
+  rows = []
+  for method in ('habc', 'habc_naive_credit', 'habc_v', 'habc_ir'):
+    runs = groups.get((task, method, obs, setting)) or []
+    credit = [row for run in runs for row in run.get('credit', [])]
+    if not credit:
+      continue
+    total = {k: sum(row[k] for row in credit) for k in
+             ('episodes', 'with_intervention', 'rescued', 'pre_windows', 'pre_windows_rescued')}
+    labels: dict[str, int] = {}
+    for row in credit:
+      for name, n in row['pre_labels'].items():
+        labels[name] = labels.get(name, 0) + n
+    text = ', '.join(f'{name} {n}' for name, n in sorted(labels.items())) or '-'
+    rows.append(f'| {method} | {total["episodes"]} | {total["with_intervention"]} | '
+                f'{total["rescued"]} | {total["pre_windows"]} ({total["pre_windows_rescued"]} in '
+                f'rescues) | {text} |')
+  if not rows:
+    return []
+  return ['| method | collected episodes | with an intervention | rescued (operator took over, '
+          'then success) | policy windows before the first intervention | their labels |',
+          '|---|---|---|---|---|---|'] + rows + ['']
+
+
+def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
+  """Held-out critic numbers of each method's last round, mean over seeds."""
+  rows = []
+  for method in STUDY_METHODS:
+    runs = groups.get((task, method, obs, setting)) or []
+    per_split: dict[str, list[dict]] = {}
+    for run in runs:
+      if not run.get('critic'):
+        continue
+      last = max(run['critic'], key=lambda row: row['round'])
+      for split in ('holdout', 'next_round'):
+        if split in last:
+          per_split.setdefault(split, []).append(last[split])
+      # The last round has no next round; its predecessor's is the latest.
+      earlier = [row for row in run['critic'] if 'next_round' in row]
+      if earlier and 'next_round' not in last:
+        per_split.setdefault('next_round', []).append(
+            max(earlier, key=lambda row: row['round'])['next_round'])
+    for split, values in per_split.items():
+      mean = {k: float(np.nanmean([v.get(k, np.nan) for v in values]))
+              for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
+      rows.append(f'| {method} | {split} | {len(values)} | {_f(mean["auc"])} | '
+                  f'{_f(mean["brier"])} | {_f(mean["r2"])} | {_f(mean["mae"], 2)} | '
+                  f'{_pct(mean["saturated"])} |')
+  if not rows:
+    return []
+  return ['| method | split | seeds | AUC | Brier | V_e R^2 | V_e MAE | saturated g |',
+          '|---|---|---|---|---|---|---|---|'] + rows + ['']
+
+
+def gate_line(groups: dict, task: str, obs: str, setting: str) -> list[str]:
+  runs = groups.get((task, 'habc', obs, setting))
+  g = gate_on_successes(runs) if runs else None
+  if g is None or g['train'] is None:
+    return []
+  paper = PAPER_GATE[TASKS.index(task)] if task in TASKS else None
+  return [f'Mean g_t on successful autonomous windows (HABC, last round, learner mean over '
+          f'{g["train_seeds"]} seeds): {g["train"]:.3f}'
+          + (f'; the paper: {paper:.2f}.' if paper is not None else '.'), '']
+
+
+def plot_curves(groups: dict, task: str, obs: str, setting: str, path: str) -> bool:
+  """The held-out critic's curve inside each round of HABC's runs (AUC and V_e R^2 against updates
+  into the round), one line per (seed, round)."""
+  runs = [run for run in groups.get((task, 'habc', obs, setting)) or [] if run.get('critic_curve')]
+  if not runs:
+    return False
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+  for ax, key, label in zip(axes, ('auc', 'r2'), ('viability AUC', 'efficiency R^2')):
+    for run in runs:
+      for r, points in sorted(run['critic_curve'].items(), key=lambda kv: int(kv[0])):
+        xs = np.array([int(k) for k in points], np.float64)
+        ys = np.array([v.get(key, np.nan) for v in points.values()], np.float64)
+        ok = np.isfinite(ys)
+        ax.plot(xs[ok], ys[ok], marker='o', ms=2, lw=1, label=f'seed {run["seed"]}, round {r}')
+    ax.set_xlabel('updates into the round')
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=6)
+  fig.suptitle(f'{task}: HABC\'s critic on each round\'s held-out rollouts', fontsize=9)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def study_section(groups: dict, plots_dir: str, out_dir: str) -> list[str]:
+  """Markdown lines of the study's section ([] when no study run is present)."""
+  settings = sorted({(k[0], k[2], k[3]) for k in groups if is_study(k[3])},
+                    key=lambda k: (TASKS.index(k[0]) if k[0] in TASKS else 99, k[1], k[2]))
+  if not settings:
+    return []
+  lines = ['## Study at the paper\'s per-round scale (issue 26, `--preset=study`)', '',
+           'Final round of each run (round 0 for sft). Differences are in percentage points, '
+           'paired on (run seed, initial state): every method of a seed is evaluated on the same '
+           'initial states (Newcombe\'s paired interval). `sft_continued` is the control: as many '
+           'updates on the demonstrations alone.', '']
+  for task, obs, setting in settings:
+    lines += [f'### {task} ({obs}, {setting})', '']
+    lines += comparison_table(groups, task, obs, setting)
+    lines += efficiency_lines(groups, task, obs, setting)
+    credit = credit_table(groups, task, obs, setting)
+    if credit:
+      lines += ['Credit assignment, over every collected episode of the runs:', ''] + credit
+    critic = critic_table(groups, task, obs, setting)
+    if critic:
+      lines += ['The critic on rollouts it never trained on (last round; mean over seeds):',
+                ''] + critic
+    lines += gate_line(groups, task, obs, setting)
+    name = f'study_critic_curve_{task}_{setting.replace(";", "").replace(" ", "_")}.png'
+    path = os.path.join(plots_dir, name)
+    if plot_curves(groups, task, obs, setting, path):
+      lines += [f'![critic curve, {task}]({os.path.relpath(path, out_dir)})', '']
+  return lines
+
+
+def _f(v: float, digits: int = 3) -> str:
+  return f'{v:.{digits}f}' if np.isfinite(v) else '-'
+
+
+def _pct(v: float) -> str:
+  return f'{100 * v:.0f}%' if np.isfinite(v) else '-'

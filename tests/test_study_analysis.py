@@ -1,0 +1,71 @@
+"""habc.analysis.study: the study's section of RESULTS.md from synthetic run summaries."""
+
+import numpy as np
+import pytest
+
+from habc.analysis import study
+from habc.analysis.statistics import group_runs
+
+STATES = list(range(100, 110))
+
+
+def run(method, seed, success, length, rounds=3, **extra):
+  """A study summary whose last round evaluated STATES with these per-trial results."""
+  final = {'round': 0 if method == 'sft' else rounds, 'episodes': len(STATES),
+           'successes': success.count('1'), 'success_rate': success.count('1') / len(STATES),
+           'eval_outcomes': {'seeds': STATES, 'success': success, 'length': length}}
+  return dict({'task': 'insert', 'method': method, 'seed': seed, 'preset': 'study',
+               'settings': {}, 'obs': 'state', 'rounds': [final], 'seconds': 600.0}, **extra)
+
+
+def test_paired_lengths_use_only_states_both_succeeded_on():
+  a = [run('habc', 0, '1111100000', [50, 52, 54, 56, 58] + [180] * 5)]
+  b = [run('habc_v', 0, '1110010000', [60, 60, 60, 180, 180, 61] + [180] * 4)]
+  out = study.paired_lengths(a, b)
+  assert out['pairs'] == 3  # States 100-102.
+  diffs = np.array([50 - 60, 52 - 60, 54 - 60], float)
+  assert out['mean'] == pytest.approx(diffs.mean())
+  half = 2 * 4.302652729911275 * diffs.std(ddof=1) / np.sqrt(3) / 2  # t(0.975, 2)
+  assert (out['low'], out['high']) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+  assert (out['a_mean'], out['b_mean']) == pytest.approx((52.0, 60.0))
+
+
+def test_paired_lengths_need_per_trial_lengths():
+  a = [run('habc', 0, '1111100000', [50] * 10)]
+  b = [run('habc_v', 0, '1111100000', [60] * 10)]
+  del b[0]['rounds'][0]['eval_outcomes']['length']
+  assert study.paired_lengths(a, b) is None
+
+
+def test_section_has_the_comparison_efficiency_credit_and_critic(tmp_path):
+  credit_row = {'round': 1, 'episodes': 100, 'with_intervention': 30, 'rescued': 12,
+                'pre_windows': 200, 'pre_windows_rescued': 90,
+                'pre_labels': {'unlabelled': 200}, 'pre_labels_other': {}}
+  critic = [{'round': 3, 'holdout': {'auc': 0.8, 'brier': 0.15, 'r2': 0.7, 'mae': 1.0,
+                                     'saturated': 0.05}}]
+  summaries = [
+      run('sft', 0, '1000000000', [60] + [180] * 9),
+      run('sft_continued', 0, '1100000000', [60, 60] + [180] * 8),
+      run('habc_v', 0, '1110000000', [60, 60, 60] + [180] * 7),
+      run('habc', 0, '1111100000', [50, 50, 52, 55, 60] + [180] * 5, credit=[credit_row],
+          critic=critic, critic_curve={'1': {'0': {'auc': 0.6, 'r2': 0.1},
+                                             '250': {'auc': 0.8, 'r2': 0.7}}}),
+  ]
+  groups, problems = group_runs(summaries)
+  assert not problems
+  lines = study.study_section(groups, str(tmp_path / 'plots'), str(tmp_path))
+  text = '\n'.join(lines)
+  assert '### insert (state, study)' in text
+  habc_row = next(line for line in lines if line.startswith('| habc |'))
+  assert '50.0% (5/10)' in habc_row and '+30.0' in habc_row  # 5 vs 2 of the control's.
+  assert "HABC-V's 60.0: HABC minus HABC-V -9.3" in text  # (50+50+52)/3 - 60.
+  assert '| habc | 100 | 30 | 12 | 200 (90 in rescues) | unlabelled 200 |' in text
+  assert '| habc | holdout | 1 | 0.800 |' in text
+  assert (tmp_path / 'plots' / 'study_critic_curve_insert_study.png').exists()
+
+
+def test_no_study_runs_no_section(tmp_path):
+  default = run('habc', 0, '1' * 10, [50] * 10)
+  default['preset'] = 'default'
+  groups, _ = group_runs([default])
+  assert study.study_section(groups, str(tmp_path), str(tmp_path)) == []
