@@ -186,6 +186,14 @@ def commands_section(results: str) -> list[str]:
       f'python experiments/sweep.py --task=fold --methods={methods},sft_continued --seeds=0,1,2 '
       f'--results={results}/sft_anneal --root=workdirs/sweep/sft_anneal '
       '--config.learner.sft_anneal_steps=1000',
+      '# issue 26\'s study (100 rollouts a round, 100 evaluation trials, state; into '
+      'results/study, its own section above; one run per process, each resumable):',
+      'python experiments/sweep.py --task=insert --preset=study --seeds=0,1,2 '
+      f'--methods={methods},sft_continued',
+      'python experiments/sweep.py --task=pouch --preset=study --seeds=0,1,2 '
+      f'--methods={methods},sft_continued',
+      'python experiments/sweep.py --task=fold --preset=study --seeds=0,1,2 '
+      '--methods=sft,sft_continued,habc_v,habc,habc_ir,habc_naive_credit',
       '# paper scale (200 demos, 100 rollouts a round, 50 evaluation trials, vision):',
       f'python experiments/sweep.py --task=fold --preset=paper --methods={methods} '
       f'--seeds=0,1,2 --results={results}/paper --root=workdirs/sweep/paper',
