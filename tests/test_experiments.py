@@ -229,7 +229,8 @@ def test_sweep_backfills_per_trial_outcomes_and_checks_them(tmp_path):
   _eval_file(str(root / 'fold_habc_0'), 1, [1, 1, 0])
   assert sweep.backfill_outcomes(str(results), str(root)) == ['fold_habc_0.json']
   rounds = json.loads((results / 'fold_habc_0.json').read_text())['rounds']
-  assert rounds[1]['eval_outcomes'] == {'seeds': [100, 101, 102], 'success': '110'}
+  assert rounds[1]['eval_outcomes'] == {'seeds': [100, 101, 102], 'success': '110',
+                                        'length': [10, 10, 10]}
   assert rounds[0]['eval_outcomes']['success'] == '010' and rounds[0]['successes'] == 1
   assert 'eval_outcomes' not in json.loads((results / 'fold_sft_0.json').read_text())['rounds'][0]
   assert sweep.backfill_outcomes(str(results), str(root)) == []  # Nothing left to add.
