@@ -141,7 +141,7 @@ def make_loss_fn(config, model):
   """``loss_fn(params, batch, rng, step) -> (total loss, metrics)``: critic + weighted actor."""
   method = config.method
   use_critic = objectives.uses_critic(method)
-  efficiency_target = config.critic.efficiency_target
+  efficiency_target = config.critic.get('efficiency_target', 'td')  # Older configs lack it.
 
   def loss_fn(params, batch, rng, step):
     obs, actions, valid = batch['obs'], batch['actions'], batch['valid']
@@ -214,7 +214,7 @@ def make_diagnostic_fn(config, model):
   method = config.method
   if not objectives.uses_critic(method):
     return None
-  efficiency_target = config.critic.efficiency_target
+  efficiency_target = config.critic.get('efficiency_target', 'td')  # Older configs lack it.
 
   def diagnostics(params, batch):
     phi = model.apply(params, batch['obs'], method=model.encode)
