@@ -104,8 +104,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Target of the efficiency head. 'td': y_e = -1 + stopgrad(V_e(s_{t+k})), DESIGN.md's TD target.
   # 'monte_carlo': minus the decisions left in the (successful) episode, the value the TD chain
   # converges to. TD with no discount bootstraps on nearby states that share features; in the toy
-  # of tests/test_learner.py it ran away to V_e ~ -5000 and collapsed to 0 within 1,600 updates
-  # (results/notes.md, session 17).
+  # of tests/test_learner.py it ran away (V_e ~ -500 at the toy's critic rate, ~ -5,000 at the
+  # default's) and at the toy's rate collapsed to 0 by 600 updates (results/notes.md, session 17).
   c.critic.efficiency_target = 'td'
   # Share of each round's rollouts held out of that round's training (both losses) to measure its
   # critic on unseen episodes; they join the training mix from the next round on.

@@ -494,8 +494,6 @@ def main(argv):
   root, results = default_dirs(FLAGS.preset)
   FLAGS.root = FLAGS.root or root
   FLAGS.results = FLAGS.results or results
-  if FLAGS.eval_episodes is None and FLAGS.preset != 'study':
-    FLAGS.eval_episodes = 50  # The default-scale comparison's trials; the study's preset has 100.
   os.makedirs(FLAGS.results, exist_ok=True)
   if FLAGS.add_outcomes:
     done = backfill_outcomes(FLAGS.results, FLAGS.root)
@@ -507,9 +505,11 @@ def main(argv):
     for method in FLAGS.methods:
       if not os.path.exists(os.path.join(ROOT, 'experiments', f'{method}.py')):
         raise app.UsageError(f'No experiment file experiments/{method}.py.')
-    if (FLAGS.eval_episodes is not None
-        and not any(a.startswith('--config.eval.episodes=') for a in overrides)):
-      overrides = overrides + [f'--config.eval.episodes={FLAGS.eval_episodes}']
+    # The default-scale comparison's 50 trials, unless the flag says; the study's preset has its
+    # own (100).
+    trials = FLAGS.eval_episodes or (None if FLAGS.preset == 'study' else 50)
+    if trials and not any(a.startswith('--config.eval.episodes=') for a in overrides):
+      overrides = overrides + [f'--config.eval.episodes={trials}']
     methods = list(FLAGS.methods)
     if FLAGS.share_sft and 'sft' in methods:
       methods.remove('sft')

@@ -25,7 +25,7 @@ def test_paired_lengths_use_only_states_both_succeeded_on():
   assert out['pairs'] == 3  # States 100-102.
   diffs = np.array([50 - 60, 52 - 60, 54 - 60], float)
   assert out['mean'] == pytest.approx(diffs.mean())
-  half = 2 * 4.302652729911275 * diffs.std(ddof=1) / np.sqrt(3) / 2  # t(0.975, 2)
+  half = 4.302652729911275 * diffs.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
   assert (out['low'], out['high']) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
   assert (out['a_mean'], out['b_mean']) == pytest.approx((52.0, 60.0))
 

@@ -9,6 +9,8 @@ episode's success, though the operator, not the policy, completed the task.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from habc import labeling
@@ -41,10 +43,11 @@ def episode_credit(is_intervention, success: bool, *, horizon: int, next_offset:
   for key, rule in (('pre_labels', naive), ('pre_labels_other', not naive)):
     w = labeling.make_windows(flags, bool(success), horizon=horizon, next_offset=next_offset,
                               min_human_steps=min_human_steps, naive=rule)
+    # Which windows are the operator's does not depend on the rule, so neither does this count.
     pre = (w.anchor < first) & (w.kind != SampleKind.INTERVENTION)
-    out['pre_windows'] = int(pre.sum())
     kinds, counts = np.unique(w.kind[pre], return_counts=True)
     out[key] = {SampleKind(int(k)).name.lower(): int(n) for k, n in zip(kinds, counts)}
+  out['pre_windows'] = sum(out['pre_labels'].values())
   return out
 
 
@@ -78,7 +81,6 @@ def round_credit(episodes, *, horizon: int, next_offset: int, min_human_steps: i
 
 def workdir_credit(workdir: str, config: dict, rounds) -> list[dict]:
   """``round_credit`` of each online round's rollouts in a run's workdir ([] where none)."""
-  import os
   from habc.data import episodes as episodes_lib
   out = []
   for r in rounds:

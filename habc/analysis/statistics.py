@@ -179,15 +179,17 @@ def length_difference(a: dict, b: dict) -> tuple[float, float, float] | None:
   return diff, diff - half, diff + half
 
 
+def final_row(run: dict) -> dict | None:
+  """The round a run is compared on: round 0 for SFT, else its last evaluated round."""
+  if not run['rounds']:
+    return None
+  return _round(run, 0) if run['method'] == 'sft' else max(run['rounds'], key=lambda r: r['round'])
+
+
 def final_cell(runs: list[dict]) -> dict | None:
-  """The cell of the paper's table: round 0 for SFT, else each run's last evaluated round."""
-  chosen = []
-  for run in runs:
-    if not run['rounds']:
-      continue
-    row = _round(run, 0) if run['method'] == 'sft' else max(run['rounds'], key=lambda r: r['round'])
-    if row is not None:
-      chosen.append((run, row))
+  """The cell of the paper's table: ``final_row`` of each run, pooled."""
+  chosen = [(run, final_row(run)) for run in runs]
+  chosen = [(run, row) for run, row in chosen if row is not None]
   if not chosen:
     return None
   cell = pool([row for _, row in chosen])

@@ -16,7 +16,8 @@ from scipy import stats
 
 from habc.analysis.summaries import PAPER_GATE, TASKS
 from habc.analysis.statistics import (
-    _bounds_text, _round, gate_on_successes, on_shared_seeds, paired_compare)
+    _bounds_text, final_row, gate_on_successes, on_shared_seeds, paired_compare)
+from habc.run import critic_diagnostics
 
 STUDY_METHODS = ('sft', 'sft_continued', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir',
                  'habc_naive_credit', 'awr_single_scalar')
@@ -27,16 +28,9 @@ def is_study(setting: str) -> bool:
 
 
 def final_rows(runs: list[dict]) -> dict[int, dict]:
-  """{run seed: the round row compared}: round 0 for sft, else the last evaluated round."""
-  out = {}
-  for run in runs:
-    if not run['rounds']:
-      continue
-    row = (_round(run, 0) if run['method'] == 'sft'
-           else max(run['rounds'], key=lambda r: r['round']))
-    if row is not None:
-      out[run['seed']] = row
-  return out
+  """{run seed: the round row compared (``statistics.final_row``)}."""
+  rows = {run['seed']: final_row(run) for run in runs}
+  return {seed: row for seed, row in rows.items() if row is not None}
 
 
 def paired_lengths(a_runs: list[dict], b_runs: list[dict]) -> dict | None:
@@ -187,33 +181,13 @@ def gate_line(groups: dict, task: str, obs: str, setting: str) -> list[str]:
           + (f'; the paper: {paper:.2f}.' if paper is not None else '.'), '']
 
 
-def plot_curves(groups: dict, task: str, obs: str, setting: str, path: str) -> bool:
-  """The held-out critic's curve inside each round of HABC's runs (AUC and V_e R^2 against updates
-  into the round), one line per (seed, round)."""
-  runs = [run for run in groups.get((task, 'habc', obs, setting)) or [] if run.get('critic_curve')]
-  if not runs:
-    return False
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
-  for ax, key, label in zip(axes, ('auc', 'r2'), ('viability AUC', 'efficiency R^2')):
-    for run in runs:
-      for r, points in sorted(run['critic_curve'].items(), key=lambda kv: int(kv[0])):
-        xs = np.array([int(k) for k in points], np.float64)
-        ys = np.array([v.get(key, np.nan) for v in points.values()], np.float64)
-        ok = np.isfinite(ys)
-        ax.plot(xs[ok], ys[ok], marker='o', ms=2, lw=1, label=f'seed {run["seed"]}, round {r}')
-    ax.set_xlabel('updates into the round')
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=6)
-  fig.suptitle(f'{task}: HABC\'s critic on each round\'s held-out rollouts', fontsize=9)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return True
+def critic_curves(groups: dict, task: str, obs: str, setting: str) -> dict[str, dict]:
+  """HABC's held-out critic curves inside each round, {'seed S, round R': {updates: numbers}}."""
+  out = {}
+  for run in groups.get((task, 'habc', obs, setting)) or []:
+    for r, points in sorted((run.get('critic_curve') or {}).items(), key=lambda kv: int(kv[0])):
+      out[f'seed {run["seed"]}, round {r}'] = points
+  return out
 
 
 def study_section(groups: dict, plots_dir: str, out_dir: str) -> list[str]:
@@ -241,7 +215,9 @@ def study_section(groups: dict, plots_dir: str, out_dir: str) -> list[str]:
     lines += gate_line(groups, task, obs, setting)
     name = f'study_critic_curve_{task}_{setting.replace(";", "").replace(" ", "_")}.png'
     path = os.path.join(plots_dir, name)
-    if plot_curves(groups, task, obs, setting, path):
+    if critic_diagnostics.plot_curves(
+        critic_curves(groups, task, obs, setting), path,
+        f'{task}: HABC\'s critic on each round\'s held-out rollouts'):
       lines += [f'![critic curve, {task}]({os.path.relpath(path, out_dir)})', '']
   return lines
 

@@ -365,27 +365,27 @@ def load_curves(workdir: str) -> dict[int, dict[int, dict]]:
   return out
 
 
-def plot_curves(curves: dict[int, dict[int, dict]], path: str, phase_steps: int = 0) -> bool:
-  """AUC and V_e R^2 on the held-out split against updates into the round, one line per round
-  (False: nothing to plot). A dotted line marks the end of the critic-only phase."""
+def plot_curves(curves: dict[str, dict[int, dict]], path: str, title: str = '') -> bool:
+  """AUC and V_e R^2 on a held-out split against updates into the round, one line per entry of
+  ``curves`` ({label: {updates: headline numbers}}); False when there is nothing to plot."""
   if not curves:
     return False
   plt = _plt()
   fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
   for ax, key, label in zip(axes, ('auc', 'r2'), ('viability AUC', 'efficiency R^2')):
-    for r, points in curves.items():
-      xs = np.array(list(points), np.float64)
+    for name, points in curves.items():
+      xs = np.array([int(k) for k in points], np.float64)
       ys = np.array([p.get(key, np.nan) for p in points.values()], np.float64)
       ok = np.isfinite(ys)
-      ax.plot(xs[ok], ys[ok], marker='o', ms=3, label=f'round {r}')
-    if phase_steps:
-      ax.axvline(phase_steps, color='0.5', ls=':', lw=1)
+      ax.plot(xs[ok], ys[ok], marker='o', ms=3, lw=1, label=name)
     ax.set_xlabel('updates into the round')
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=7)
-  fig.suptitle('Critic on each round\'s held-out split while the round trains', fontsize=9)
+  axes[0].legend(fontsize=7 if len(curves) <= 4 else 6)
+  fig.suptitle(title or 'Critic on each round\'s held-out split while the round trains',
+               fontsize=9)
   fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return True
@@ -405,7 +405,8 @@ def report_section(workdir: str, plots_dir: str) -> list[str]:
     name = f'critic_reliability_{split}.png'
     if plot_reliability(runs, os.path.join(plots_dir, name), split):
       lines += [f'![viability reliability, {split}](plots/{name})', '']
-  if plot_curves(load_curves(workdir), os.path.join(plots_dir, 'critic_curve.png')):
+  curves = {f'round {r}': points for r, points in load_curves(workdir).items()}
+  if plot_curves(curves, os.path.join(plots_dir, 'critic_curve.png')):
     lines += ['The critic on the held-out split while each round trains '
               '(`critic.curve_every`):', '', '![critic curve](plots/critic_curve.png)', '']
   for data in reversed(runs):

@@ -523,32 +523,34 @@ class Pipeline:
              f'{100 * h["saturated"]:.0f}% | non-zero weights on '
              f'{100 * h["online_nonzero_fraction"]:.0f}% of an actor batch\'s online windows')
 
-  def _critic_curve_point(self, r: int, updates: int) -> None:
+  def _critic_curve_point(self, r: int, updates: int, diag: dict | None = None) -> None:
     """One point of round r's learning curve of the critic on its held-out split, after
     ``updates`` of the round's updates -> logs/critic_curve_round_XXX.json (keyed by the update
-    count, so a resumed round rewrites its points) and TensorBoard ``critic_curve/``."""
+    count, so a resumed round rewrites its points) and TensorBoard ``critic_curve/``. ``diag``:
+    the split's diagnostics when already measured (the round's last point is its ``holdout``)."""
     from habc.run import critic_diagnostics as cd
     c = self.config
     if _holdout_fraction(c) <= 0:
       return
-    try:
-      outputs = self.backend.critic_outputs(
-          [(self.paths.round_data(r), 1.0, 'holdout')],
-          seed=rollout.seed_for(c.seed, 'critic-holdout', r, 0),
-          max_windows=int(c.critic.get('diagnostic_windows', 4096)))
-    except ValueError:  # An empty held-out split.
-      return
-    if outputs is None:
-      return
-    point = cd.headline(cd.summarize(outputs))
+    if diag is None:
+      try:
+        outputs = self.backend.critic_outputs(
+            [(self.paths.round_data(r), 1.0, 'holdout')],
+            seed=rollout.seed_for(c.seed, 'critic-holdout', r, 0),
+            max_windows=int(c.critic.get('diagnostic_windows', 4096)))
+      except ValueError:  # An empty held-out split.
+        return
+      if outputs is None:
+        return
+      diag = cd.summarize(outputs)
+    point = cd.headline(diag)
+    point = {k: point[k] for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
     path = os.path.join(self.paths.logs, f'critic_curve_round_{r:03d}.json')
     curve = _read_json(path) or {}
-    curve[str(updates)] = {k: point[k] for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
+    curve[str(updates)] = point
     os.makedirs(self.paths.logs, exist_ok=True)
     _write_json(path, dict(sorted(curve.items(), key=lambda kv: int(kv[0]))))
-    self.metrics.scalars(self.round_end_step(r - 1) + updates,
-                         {k: v for k, v in curve[str(updates)].items() if v == v},
-                         prefix='critic_curve')
+    self.metrics.scalars(self.round_end_step(r - 1) + updates, point, prefix='critic_curve')
 
   def _holdout_diagnostics(self, r: int) -> None:
     """Round r's critic on the held-out split of round r's rollouts (none held out: nothing)."""
@@ -623,8 +625,11 @@ class Pipeline:
     if round_index:
       self._save_gates(round_index, datasets, step)
       self._holdout_diagnostics(round_index)
-      if curve_every:
-        self._critic_curve_point(round_index, step - round_start)
+      if curve_every:  # The last point is the holdout diagnostics just measured.
+        from habc.run import critic_diagnostics as cd
+        holdout = (cd.load_file(cd.path_for(self.paths.logs, round_index)) or {}).get('holdout')
+        if holdout:
+          self._critic_curve_point(round_index, step - round_start, holdout)
 
   def _save_gates(self, round_index: int, datasets, step: int) -> None:
     """Samples g_t at the end of a round's training into logs/gates_round_XXX.npz (atomically)."""
