@@ -262,7 +262,8 @@ def build_config(config, *, task: str | None, seed: int | None, experiment: str,
     if config.rollout.env_factory == SIMULATED_ENV_FACTORY:
       config.rollout.env_factory = STATION_ENV_FACTORY
     config.operator.enabled = False  # The station's operator runs inside its environment.
-    config.runtime.num_workers = 1  # One robot.
+    config.runtime.num_workers = 1  # One robot,
+    config.runtime.episodes_per_worker = 1  # one episode at a time.
   elif hardware_overrides:
     names = ', '.join(hardware.list_tasks())
     raise UsageError(f'--config.hardware.* applies to a hardware task ({names}); '
@@ -296,7 +297,8 @@ def apply_operator(config, operator: str, explicit_device: bool = False) -> None
     config.rollout.operator_factory = CONSOLE_OPERATOR
     if config.rollout.env_factory == SIMULATED_ENV_FACTORY:
       config.rollout.env_factory = CONSOLE_SIM_ENV_FACTORY
-    config.runtime.num_workers = 1  # One person, one episode at a time.
+    config.runtime.num_workers = 1  # One person,
+    config.runtime.episodes_per_worker = 1  # one episode at a time.
 
 
 def uses_console(config) -> bool:
@@ -351,12 +353,13 @@ def validate_config(config) -> None:
     if config.operator.enabled:
       raise UsageError(f'Task {config.task}: config.operator.enabled must be False on the '
                        'station (takeovers come from config.hardware.operator).')
-    if config.runtime.num_workers != 1:
-      raise UsageError(f'Task {config.task}: config.runtime.num_workers must be 1 (one robot).')
-  elif config.operator.enabled and config.rollout.operator_factory == CONSOLE_OPERATOR and \
-      config.runtime.num_workers != 1:
+    if config.runtime.num_workers != 1 or config.runtime.get('episodes_per_worker', 1) != 1:
+      raise UsageError(f'Task {config.task}: config.runtime.num_workers and '
+                       'config.runtime.episodes_per_worker must be 1 (one robot, one episode).')
+  elif config.operator.enabled and config.rollout.operator_factory == CONSOLE_OPERATOR and (
+      config.runtime.num_workers != 1 or config.runtime.get('episodes_per_worker', 1) != 1):
     raise UsageError('The operator console drives one episode at a time: '
-                     'config.runtime.num_workers must be 1.')
+                     'config.runtime.num_workers and config.runtime.episodes_per_worker must be 1.')
   try:
     config_checks.check(config, paths=False)  # Ranges and choices (the folders: in main).
   except config_checks.ConfigError as e:

@@ -51,6 +51,14 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   # credit.next_offset so that "the next state" of a window is the next decision.
   c.rollout.execute_steps = 8
   c.rollout.time_limit = 0  # Control steps per episode; 0: the task's own limit.
+  # Rows per jitted policy call: the episodes waiting for a chunk are served in calls of exactly
+  # this many rows (the last padded). A fixed shape makes an episode's actions bit-identical
+  # however episodes share calls, and XLA's results differ in the last bits between batch sizes,
+  # so it is part of the run's identity. 1: every row alone, the cheapest when workers are
+  # served as they become ready (about one row waits per call; a call of 2 rows costs 1.4x one
+  # of 1 here, results/bench). 0: one call padded to all the pool's episode slots (before
+  # issue 25's change; the study preset keeps it, so that its runs share one code path).
+  c.rollout.policy_batch = 1
   # Where environments and the operator come from ('module:callable'); tests swap in fakes.
   c.rollout.env_factory = 'habc.envs:make'
   c.rollout.operator_factory = 'habc.envs.operator:SimulatedOperator'
@@ -79,6 +87,9 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
 
   c.runtime = ml_collections.ConfigDict()
   c.runtime.num_workers = 2  # Environment worker processes (one per core here).
+  # Episodes each worker process runs at once, interleaved: while one waits for its chunk the
+  # worker steps another. Episodes are the same for any value (tests/test_rollout_speed_invariance).
+  c.runtime.episodes_per_worker = 2
   c.runtime.progress = True  # tqdm bars.
   # 'steps:START-END': a JAX profiler trace of the learner updates from step START to END into
   # <workdir>/logs/profile, for TensorBoard's profile plugin (docs/profiling.md). '': off.
@@ -152,6 +163,10 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
     apply_preset(c, 'default')
     c.preset = 'study'
     c.rollout.episodes_per_round = 100  # As the paper.
+    # One policy call padded to every slot, as the study's first runs had (its runs share one
+    # code path; episodes_per_worker must stay 1 for the same reason: it sets the padding).
+    c.rollout.policy_batch = 0
+    c.runtime.episodes_per_worker = 1
     c.eval.episodes = 100  # Per checkpoint, on initial states shared by every method (paired).
     c.pipeline.rounds = 3
     # Sized by the held-out critic curve of a tuning run (insert, seed 100, round 1 of 100

@@ -178,6 +178,7 @@ def smoke_config(episodes):
   config = habc_experiment.get_config('smoke')
   config.rollout.episodes_per_round = episodes
   config.runtime.num_workers = 1  # One person, one episode at a time (launch.py enforces it).
+  config.runtime.episodes_per_worker = 1
   return config
 
 
@@ -572,6 +573,7 @@ base = habc.get_config('smoke')
 c = launch.build_config(base, task='fold', seed=None, experiment='x', operator='console')
 assert c.rollout.operator_factory == launch.CONSOLE_OPERATOR and c.operator.enabled
 assert c.rollout.env_factory == launch.CONSOLE_SIM_ENV_FACTORY and c.runtime.num_workers == 1
+assert c.runtime.episodes_per_worker == 1
 assert launch.uses_console(c)
 c = launch.build_config(base, task='fold', seed=None, experiment='x')
 assert not launch.uses_console(c) and c.rollout.env_factory == 'habc.envs:make'

@@ -131,7 +131,7 @@ c = launch.build_config(base, task='hw_fold', seed=None, experiment='experiments
                                             'workspace.left=((-0.4,-0.4,0.05),(0.1,0.2,0.4))',
                                             'operator={OPERATOR}'])
 assert c.rollout.env_factory == 'habc.envs.hardware:rollout_env'
-assert not c.operator.enabled and c.runtime.num_workers == 1
+assert not c.operator.enabled and c.runtime.num_workers == 1 and c.runtime.episodes_per_worker == 1
 assert c.hardware.max_lin_vel == 0.2 and c.hardware.avoid_arm_collisions is False
 assert c.hardware.workspace.left == ((-0.4, -0.4, 0.05), (0.1, 0.2, 0.4))
 wc = backend_lib.Backend(c).worker_config()
@@ -223,6 +223,7 @@ def test_launch_hw_fold_demos_sft_and_one_station_round(tmp_path):
   config = json.load(open(workdir / 'config.json'))
   assert config['task'] == 'hw_fold' and config['hardware']['operator'] == OPERATOR
   assert config['runtime']['num_workers'] == 1 and not config['operator']['enabled']
+  assert config['runtime']['episodes_per_worker'] == 1
   from habc.data import episodes as episodes_lib
   demos = episodes_lib.EpisodeSource(str(workdir / 'data' / 'demos'), cameras=())
   assert len(demos) == 2

@@ -149,6 +149,28 @@ def test_episode_noise_ids_do_not_depend_on_workers_or_batching():
   assert len(lengths) > 1  # The noise matters: episodes differ.
 
 
+def test_policy_calls_have_one_fixed_shape():
+  """Rows are served in calls of exactly pad_to rows (the last padded by repeating its last row):
+  more rows waiting means more calls, never a bigger batch (XLA's bits depend on the batch)."""
+  shapes = []
+
+  def policy(observations, noise_ids):
+    shapes.append((len(observations), np.asarray(noise_ids).shape))
+    return np.asarray(noise_ids, np.float32)[:, None, :] * np.ones((1, 4, 1), np.float32)
+
+  ids = np.array([[7, 0], [8, 0], [9, 3]])
+  out = rollout._call_policy(policy, [{}, {}, {}], ids, pad_to=1)  # pylint: disable=protected-access
+  assert shapes == [(1, (1, 2))] * 3
+  np.testing.assert_array_equal(out[:, 0], ids)
+  shapes.clear()
+  out = rollout._call_policy(policy, [{}, {}, {}], ids, pad_to=2)  # pylint: disable=protected-access
+  assert shapes == [(2, (2, 2))] * 2 and out.shape == (3, 4, 2)
+  np.testing.assert_array_equal(out[:, 0], ids)
+  shapes.clear()
+  rollout._call_policy(policy, [{}], ids[:1], pad_to=4)  # pylint: disable=protected-access
+  assert shapes == [(4, (4, 2))]
+
+
 def test_noise_ids_must_fit_uint32():
   np.testing.assert_array_equal(rollout.noise_ids([1, 2**32 - 1], [0, 4]),
                                 [[1, 0], [2**32 - 1, 4]])
@@ -209,7 +231,9 @@ def _assert_same_episodes(a, b):
 
 def test_trained_policy_episodes_do_not_depend_on_batching(sft_workdir):
   """The real policy (Backend.policy) in MuJoCo: one worker (each episode alone, padded) and two
-  workers (episodes paired by timing, in either row) give bit-identical episodes."""
+  workers (episodes paired by timing, in either row) give bit-identical episodes; so do calls of
+  one row (rollout.policy_batch=1) with one worker, and with two workers of two interleaved
+  episodes each (up to four rows waiting at once, served one by one)."""
   from habc.run import backend as backend_lib
   from habc.run import paths as paths_lib
   config = _smoke_config(1)
@@ -221,9 +245,9 @@ def test_trained_policy_episodes_do_not_depend_on_batching(sft_workdir):
   requests = [rollout.EpisodeRequest(episode_id=f'ep-{i}', seed=rollout.seed_for(7, 'test', 0, i),
                                      kind='rollout', record=True) for i in range(3)]
 
-  def run(num_workers, pad_to):
+  def run(num_workers, pad_to, per=1):
     results = {}
-    with rollout.WorkerPool(backend.worker_config(), num_workers) as pool:
+    with rollout.WorkerPool(backend.worker_config(), num_workers, episodes_per_worker=per) as pool:
       rollout.run_episodes(pool, requests, policy,
                            lambda r: results.update({r['episode_id']: _episode_arrays(r)}),
                            pad_to=pad_to)
@@ -232,9 +256,12 @@ def test_trained_policy_episodes_do_not_depend_on_batching(sft_workdir):
   try:
     alone = run(1, pad_to=2)
     shared = run(2, pad_to=2)
+    single_rows = run(1, pad_to=1)
+    interleaved = run(2, pad_to=1, per=2)
   finally:
     backend.close()
   _assert_same_episodes(alone, shared)
+  _assert_same_episodes(single_rows, interleaved)
   # The noise matters: the episodes' first chunks differ.
   firsts = [v[2][:config.rollout.execute_steps] for v in alone.values()]
   assert np.abs(firsts[0] - firsts[1]).max() > 1e-3

@@ -140,16 +140,19 @@ def legacy_env(task: str, **kwargs):
 
 
 # Variants timed per task: name -> (serving in lockstep, environment factory, episodes per
-# worker, policy). 'before' is the collection path of commit 157f4ce (lockstep serving, the
-# Python substep loop, one episode per worker). 'ready-zero' replaces the network by a policy
-# that costs nothing (zero chunks of the same shape): what is left of the waiting is the
-# round trip through the main process (pipes, pickling, the scheduler).
+# worker, policy, rows per policy call: 0 pads every call to all episode slots, as before issue
+# 25's change and in the study preset; 1 is ``rollout.policy_batch``'s default). 'before' is the
+# collection path of commit 157f4ce (lockstep serving, the Python substep loop, one episode per
+# worker). 'ready-zero' replaces the network by a policy that costs nothing (zero chunks of the
+# same shape): what is left of the waiting is the round trip through the main process.
 VARIANTS = {
-    'ready': (False, 'habc.envs:make', 1, 'network'),
-    'ready-2ep': (False, 'habc.envs:make', 2, 'network'),
-    'lockstep': (True, 'habc.envs:make', 1, 'network'),
-    'before': (True, 'habc.bench.rollout:legacy_env', 1, 'network'),
-    'ready-zero': (False, 'habc.envs:make', 1, 'zero'),
+    'ready': (False, 'habc.envs:make', 1, 'network', 1),
+    'ready-2ep': (False, 'habc.envs:make', 2, 'network', 1),
+    'ready-slots': (False, 'habc.envs:make', 1, 'network', 0),
+    'ready-2ep-slots': (False, 'habc.envs:make', 2, 'network', 0),
+    'lockstep': (True, 'habc.envs:make', 1, 'network', 0),
+    'before': (True, 'habc.bench.rollout:legacy_env', 1, 'network', 0),
+    'ready-zero': (False, 'habc.envs:make', 1, 'zero', 1),
 }
 
 
@@ -194,18 +197,20 @@ def measure(task: str, obs: str, episodes: int, workers: int, time_limit: int = 
       policies = {'network': network,
                   'zero': _zero_policy((c.model.action_horizon, envs_base.ACTION_DIM))}
       for name in variants:
-        _, factory, per, policy_name = VARIANTS[name]
+        _, factory, per, policy_name, rows = VARIANTS[name]
         policy = policies[policy_name]
         config = dataclasses.replace(run.backend.worker_config(), env_factory=factory)
         pools[name] = rollout.WorkerPool(config, workers, episodes_per_worker=per)
         # One untimed episode per slot: spawn, imports and the policy's compilation.
-        rollout.run_episodes(pools[name], requests[:workers * per], policy, lambda r: None)
+        rollout.run_episodes(pools[name], requests[:workers * per], policy, lambda r: None,
+                             pad_to=rows or None)
       physics.append(physics_on_workers(task, workers, physics_seconds))
       for _ in range(rounds):
         for name in variants:
           results, r, main = [], out[name], {}
-          rollout.run_episodes(pools[name], requests, policies[VARIANTS[name][3]],
-                               results.append, lockstep=VARIANTS[name][0], stats=main)
+          lockstep, _, _, policy_name, rows = VARIANTS[name]
+          rollout.run_episodes(pools[name], requests, policies[policy_name], results.append,
+                               lockstep=lockstep, pad_to=rows or None, stats=main)
           physics.append(physics_on_workers(task, workers, physics_seconds))
           raw = (physics[-2]['control_steps_per_s'] + physics[-1]['control_steps_per_s']) / 2
           r['physics_x_wall'] += raw * main['wall']
@@ -321,10 +326,13 @@ def main(argv=None):
       shares[(task, name)] = breakdown(run, args.workers, phys['mj_steps_per_s_per_process'],
                                        phys['substeps'])
   print(f'\n(load average {os.getloadavg()[0]:.1f} after the runs; variants: ready = this code, '
-        'workers served as they become ready; ready-2ep = the same, each worker process '
-        'interleaving two episodes; lockstep = this code, one policy call per decision point; '
-        'before = lockstep with the control step of 157f4ce; ready-zero = ready with a policy '
-        'that costs nothing, other actions: its waiting is the round trip alone)')
+        'workers served as they become ready, one row per policy call (rollout.policy_batch=1); '
+        'ready-2ep = the same, each worker process interleaving two episodes '
+        '(runtime.episodes_per_worker=2, the default); -slots = every call padded to all '
+        'episode slots (policy_batch=0, the study preset and the code before this change); '
+        'lockstep = one policy call per decision point, padded to the slots; before = lockstep '
+        'with the control step of 157f4ce; ready-zero = ready with a policy that costs nothing, '
+        'other actions: its waiting is the round trip alone)')
   print('\nWhere the workers\' time went (share of workers x wall time):\n')
   keys = list(BREAKDOWN_HELP)
   print('| task | variant | ' + ' | '.join(keys) + ' |')

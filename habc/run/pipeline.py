@@ -84,7 +84,8 @@ ADDED_KEYS = {'learner.sft_anneal_steps': 0, 'learner.critic_weight_decay': -1.0
               'critic.phase_steps': 0, 'critic.holdout_fraction': 0.0, 'critic.diagnostics': False,
               'critic.diagnostic_windows': 4096, 'data.sampler': 'pool',
               'data.kind_fractions.success': 0.0, 'data.kind_fractions.failure': 0.0,
-              'data.kind_fractions.intervention': 0.0, 'data.kind_fractions.unlabelled': 0.0}
+              'data.kind_fractions.intervention': 0.0, 'data.kind_fractions.unlabelled': 0.0,
+              'critic.efficiency_target': 'td', 'critic.curve_every': 0, 'rollout.policy_batch': 0}
 
 
 def config_identity(config) -> dict:
@@ -228,8 +229,15 @@ class Pipeline:
 
   def pool(self) -> rollout.WorkerPool:
     if self._pool is None:
-      self._pool = rollout.WorkerPool(self.backend.worker_config(), self.config.runtime.num_workers)
+      self._pool = rollout.WorkerPool(
+          self.backend.worker_config(), self.config.runtime.num_workers,
+          episodes_per_worker=self.config.runtime.get('episodes_per_worker', 1))
     return self._pool
+
+  def _run_policy_episodes(self, requests, policy, on_result) -> None:
+    """``rollout.run_episodes`` with the config's policy batch (``rollout.policy_batch``)."""
+    rollout.run_episodes(self.pool(), requests, policy, on_result,
+                         pad_to=self.config.rollout.get('policy_batch', 0) or None)
 
   def close(self) -> None:
     if self._pool is not None:
@@ -442,7 +450,7 @@ class Pipeline:
       self.backend.policy_seconds.clear()
       # The base key is the round's alone (not the resume point): with per-episode noise ids, a
       # resumed round draws for its remaining episodes what an uninterrupted one would have.
-      rollout.run_episodes(self.pool(), requests, self.backend.policy(rng_seed=rollout.seed_for(
+      self._run_policy_episodes(requests, self.backend.policy(rng_seed=rollout.seed_for(
           c.seed, 'policy', r, 0)), lambda res: (control_hz.append(res.get('control_hz', 0.0)),
                                                      on_result(res)))
       bar.close()
@@ -702,7 +710,7 @@ class Pipeline:
           bar.update(1)
           self._event('eval', round=r, index=next_index[0] - 1)
 
-      rollout.run_episodes(self.pool(), requests, self.backend.policy(rng_seed=rollout.seed_for(
+      self._run_policy_episodes(requests, self.backend.policy(rng_seed=rollout.seed_for(
           c.seed, 'eval-policy', r, 0)), on_result)
     bar.close()
     rows = _read_jsonl(path)

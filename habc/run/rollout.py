@@ -5,8 +5,8 @@ Shape of a collection
 Each worker process owns one environment at a time (built per episode from the episode's seed, so
 an episode does not depend on which worker ran it) and, for online rollouts, a simulated operator.
 The main process holds the policy. Whenever workers wait for an action chunk, the main process
-gathers the observations of all workers waiting at that moment, runs the policy once on that batch
-(padded to a fixed size so it compiles once), and sends each worker its chunk; the other workers
+gathers the observations of all workers waiting at that moment, runs the policy on them in calls
+of one fixed size (``pad_to`` rows, the last call padded; ``rollout.policy_batch``), and sends each worker its chunk; the other workers
 keep stepping meanwhile (``run_episodes(..., lockstep=True)``: one call per decision point for all
 workers instead). Each row of the call carries its noise id (episode seed, decision index), from
 which the policy draws that row's noise: an episode's actions do not depend on which other
@@ -461,9 +461,11 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
                  lockstep: bool = False, stats: dict | None = None) -> None:
   """Runs every request on the pool; calls ``on_result(result)`` in the main process as each ends.
 
-  Workers are served as they become ready: every policy call takes all episodes that wait for an
-  action at that moment (one batched call, padded to ``pad_to`` rows, default the pool's number
-  of episode slots, so the jitted policy compiles once), while the other workers keep stepping
+  Workers are served as they become ready: all episodes that wait for an action at that moment
+  are served at once, in policy calls of exactly ``pad_to`` rows (the last call padded; default
+  the pool's number of episode slots, one call), so the jitted policy compiles once and a row's
+  result does not depend on how many rows waited with it (XLA's last bits do depend on the batch
+  size), while the other workers keep stepping
   (and a worker that runs several episodes, ``WorkerPool(episodes_per_worker=k)``, steps its other
   episodes). With ``lockstep`` the call instead waits until every running episode waits (one
   call per decision point; the fast workers wait for the slowest). Each row carries its noise id (episode seed, decision
@@ -476,7 +478,7 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
     policy: ``policy(observations, noise_ids) -> chunks [N, H, A]`` (see ``Policy``); may be None
       when every request is a demo.
     on_result: receives each finished episode's result (see ``_Episode.result``).
-    pad_to: the policy's batch size.
+    pad_to: rows per policy call (the policy's fixed batch size).
     lockstep: serve all running workers together, once all of them wait (see above).
     stats: if given, seconds per part of this call's time are added to it (``MAIN_TIMINGS``,
       plus 'calls' and 'rows').
@@ -553,15 +555,20 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
 
 def _call_policy(policy: Policy, observations: list[dict], ids: np.ndarray,
                  pad_to: int) -> np.ndarray:
-  """Runs ``policy`` on the observations and noise ids int64 [N, 2], both padded (by repeating
-  the last row) to a multiple of ``pad_to``; returns the N real rows' chunks [N, H, A]."""
+  """Runs ``policy`` on the observations and noise ids int64 [N, 2] in calls of exactly
+  ``pad_to`` rows each (the last one padded by repeating its last row), so that every call has
+  the same shape; returns the N real rows' chunks [N, H, A]."""
   n = len(observations)
   if ids.shape != (n, 2):
     raise ValueError(f'Expected noise ids [{n}, 2] for {n} observations, got {ids.shape}.')
-  size = -(-n // pad_to) * pad_to
-  padded = observations + [observations[-1]] * (size - n)
-  padded_ids = np.concatenate([ids, np.repeat(ids[-1:], size - n, axis=0)])
-  chunks = np.asarray(policy(padded, padded_ids), np.float32)
-  if chunks.ndim != 3 or chunks.shape[0] != size:
-    raise ValueError(f'The policy returned shape {chunks.shape}; expected [{size}, H, A].')
-  return chunks[:n]
+  out = []
+  for begin in range(0, n, pad_to):
+    rows, row_ids = observations[begin:begin + pad_to], ids[begin:begin + pad_to]
+    fill = pad_to - len(rows)
+    padded = rows + [rows[-1]] * fill
+    padded_ids = np.concatenate([row_ids, np.repeat(row_ids[-1:], fill, axis=0)])
+    chunks = np.asarray(policy(padded, padded_ids), np.float32)
+    if chunks.ndim != 3 or chunks.shape[0] != pad_to:
+      raise ValueError(f'The policy returned shape {chunks.shape}; expected [{pad_to}, H, A].')
+    out.append(chunks[:len(rows)])
+  return np.concatenate(out)
