@@ -12,7 +12,7 @@ import pytest
 from experiments import presets
 
 METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
-           'awr_single_scalar', 'sft_continued')
+           'awr_single_scalar', 'sft_continued', 'habc_mc')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -54,7 +54,7 @@ def test_methods_differ_only_in_method_values():
   reference = flat(load('habc'))
   allowed = {'name', 'method.weighting', 'method.use_autonomous', 'method.intervention_reweighting',
              'credit.naive', 'data.demo_fraction', 'pipeline.rounds',
-             'pipeline.intervention_reweighting_from_round'}
+             'pipeline.intervention_reweighting_from_round', 'critic.efficiency_target'}
   for method in METHODS:
     diff = {k for k, v in flat(load(method)).items() if reference.get(k) != v}
     assert diff <= allowed, f'{method} also changes {sorted(diff - allowed)}'
@@ -72,6 +72,10 @@ def test_method_choices():
   assert load('habc_v').method.weighting == 'habc_v'
   assert load('habc_naive_credit').credit.naive and not load('habc').credit.naive
   assert load('awr_single_scalar').method.weighting == 'awr'
+  mc = load('habc_mc')  # HABC with the Monte-Carlo efficiency target, nothing else changed.
+  assert mc.critic.efficiency_target == 'monte_carlo' and load('habc').critic.efficiency_target == 'td'
+  assert {k: v for k, v in flat(mc).items() if k not in ('name', 'critic.efficiency_target')} == {
+      k: v for k, v in flat(load('habc')).items() if k not in ('name', 'critic.efficiency_target')}
   ir = load('habc_ir')
   assert ir.pipeline.rounds == load('habc').pipeline.rounds + 1
   assert ir.pipeline.intervention_reweighting_from_round == ir.pipeline.rounds
@@ -92,6 +96,9 @@ def test_study_preset_scale():
   assert c.pipeline.steps_per_round > default.pipeline.steps_per_round
   assert c.critic.curve_every > 0 and c.critic.curve_every % c.pipeline.log_every == 0
   assert c.data.kind_fractions.to_dict() == default.data.kind_fractions.to_dict()
+  # The study's runs share the serving of its first runs (one padded call over all slots).
+  assert (c.rollout.policy_batch, c.runtime.episodes_per_worker) == (0, 1)
+  assert (default.rollout.policy_batch, default.runtime.episodes_per_worker) == (1, 2)
   import launch
   assert launch.PRESETS == presets.PRESETS  # launch.py's --preset offers every preset.
 

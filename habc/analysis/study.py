@@ -20,7 +20,7 @@ from habc.analysis.statistics import (
 from habc.run import critic_diagnostics
 
 STUDY_METHODS = ('sft', 'sft_continued', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir',
-                 'habc_naive_credit', 'awr_single_scalar')
+                 'habc_naive_credit', 'awr_single_scalar', 'habc_mc')
 
 
 def is_study(setting: str) -> bool:

@@ -12,13 +12,13 @@ METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'hab
            'awr_single_scalar')
 # Diagnostic runs that are not in the paper's comparison: listed after the methods where they
 # were run, never counted as missing.
-CONTROLS = ('sft_continued',)
+CONTROLS = ('sft_continued', 'habc_mc')
 ORDER = METHODS + CONTROLS  # Row order and colours of every table and figure.
 TASKS = ('fold', 'pouch', 'insert')
 BENCHMARKS = ('learner', 'data', 'envs')
 SKIP_DIRS = ('plots', 'bench', 'superseded', 'diagnostics')  # Not read as comparison cells.
 # Methods whose actor weight is a learned gate g_t (HABC's gate, or a variant of it).
-GATED = ('habc', 'habc_ir', 'habc_v', 'habc_naive_credit')
+GATED = ('habc', 'habc_ir', 'habc_v', 'habc_naive_credit', 'habc_mc')
 SUCCESS_KIND = 1  # habc.labeling.SampleKind.SUCCESS (not imported: that pulls in jax).
 
 # The paper's real-robot numbers (success %, fold / pouch / insert).
