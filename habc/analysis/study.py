@@ -161,9 +161,9 @@ def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
     for split, values in per_split.items():
       mean = {k: float(np.nanmean([v.get(k, np.nan) for v in values]))
               for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
-      rows.append(f'| {method} | {split} | {len(values)} | {_f(mean["auc"])} | '
-                  f'{_f(mean["brier"])} | {_f(mean["r2"])} | {_f(mean["mae"], 2)} | '
-                  f'{_pct(mean["saturated"])} |')
+      rows.append(f'| {method} | {split} | {len(values)} | {critic_diagnostics.format_number(mean["auc"])} | '
+                  f'{critic_diagnostics.format_number(mean["brier"])} | {critic_diagnostics.format_number(mean["r2"])} | {critic_diagnostics.format_number(mean["mae"], 2)} | '
+                  f'{critic_diagnostics.format_share(mean["saturated"])} |')
   if not rows:
     return []
   return ['| method | split | seeds | AUC | Brier | V_e R^2 | V_e MAE | saturated g |',
@@ -220,11 +220,3 @@ def study_section(groups: dict, plots_dir: str, out_dir: str) -> list[str]:
         f'{task}: HABC\'s critic on each round\'s held-out rollouts'):
       lines += [f'![critic curve, {task}]({os.path.relpath(path, out_dir)})', '']
   return lines
-
-
-def _f(v: float, digits: int = 3) -> str:
-  return f'{v:.{digits}f}' if np.isfinite(v) else '-'
-
-
-def _pct(v: float) -> str:
-  return f'{100 * v:.0f}%' if np.isfinite(v) else '-'

@@ -289,11 +289,11 @@ def table(runs: Sequence[dict]) -> str:
         continue
       d = data[split]
       h = headline(d)
-      lines.append(f'| {data.get("round")} | {split} | {d.get("windows", 0)} | {_f(h["auc"])} | '
-                   f'{_f(h["brier"])} | {_f(h["r2"])} | {_f(h["mae"], 2)} | '
-                   f'{_pct(h["saturated"])} | {_pct(h["nonzero_fraction"])} / '
-                   f'{_pct(h["online_nonzero_fraction"])} | {_pct(h["ess_fraction"])} / '
-                   f'{_pct(h["online_ess_fraction"])} |')
+      lines.append(f'| {data.get("round")} | {split} | {d.get("windows", 0)} | {format_number(h["auc"])} | '
+                   f'{format_number(h["brier"])} | {format_number(h["r2"])} | {format_number(h["mae"], 2)} | '
+                   f'{format_share(h["saturated"])} | {format_share(h["nonzero_fraction"])} / '
+                   f'{format_share(h["online_nonzero_fraction"])} | {format_share(h["ess_fraction"])} / '
+                   f'{format_share(h["online_ess_fraction"])} |')
   return '\n'.join(lines)
 
 
@@ -451,11 +451,13 @@ def _jsonable(x):
   return x
 
 
-def _f(v: float, digits: int = 3) -> str:
+def format_number(v: float, digits: int = 3) -> str:
+  """v with ``digits`` decimals; '-' when it is not finite (a table cell)."""
   return f'{v:.{digits}f}' if np.isfinite(v) else '-'
 
 
-def _pct(v: float) -> str:
+def format_share(v: float) -> str:
+  """A fraction as a whole percentage; '-' when it is not finite (a table cell)."""
   return f'{100 * v:.0f}%' if np.isfinite(v) else '-'
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 
 
 @dataclasses.dataclass
@@ -56,3 +57,15 @@ class Paths:
   @property
   def summary(self):
     return os.path.join(self.root, 'summary.json')
+
+
+def load_npz(path: str) -> dict:
+  """The arrays of an .npz file; {} when it is missing or unreadable (cut by an older stop)."""
+  import numpy as np
+  if not os.path.exists(path):
+    return {}
+  try:
+    with np.load(path) as data:
+      return {k: data[k] for k in data.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+    return {}

@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import time
-import zipfile
 from typing import Any, Callable
 
 import ml_collections
@@ -42,7 +41,7 @@ import numpy as np
 from habc.run import evaluation
 from habc.run import rollout
 from habc.run.backend import Backend, TeleopDataError, _holdout_fraction
-from habc.run.paths import Paths
+from habc.run.paths import Paths, load_npz
 
 MODES = ('pipeline', 'demos', 'sft', 'collect', 'train', 'eval', 'report')
 CONFIG_FILE = 'config.json'
@@ -679,7 +678,7 @@ class Pipeline:
     start = len(rows)
     total = c.eval.episodes
     bar = self._bar(total, f'eval round {r}', initial=start)
-    frames = _load_npz(self.paths.eval_frames(r))  # {} when missing or cut by a stop.
+    frames = load_npz(self.paths.eval_frames(r))  # {} when missing or cut by a stop.
     held: dict[int, dict] = {}
     next_index = [start]
     requests = [rollout.EpisodeRequest(
@@ -900,19 +899,8 @@ def _savez_atomic(path: str, arrays: dict) -> None:
       os.remove(tmp)
 
 
-def _load_npz(path: str) -> dict:
-  """The arrays of an .npz file; {} when it is missing or unreadable (cut by an older stop)."""
-  if not os.path.exists(path):
-    return {}
-  try:
-    with np.load(path) as data:
-      return {k: data[k] for k in data.files}
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-    return {}
-
-
 def _npz_readable(path: str) -> bool:
-  return bool(_load_npz(path))
+  return bool(load_npz(path))
 
 
 def _read_jsonl(path: str, rewrite: bool = True) -> list[dict]:

@@ -24,7 +24,6 @@ import os
 import re
 import threading
 import time
-import zipfile
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -32,6 +31,7 @@ import numpy as np
 from habc import labeling
 from habc.data import reader
 from habc.data import episodes as episodes_lib
+from habc.run.paths import load_npz
 
 # Credit settings when neither a run's config nor a checkpoint gives them (experiments/base.py).
 DEFAULT_CREDIT = {'horizon': 16, 'next_offset': 8, 'min_human_steps': 10, 'naive': False}
@@ -568,16 +568,6 @@ def episode_detail(view: DatasetView, index: int, credit: Mapping) -> dict:
 # The run: per-round figures from what the pipeline wrote.
 
 
-def _load_npz(path: str) -> dict:
-  if not os.path.exists(path):
-    return {}
-  try:
-    with np.load(path) as data:
-      return {k: data[k] for k in data.files}
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-    return {}
-
-
 def gate_histograms(gate: np.ndarray, kind: np.ndarray, bins: int = 40) -> dict:
   """Histogram of g_t in (0, 2) per sample kind present, with means and saturated fractions."""
   edges = np.linspace(0.0, 2.0, bins + 1)
@@ -640,7 +630,7 @@ def run_summary(catalog: Catalog) -> dict:
     resources = read_json(os.path.join(logs, f'resources_{tag}.json'))
     if isinstance(resources, dict):
       row['resources'] = flatten_numbers(resources)
-    gates = _load_npz(os.path.join(logs, f'gates_{tag}.npz'))
+    gates = load_npz(os.path.join(logs, f'gates_{tag}.npz'))
     if 'gate' in gates and 'kind' in gates:
       row['gates'] = gate_histograms(gates['gate'], gates['kind'])
     if len(row) > 2 or r <= planned:
