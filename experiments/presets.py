@@ -67,6 +67,10 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   c.operator.enabled = True
   # Share of failing episodes the operator completes (the paper's operator: about half).
   c.operator.takeover_prob = 0.5
+  # Control steps between the operator noticing a failure and taking the controls. Issue 26's
+  # credit variant raises it: the policy does more damage before the rescue, and naive credit
+  # labels that damage with the rescued episode's success.
+  c.operator.reaction_steps = 2
 
   c.eval = ml_collections.ConfigDict()
   c.eval.episodes = 25

@@ -141,6 +141,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     'rollout.time_limit': _int_at_least(0, "control steps per episode; 0: the task's own"),
     'rollout.policy_batch': _int_at_least(0, 'rows per policy call; 0: all episode slots'),
     'operator.takeover_prob': _number_in(0, 1, 'share of failing episodes the operator takes'),
+    'operator.reaction_steps': _int_at_least(0, 'steps from seeing a failure to taking over'),
     'eval.episodes': _int_at_least(1, 'evaluation trials per round'),
     'eval.seed_offset': _int_at_least(0, 'first evaluation seed'),
     'eval.strip_frames': _int_at_least(1, 'frames per strip in the report'),

@@ -377,3 +377,19 @@ def test_sweep_config_is_the_one_launch_builds(tmp_path):
     assert printed.returncode == 0, printed.stderr[-2000:]
     assert printed.stdout.strip() == launch.format_config(config).strip()
   assert config.runtime.num_workers == 1 and not config.operator.enabled  # The station's.
+
+
+def test_operator_reaction_steps_reach_the_workers():
+  """operator.reaction_steps (issue 26's credit variant) goes to the simulated operator of every
+  worker, and a value out of range is refused."""
+  from habc.envs import operator as operator_lib
+  from habc.run import backend as backend_lib
+  c = load('habc_naive_credit', 'study')
+  assert backend_lib.Backend(c).worker_config().operator['reaction_steps'] == 2
+  c.operator.reaction_steps = 16
+  operator = backend_lib.Backend(c).worker_config().operator
+  assert operator_lib.make_config(operator).reaction_steps == 16
+  from habc import config_checks
+  c.operator.reaction_steps = -1
+  with pytest.raises(config_checks.ConfigError, match='reaction_steps'):
+    config_checks.check(c, paths=False)

@@ -84,7 +84,8 @@ ADDED_KEYS = {'learner.sft_anneal_steps': 0, 'learner.critic_weight_decay': -1.0
               'critic.diagnostic_windows': 4096, 'data.sampler': 'pool',
               'data.kind_fractions.success': 0.0, 'data.kind_fractions.failure': 0.0,
               'data.kind_fractions.intervention': 0.0, 'data.kind_fractions.unlabelled': 0.0,
-              'critic.efficiency_target': 'td', 'critic.curve_every': 0, 'rollout.policy_batch': 0}
+              'critic.efficiency_target': 'td', 'critic.curve_every': 0, 'rollout.policy_batch': 0,
+              'operator.reaction_steps': 2}
 
 
 def config_identity(config) -> dict:
