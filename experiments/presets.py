@@ -92,7 +92,9 @@ def add_pipeline_sections(c: ml_collections.ConfigDict) -> ml_collections.Config
   c.runtime = ml_collections.ConfigDict()
   c.runtime.num_workers = 2  # Environment worker processes (one per core here).
   # Episodes each worker process runs at once, interleaved: while one waits for its chunk the
-  # worker steps another. Episodes are the same for any value (tests/test_rollout_speed_invariance).
+  # worker steps another. With rollout.policy_batch >= 1 the episodes are the same for any value
+  # and any num_workers (tests/test_reproducible_sampling.py); with policy_batch 0 both set the
+  # padding, and so the last bits.
   c.runtime.episodes_per_worker = 2
   c.runtime.progress = True  # tqdm bars.
   # 'steps:START-END': a JAX profiler trace of the learner updates from step START to END into
