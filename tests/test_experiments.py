@@ -73,7 +73,8 @@ def test_method_choices():
   assert load('habc_naive_credit').credit.naive and not load('habc').credit.naive
   assert load('awr_single_scalar').method.weighting == 'awr'
   mc = load('habc_mc')  # HABC with the Monte-Carlo efficiency target, nothing else changed.
-  assert mc.critic.efficiency_target == 'monte_carlo' and load('habc').critic.efficiency_target == 'td'
+  assert mc.critic.efficiency_target == 'monte_carlo'
+  assert load('habc').critic.efficiency_target == 'td'
   assert {k: v for k, v in flat(mc).items() if k not in ('name', 'critic.efficiency_target')} == {
       k: v for k, v in flat(load('habc')).items() if k not in ('name', 'critic.efficiency_target')}
   ir = load('habc_ir')

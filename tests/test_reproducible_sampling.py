@@ -159,15 +159,16 @@ def test_policy_calls_have_one_fixed_shape():
     return np.asarray(noise_ids, np.float32)[:, None, :] * np.ones((1, 4, 1), np.float32)
 
   ids = np.array([[7, 0], [8, 0], [9, 3]])
-  out = rollout._call_policy(policy, [{}, {}, {}], ids, pad_to=1)  # pylint: disable=protected-access
+  call = rollout._call_policy  # pylint: disable=protected-access
+  out = call(policy, [{}, {}, {}], ids, pad_to=1)
   assert shapes == [(1, (1, 2))] * 3
   np.testing.assert_array_equal(out[:, 0], ids)
   shapes.clear()
-  out = rollout._call_policy(policy, [{}, {}, {}], ids, pad_to=2)  # pylint: disable=protected-access
+  out = call(policy, [{}, {}, {}], ids, pad_to=2)
   assert shapes == [(2, (2, 2))] * 2 and out.shape == (3, 4, 2)
   np.testing.assert_array_equal(out[:, 0], ids)
   shapes.clear()
-  rollout._call_policy(policy, [{}], ids[:1], pad_to=4)  # pylint: disable=protected-access
+  call(policy, [{}], ids[:1], pad_to=4)
   assert shapes == [(4, (4, 2))]
 
 

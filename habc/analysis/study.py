@@ -161,9 +161,10 @@ def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
     for split, values in per_split.items():
       mean = {k: float(np.nanmean([v.get(k, np.nan) for v in values]))
               for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
-      rows.append(f'| {method} | {split} | {len(values)} | {critic_diagnostics.format_number(mean["auc"])} | '
-                  f'{critic_diagnostics.format_number(mean["brier"])} | {critic_diagnostics.format_number(mean["r2"])} | {critic_diagnostics.format_number(mean["mae"], 2)} | '
-                  f'{critic_diagnostics.format_share(mean["saturated"])} |')
+      num, share = critic_diagnostics.format_number, critic_diagnostics.format_share
+      rows.append(f'| {method} | {split} | {len(values)} | {num(mean["auc"])} | '
+                  f'{num(mean["brier"])} | {num(mean["r2"])} | {num(mean["mae"], 2)} | '
+                  f'{share(mean["saturated"])} |')
   if not rows:
     return []
   return ['| method | split | seeds | AUC | Brier | V_e R^2 | V_e MAE | saturated g |',

@@ -289,11 +289,12 @@ def table(runs: Sequence[dict]) -> str:
         continue
       d = data[split]
       h = headline(d)
-      lines.append(f'| {data.get("round")} | {split} | {d.get("windows", 0)} | {format_number(h["auc"])} | '
-                   f'{format_number(h["brier"])} | {format_number(h["r2"])} | {format_number(h["mae"], 2)} | '
-                   f'{format_share(h["saturated"])} | {format_share(h["nonzero_fraction"])} / '
-                   f'{format_share(h["online_nonzero_fraction"])} | {format_share(h["ess_fraction"])} / '
-                   f'{format_share(h["online_ess_fraction"])} |')
+      num, share = format_number, format_share
+      lines.append(f'| {data.get("round")} | {split} | {d.get("windows", 0)} | {num(h["auc"])} | '
+                   f'{num(h["brier"])} | {num(h["r2"])} | {num(h["mae"], 2)} | '
+                   f'{share(h["saturated"])} | {share(h["nonzero_fraction"])} / '
+                   f'{share(h["online_nonzero_fraction"])} | {share(h["ess_fraction"])} / '
+                   f'{share(h["online_ess_fraction"])} |')
   return '\n'.join(lines)
 
 
