@@ -50,6 +50,9 @@ def test_section_has_the_comparison_efficiency_credit_and_critic(tmp_path):
       run('habc', 0, '1111100000', [50, 50, 52, 55, 60] + [180] * 5, credit=[credit_row],
           critic=critic, critic_curve={'1': {'0': {'auc': 0.6, 'r2': 0.1},
                                              '250': {'auc': 0.8, 'r2': 0.7}}}),
+      # RECAP's critic has no viability head: only its saturation is recorded.
+      run('imit_recap', 0, '1100000000', [60, 60] + [180] * 8,
+          critic=[{'round': 3, 'holdout': {'saturated': 0.4}}]),
   ]
   groups, problems = group_runs(summaries)
   assert not problems
@@ -61,6 +64,7 @@ def test_section_has_the_comparison_efficiency_credit_and_critic(tmp_path):
   assert "HABC-V's 60.0: HABC minus HABC-V -9.3" in text  # (50+50+52)/3 - 60.
   assert '| habc | 100 | 30 | 12 | 200 (90 in rescues) | unlabelled 200 |' in text
   assert '| habc | holdout | 1 | 0.800 |' in text
+  assert '| imit_recap | holdout |' not in text  # Only the methods with HABC's two heads.
   assert (tmp_path / 'plots' / 'study_critic_curve_insert_study.png').exists()
 
 

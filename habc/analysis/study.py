@@ -14,7 +14,7 @@ import os
 import numpy as np
 from scipy import stats
 
-from habc.analysis.summaries import PAPER_GATE, TASKS
+from habc.analysis.summaries import GATED, PAPER_GATE, TASKS
 from habc.analysis.statistics import (
     _bounds_text, final_row, gate_on_successes, on_shared_seeds, paired_compare)
 from habc.run import critic_diagnostics
@@ -143,7 +143,7 @@ def credit_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
 def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
   """Held-out critic numbers of each method's last round, mean over seeds."""
   rows = []
-  for method in STUDY_METHODS:
+  for method in [m for m in STUDY_METHODS if m in GATED]:  # Those with HABC's two heads.
     runs = groups.get((task, method, obs, setting)) or []
     per_split: dict[str, list[dict]] = {}
     for run in runs:
@@ -177,8 +177,9 @@ def gate_line(groups: dict, task: str, obs: str, setting: str) -> list[str]:
   if g is None or g['train'] is None:
     return []
   paper = PAPER_GATE[TASKS.index(task)] if task in TASKS else None
+  seeds = g['train_seeds']
   return [f'Mean g_t on successful autonomous windows (HABC, last round, learner mean over '
-          f'{g["train_seeds"]} seeds): {g["train"]:.3f}'
+          f'{seeds} seed{"" if seeds == 1 else "s"}): {g["train"]:.3f}'
           + (f'; the paper: {paper:.2f}.' if paper is not None else '.'), '']
 
 
