@@ -7,11 +7,13 @@ Per task, in one run:
   processes, the policy batched across them in this process, ``rollout.execute_steps`` control
   steps per chunk), timed over a few evaluation episodes of a freshly initialised policy
   (untrained: its episodes run to the time limit, which keeps every task's step count
-  comparable), for each variant of ``VARIANTS``: workers served as they become ready (the
-  default), the same with two episodes interleaved per worker process, in lockstep, 'before'
-  (lockstep with the control step of commit 157f4ce), and ready with a policy that costs nothing
-  (the round trip through the main process alone), the variants alternating over ``--rounds``
-  rounds; the episode lengths per seed of the variants with the network must agree;
+  comparable), for each variant of ``VARIANTS``: workers served as they become ready, with one
+  row per policy call or every call padded to all episode slots (the serving before session 18,
+  and the study preset's), each with one or two episodes interleaved per worker process (the
+  default: one row, two episodes); in lockstep; 'before' (lockstep with the control step of
+  commit 157f4ce); and ready with a policy that costs nothing (the round trip through the main
+  process alone), the variants alternating over ``--rounds`` rounds; the episode lengths per
+  seed of the variants with the network must agree;
 - *raw physics*: the same scene's ``mj_step`` from mid-episode on the same number of processes,
   all stepping at once, converted to control steps/s (divided by the substeps of a control step),
   measured right before and right after every timed run (each run against the mean of its two);
