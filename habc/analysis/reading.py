@@ -189,11 +189,17 @@ def commands_section(results: str) -> list[str]:
       '# issue 26\'s study (100 rollouts a round, 100 evaluation trials, state; into '
       'results/study, its own section above; one run per process, each resumable):',
       'python experiments/sweep.py --task=insert --preset=study --seeds=0,1,2 '
-      f'--methods={methods},sft_continued',
+      f'--methods={methods},sft_continued,habc_mc',
       'python experiments/sweep.py --task=pouch --preset=study --seeds=0,1,2 '
-      f'--methods={methods},sft_continued',
+      f'--methods={methods},sft_continued,habc_mc',
       'python experiments/sweep.py --task=fold --preset=study --seeds=0,1,2 '
       '--methods=sft,sft_continued,habc_v,habc,habc_ir,habc_naive_credit',
+      '# its efficiency runs, from an SFT policy that already succeeds often (400 demonstrations, '
+      '20,000 SFT updates: 69% on tuning seed 101):',
+      'python experiments/sweep.py --task=insert --preset=study --seeds=0,1,2 '
+      '--methods=sft,habc_v,habc --root=workdirs/sweep/study_efficiency '
+      f'--results={results}/study_efficiency --config.data.num_demos=400 '
+      '--config.pipeline.sft_steps=20000',
       '# paper scale (200 demos, 100 rollouts a round, 50 evaluation trials, vision):',
       f'python experiments/sweep.py --task=fold --preset=paper --methods={methods} '
       f'--seeds=0,1,2 --results={results}/paper --root=workdirs/sweep/paper',
