@@ -8,7 +8,10 @@ Each (method, seed) is one ``launch.py`` run in its own process and workdir
 started again: finished runs are skipped, an unfinished one resumes. With ``--share_sft`` (the
 default) the ``sft`` run of each seed goes first, and every other method's workdir starts from its
 demonstrations, SFT checkpoint and round-0 evaluation (``habc.run.sft_share``): all methods of a
-seed start from the same policy, and the SFT stage runs once instead of once per method. After each
+seed start from the same policy, and the SFT stage runs once instead of once per method. With
+``--share_rounds`` (the default) ``habc_ir``, whose first rounds are HABC's, starts from the finished
+``habc`` run of its seed when there is one, and runs only its intervention-reweighting round (its
+summary's ``rounds_source`` says so, and its ``seconds`` count that round alone). After each
 run a small JSON summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds``
 add up every piece of a run that was stopped and resumed; its ``settings`` are the config keys
 the run changed from its experiment file and preset, so ``habc.analysis.results`` keeps runs of
@@ -63,12 +66,23 @@ def _define_flags() -> None:
                     'summaries have only the counts).')
   flags.DEFINE_bool('share_sft', True, 'Run sft first for each seed and start every other '
                     'method from its SFT checkpoint (the same SFT policy for every method).')
+  flags.DEFINE_bool('share_rounds', True, 'Start a method whose first rounds are another '
+                    'method\'s (habc_ir: habc\'s) from that method\'s finished run of the same '
+                    'seed, when it exists here: only the rounds after it run '
+                    '(habc.run.sft_share.seed_from_rounds).')
   flags.DEFINE_integer('eval_episodes', None, 'Evaluation trials per checkpoint (passed as '
                        '--config.eval.episodes unless an override sets it); default 50, and the '
                        'preset\'s own (100) with --preset=study.')
 
 
 FLAGS = flags.FLAGS
+
+
+# Methods whose first rounds are another method's, bit for bit: habc_ir is HABC for HABC's
+# rounds, then its intervention-reweighting round (its config differs only in
+# habc.run.sft_share.ROUND_FREE_KEYS; on insert seed 0 of the study both runs wrote byte-identical
+# evaluation and collection logs for rounds 1-3).
+ROUND_SOURCES = {'habc_ir': 'habc'}
 
 
 def run_name(task: str, method: str, seed: int) -> str:
@@ -409,6 +423,33 @@ def run_timed(cmd: list[str], workdir: str, tick: float = 30.0) -> float:
   return prior + time.time() - start
 
 
+def _rounds_source(task: str, method: str, seed: int) -> str | None:
+  """The workdir whose rounds ``method`` takes (``ROUND_SOURCES``), when --share_rounds is on, the
+  source method's run of this seed has finished here (its summary exists) and ``method``'s own
+  workdir has not started on its own; else None."""
+  source = ROUND_SOURCES.get(method)
+  if not FLAGS.share_rounds or not source:
+    return None
+  workdir = os.path.join(FLAGS.root, run_name(task, method, seed))
+  from habc.run import sft_share
+  seeded = os.path.exists(os.path.join(workdir, sft_share.ROUNDS_SOURCE_FILE))
+  if os.path.exists(os.path.join(workdir, 'progress.json')) and not seeded:
+    return None  # Started from the SFT run: it goes on from there.
+  source_dir = os.path.join(FLAGS.root, run_name(task, source, seed))
+  done = os.path.exists(os.path.join(FLAGS.results, f'{run_name(task, source, seed)}.json'))
+  return source_dir if done and os.path.isdir(source_dir) else None
+
+
+def _read_sft_source(workdir: str) -> str | None:
+  """The SFT run a workdir was seeded from (relative to --root), if any."""
+  from habc.run import sft_share
+  path = os.path.join(workdir, sft_share.SOURCE_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return os.path.relpath(json.load(f)['sft_workdir'], os.path.abspath(FLAGS.root))
+
+
 def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: bool = False) -> None:
   """One launch.py run (skipped if its summary exists), then its small summary and the table."""
   from habc.run import sft_share
@@ -425,6 +466,10 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
     return
   workdir = os.path.join(FLAGS.root, name)
   sft_workdir = os.path.join(FLAGS.root, run_name(task, 'sft', seed)) if share_sft else None
+  rounds_workdir = _rounds_source(task, method, seed)
+  if rounds_workdir:
+    print(f'sweep: {name} takes the rounds of {rounds_workdir} and runs the rest', flush=True)
+    sft_workdir = None
   cmd = [sys.executable, os.path.join(ROOT, 'launch.py'), f'--task={task}',
          f'--experiment={os.path.join(ROOT, "experiments", method + ".py")}',
          f'--seed={seed}', f'--preset={FLAGS.preset}', f'--workdir={workdir}'] + overrides
@@ -433,7 +478,10 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
   print('sweep:', ' '.join(cmd), flush=True)
   if FLAGS.dry_run:
     return
-  if sft_workdir:
+  if rounds_workdir:
+    config = experiment_config(method, FLAGS.preset, task, seed, overrides)
+    sft_share.seed_from_rounds(rounds_workdir, workdir, config)
+  elif sft_workdir:
     config = experiment_config(method, FLAGS.preset, task, seed, overrides)
     sft_share.seed_from_sft(sft_workdir, workdir, config)
   seconds = run_timed(cmd, workdir)
@@ -442,9 +490,13 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
   with open(os.path.join(workdir, 'config.json')) as f:
     config = json.load(f)
   with open(out, 'w') as f:
-    json.dump(small_summary(summary, seconds, config,
-                            os.path.relpath(sft_workdir, FLAGS.root) if sft_workdir else None,
-                            workdir, machine_info()), f, indent=1)
+    small = small_summary(summary, seconds, config,
+                          os.path.relpath(sft_workdir, FLAGS.root) if sft_workdir else None,
+                          workdir, machine_info())
+    if rounds_workdir:
+      small['rounds_source'] = os.path.relpath(rounds_workdir, FLAGS.root)
+      small['sft_source'] = _read_sft_source(rounds_workdir)
+    json.dump(small, f, indent=1)
   print(f'sweep: wrote {write_table(FLAGS.results, FLAGS.task)}', flush=True)
 
 

@@ -394,3 +394,28 @@ def test_operator_reaction_steps_reach_the_workers():
   c.operator.reaction_steps = -1
   with pytest.raises(config_checks.ConfigError, match='reaction_steps'):
     config_checks.check(c, paths=False)
+
+
+def test_sweep_starts_habc_ir_from_habc_when_its_run_is_done(tmp_path):
+  """--share_rounds (default): habc_ir takes habc's finished run of the same seed (its summary is
+  in --results); without that summary, or with --noshare_rounds, it starts from the SFT run."""
+  import json
+  import subprocess
+  import sys
+  root, results = tmp_path / 'runs', tmp_path / 'results'
+  (root / 'insert_habc_0').mkdir(parents=True)
+  results.mkdir()
+
+  def dry(*flags):
+    cmd = [sys.executable, os.path.join(ROOT, 'experiments', 'sweep.py'), '--task=insert',
+           '--preset=smoke', '--methods=habc_ir', '--seeds=0', f'--root={root}',
+           f'--results={results}', '--dry_run', *flags]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+  assert 'takes the rounds of' not in dry()  # habc has not finished.
+  (results / 'insert_habc_0.json').write_text(json.dumps(
+      {'task': 'insert', 'method': 'habc', 'seed': 0, 'preset': 'smoke', 'rounds': []}))
+  assert f'insert_habc_ir_0 takes the rounds of {root / "insert_habc_0"}' in dry()
+  assert 'takes the rounds of' not in dry('--noshare_rounds')

@@ -124,3 +124,46 @@ def test_methods_start_from_the_same_sft_checkpoint(tmp_path):
   (own / 'progress.json').write_text(json.dumps({'demos': True}))
   with pytest.raises(sft_share.SFTShareError, match='progress of its own'):
     sft_share.seed_from_sft(sft_dir, str(own), smoke_config('habc'))
+
+
+def test_a_run_takes_only_rounds_that_its_config_would_run_alike():
+  """habc_ir may take habc's rounds (it differs in its name, its extra round and when IR switches
+  on); a run that differs in anything else, has no more rounds, or switches IR on within the
+  shared rounds is refused, naming why."""
+  habc, ir = identity('habc'), identity('habc_ir')
+  assert sft_share.round_differences(habc, ir) == []
+  assert 'credit.naive' in '\n'.join(
+      sft_share.round_differences(habc, identity('habc_ir', **{'credit.naive': True})))
+  assert 'no more than' in '\n'.join(sft_share.round_differences(habc, identity('habc')))
+  early = identity('habc_ir', **{'pipeline.intervention_reweighting_from_round': 1})
+  assert 'within the source' in '\n'.join(sft_share.round_differences(habc, early))
+
+
+def test_habc_ir_goes_on_from_habc_rounds(tmp_path):
+  """A habc_ir workdir seeded from a finished habc run runs its intervention-reweighting round
+  only: rounds 0..R are habc's files and evaluations, untouched."""
+  sft_dir, habc_dir, ir_dir = (str(tmp_path / n) for n in ('sft', 'habc', 'habc_ir'))
+  pipeline.run(smoke_config('sft'), sft_dir, log=lambda _: None)
+  habc = smoke_config('habc')
+  sft_share.seed_from_sft(sft_dir, habc_dir, habc)
+  with pytest.raises(sft_share.SFTShareError, match='has not finished its round'):
+    sft_share.seed_from_rounds(habc_dir, ir_dir, smoke_config('habc_ir'))
+  habc_summary = pipeline.run(habc, habc_dir, log=lambda _: None)
+  rounds = habc.pipeline.rounds
+  ir = smoke_config('habc_ir')
+  assert sft_share.seed_from_rounds(habc_dir, ir_dir, ir) == rounds
+  assert sft_share.seed_from_rounds(habc_dir, ir_dir, ir) == 0  # Already seeded: left alone.
+  events = []
+  summary = pipeline.run(ir, ir_dir, on_event=lambda e, i: events.append((e, i)),
+                         log=lambda _: None)
+  trained = {i.get('stage') for e, i in events if e == 'train_step'}
+  assert trained == {f'round_{rounds + 1:03d}'}, trained
+  assert {i.get('round') for e, i in events if e == 'eval'} == {rounds + 1}
+  assert [r['round'] for r in summary['rounds']] == list(range(rounds + 2))
+  for mine, theirs in zip(summary['rounds'], habc_summary['rounds']):
+    assert mine['eval'] == theirs['eval']
+  # A config that would have run the shared rounds differently is refused.
+  other = smoke_config('habc_ir')
+  other.credit.naive = True
+  with pytest.raises(sft_share.SFTShareError, match='credit.naive'):
+    sft_share.seed_from_rounds(habc_dir, str(tmp_path / 'other'), other)

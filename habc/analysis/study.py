@@ -88,6 +88,9 @@ def comparison_table(groups: dict, task: str, obs: str, setting: str) -> list[st
     seeds = ','.join(str(s) for s in sorted(finals))
     minutes = [run['seconds'] / 60 for run in runs if run.get('seconds')]
     minutes_text = f'{np.mean(minutes):.0f}' if minutes else '-'
+    if any(run.get('rounds_source') for run in runs):
+      # Its first rounds were another method's run (experiments/sweep.py, --share_rounds).
+      minutes_text += ' after the shared rounds'
     versus_control = _paired_text(runs, control) if control and method != 'sft_continued' else '-'
     versus_habc_v = _paired_text(runs, habc_v) if habc_v and method != 'habc_v' else '-'
     rows.append(f'| {method} | {seeds} | {100 * wins / max(trials, 1):.1f}% ({wins}/{trials}) | '

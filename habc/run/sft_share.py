@@ -7,6 +7,12 @@ copies anything, ``sft_differences`` checks that the two configs agree on everyt
 and the evaluation depend on: they may differ only in ``SFT_FREE_KEYS`` (the method and the online
 rounds).
 
+A run whose first rounds are another method's rounds (``habc_ir``: HABC's rounds, then its
+intervention-reweighting round) can start from that method's finished run instead
+(``seed_from_rounds``): its workdir gets the other run's files, and the run goes on from the
+round after them. ``round_differences`` checks that the configs differ only in
+``ROUND_FREE_KEYS``, and only where the shared rounds do not look.
+
 Only plain files are read and written here (no TensorFlow, no JAX).
 """
 
@@ -125,3 +131,84 @@ def seed_from_sft(sft_workdir: str, workdir: str, run_config) -> bool:
   pipeline._write_json(source, {'sft_workdir': os.path.abspath(sft_workdir), 'step': step})  # pylint: disable=protected-access
   pipeline._write_json(own_progress, {s: True for s in STAGES})  # pylint: disable=protected-access
   return True
+
+
+# seed_from_rounds ................................................................................
+# Keys in which a run may differ from the run whose rounds it takes: its name and what it does
+# after them (more rounds; intervention reweighting from a later round).
+ROUND_FREE_KEYS = ('name', 'pipeline.rounds', 'pipeline.intervention_reweighting_from_round')
+ROUNDS_SOURCE_FILE = 'rounds_source.json'
+# A workdir's own files, never copied from the source run.
+_NOT_COPIED = ('config.json', 'summary.json', 'report.md', 'sweep_seconds.json', 'progress.json',
+               ROUNDS_SOURCE_FILE)
+
+
+def round_differences(source_identity: dict, run_identity: dict) -> list[str]:
+  """Lines naming why the run cannot take the source run's rounds; empty when it can.
+
+  The run must differ only in ``ROUND_FREE_KEYS``, have more rounds than the source, and switch
+  intervention reweighting on (if ever) only after the source's last round.
+  """
+  lines = [f'  {key}: source={source_identity.get(key, "<absent>")!r} '
+           f'run={run_identity.get(key, "<absent>")!r}'
+           for key in sorted(set(source_identity) | set(run_identity))
+           if key not in ROUND_FREE_KEYS
+           and source_identity.get(key, '<absent>') != run_identity.get(key, '<absent>')]
+  rounds = int(source_identity['pipeline.rounds'])
+  if int(run_identity['pipeline.rounds']) <= rounds:
+    lines.append(f'  pipeline.rounds: the run has {run_identity["pipeline.rounds"]}, no more than '
+                 f'the source\'s {rounds}')
+  switch = int(run_identity.get('pipeline.intervention_reweighting_from_round', -1))
+  if 0 <= switch <= rounds:
+    lines.append(f'  pipeline.intervention_reweighting_from_round: {switch}, within the source\'s '
+                 f'{rounds} rounds')
+  return lines
+
+
+def seed_from_rounds(source_workdir: str, workdir: str, run_config) -> int:
+  """Copies a finished run's files into ``workdir``, which then goes on from the round after.
+
+  ``workdir`` must not have started; a workdir already seeded from this source is left alone.
+  ``launch.py`` then writes its own config.json and resumes it after the source's last round.
+
+  Returns:
+    The number of rounds taken from the source (0 if ``workdir`` was already seeded).
+  Raises:
+    SFTShareError: the source run is unfinished, the configs differ where its rounds depend on
+      them (``round_differences``), or the workdir has progress of its own.
+  """
+  from habc.run import pipeline  # Light: no TensorFlow or JAX at import.
+  config_path = os.path.join(source_workdir, pipeline.CONFIG_FILE)
+  source_config = _read_json(config_path) if os.path.exists(config_path) else None
+  rounds = int(source_config['pipeline']['rounds']) if source_config else -1
+  progress_path = os.path.join(source_workdir, 'progress.json')
+  progress = _read_json(progress_path) if os.path.exists(progress_path) else {}
+  if source_config is None or not progress.get(f'round_{rounds:03d}'):
+    raise SFTShareError(f'The run {source_workdir} has not finished its round '
+                        f'{rounds if rounds >= 0 else "s"}; run it to the end first.')
+  diff = round_differences(pipeline.config_identity(source_config),
+                           pipeline.config_identity(run_config))
+  if diff:
+    raise SFTShareError(f'{workdir} cannot take the rounds of {source_workdir}; their configs '
+                        'differ where those rounds depend on them:\n' + '\n'.join(diff))
+  source = os.path.join(workdir, ROUNDS_SOURCE_FILE)
+  own_progress = os.path.join(workdir, 'progress.json')
+  if os.path.exists(source):
+    if _read_json(source).get('source_workdir') != os.path.abspath(source_workdir):
+      raise SFTShareError(f'{workdir} was seeded from {_read_json(source)["source_workdir"]}, '
+                          f'not {source_workdir}.')
+    if not os.path.exists(own_progress):  # Stopped between the two last writes below.
+      pipeline._write_json(own_progress, progress)  # pylint: disable=protected-access
+    return 0
+  if os.path.exists(own_progress):
+    raise SFTShareError(f'{workdir} has progress of its own; seed only a new workdir (or delete '
+                        'it).')
+  os.makedirs(workdir, exist_ok=True)
+  for name in sorted(os.listdir(source_workdir)):
+    if name not in _NOT_COPIED:
+      _copy(os.path.join(source_workdir, name), os.path.join(workdir, name))
+  # The source, then the progress (as in seed_from_sft).
+  write = pipeline._write_json  # pylint: disable=protected-access
+  write(source, {'source_workdir': os.path.abspath(source_workdir), 'rounds': rounds})
+  write(own_progress, progress)
+  return rounds
