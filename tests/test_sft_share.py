@@ -31,7 +31,7 @@ def identity(method: str, **changes):
 def test_method_configs_differ_from_sft_only_where_sft_does_not_look():
   sft = identity('sft')
   for method in ('imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
-                 'awr_single_scalar'):
+                 'awr_single_scalar', 'habc_mc'):
     assert sft_share.sft_differences(sft, identity(method)) == [], method
 
 

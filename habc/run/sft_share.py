@@ -24,7 +24,10 @@ import shutil
 
 # Config keys (flat, dotted) that do not change the demonstrations, the SFT stage or its
 # evaluation. Prefixes end with '.'.
-SFT_FREE_KEYS = ('name', 'method.', 'credit.naive', 'operator.', 'rollout.episodes_per_round',
+# The SFT run's method is behaviour cloning (``experiments/sft.py``): its update has no critic
+# loss, so the critic's targets do not change it either.
+SFT_FREE_KEYS = ('name', 'method.', 'credit.naive', 'critic.efficiency_target', 'operator.',
+                 'rollout.episodes_per_round',
                  'pipeline.rounds', 'pipeline.steps_per_round',
                  'pipeline.intervention_reweighting_from_round', 'data.demo_fraction')
 SOURCE_FILE = 'sft_source.json'
