@@ -189,6 +189,7 @@ def seed_from_rounds(source_workdir: str, workdir: str, run_config) -> int:
   if source_config is None or not progress.get(f'round_{rounds:03d}'):
     raise SFTShareError(f'The run {source_workdir} has not finished its round '
                         f'{rounds if rounds >= 0 else "s"}; run it to the end first.')
+  progress = {k: v for k, v in progress.items() if k != 'report'}  # The run writes its own.
   diff = round_differences(pipeline.config_identity(source_config),
                            pipeline.config_identity(run_config))
   if diff:
