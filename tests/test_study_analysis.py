@@ -73,3 +73,17 @@ def test_no_study_runs_no_section(tmp_path):
   default['preset'] = 'default'
   groups, _ = group_runs([default])
   assert study.study_section(groups, str(tmp_path), str(tmp_path)) == []
+
+
+def test_critic_table_takes_the_median_over_seeds():
+  """One runaway efficiency head (R^2 -1,040, as habc_naive_credit's round 1 on insert seed 0)
+  does not swamp the other seeds' numbers."""
+  def critic(r2, auc):
+    return [{'round': 3, 'holdout': {'auc': auc, 'brier': 0.2, 'r2': r2, 'mae': 2.0,
+                                     'saturated': 0.1}}]
+  summaries = [run('habc', seed, '1100000000', [60, 60] + [180] * 8, critic=critic(r2, auc))
+               for seed, r2, auc in ((0, 0.5, 0.7), (1, 0.6, 0.8), (2, -1040.0, 0.9))]
+  groups, problems = group_runs(summaries)
+  assert not problems
+  text = '\n'.join(study.critic_table(groups, 'insert', 'state', 'study'))
+  assert '| habc | holdout | 3 | 0.800 | 0.200 | 0.500 | 2.00 | 10% |' in text

@@ -144,7 +144,8 @@ def credit_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
 
 
 def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
-  """Held-out critic numbers of each method's last round, mean over seeds."""
+  """Held-out critic numbers of each method's last round, median over seeds (one runaway
+  efficiency head, R^2 in the -1,000s on insert seed 0, would swamp a mean)."""
   rows = []
   for method in [m for m in STUDY_METHODS if m in GATED]:  # Those with HABC's two heads.
     runs = groups.get((task, method, obs, setting)) or []
@@ -162,12 +163,12 @@ def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
         per_split.setdefault('next_round', []).append(
             max(earlier, key=lambda row: row['round'])['next_round'])
     for split, values in per_split.items():
-      mean = {k: float(np.nanmean([v.get(k, np.nan) for v in values]))
+      middle = {k: float(np.nanmedian([v.get(k, np.nan) for v in values]))
               for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
       num, share = critic_diagnostics.format_number, critic_diagnostics.format_share
-      rows.append(f'| {method} | {split} | {len(values)} | {num(mean["auc"])} | '
-                  f'{num(mean["brier"])} | {num(mean["r2"])} | {num(mean["mae"], 2)} | '
-                  f'{share(mean["saturated"])} |')
+      rows.append(f'| {method} | {split} | {len(values)} | {num(middle["auc"])} | '
+                  f'{num(middle["brier"])} | {num(middle["r2"])} | {num(middle["mae"], 2)} | '
+                  f'{share(middle["saturated"])} |')
   if not rows:
     return []
   return ['| method | split | seeds | AUC | Brier | V_e R^2 | V_e MAE | saturated g |',
@@ -215,7 +216,7 @@ def study_section(groups: dict, plots_dir: str, out_dir: str) -> list[str]:
       lines += ['Credit assignment, over every collected episode of the runs:', ''] + credit
     critic = critic_table(groups, task, obs, setting)
     if critic:
-      lines += ['The critic on rollouts it never trained on (last round; mean over seeds):',
+      lines += ['The critic on rollouts it never trained on (last round; median over seeds):',
                 ''] + critic
     lines += gate_line(groups, task, obs, setting)
     name = f'study_critic_curve_{task}_{setting.replace(";", "").replace(" ", "_")}.png'
