@@ -77,6 +77,30 @@ def _copy(src: str, dst: str) -> None:
     shutil.copy2(src, dst)
 
 
+def _already_seeded(workdir: str, marker: str, key: str, source_dir: str,
+                    progress: dict) -> bool:
+  """Whether ``workdir`` was already seeded from ``source_dir`` (its ``marker`` file names it
+  under ``key``); then its progress is completed if a stop cut the seeding before it. False for a
+  workdir that has not started.
+
+  Raises:
+    SFTShareError: it was seeded from another run, or has progress of its own.
+  """
+  from habc.run import pipeline
+  path, own_progress = os.path.join(workdir, marker), os.path.join(workdir, 'progress.json')
+  if os.path.exists(path):
+    seeded_from = _read_json(path).get(key)
+    if seeded_from != os.path.abspath(source_dir):
+      raise SFTShareError(f'{workdir} was seeded from {seeded_from}, not {source_dir}.')
+    if not os.path.exists(own_progress):  # Stopped between the seeding's two last writes.
+      pipeline._write_json(own_progress, progress)  # pylint: disable=protected-access
+    return True
+  if os.path.exists(own_progress):
+    raise SFTShareError(f'{workdir} has progress of its own; seed only a new workdir (or delete '
+                        'it).')
+  return False
+
+
 def seed_from_sft(sft_workdir: str, workdir: str, run_config) -> bool:
   """Copies the demos, SFT checkpoint and round-0 evaluation of ``sft_workdir`` into ``workdir``.
 
@@ -105,16 +129,9 @@ def seed_from_sft(sft_workdir: str, workdir: str, run_config) -> bool:
                         'differ where SFT depends on them:\n' + '\n'.join(diff))
   source = os.path.join(workdir, SOURCE_FILE)
   own_progress = os.path.join(workdir, 'progress.json')
-  if os.path.exists(source):
-    if _read_json(source).get('sft_workdir') != os.path.abspath(sft_workdir):
-      raise SFTShareError(f'{workdir} was seeded from {_read_json(source)["sft_workdir"]}, not '
-                          f'{sft_workdir}.')
-    if not os.path.exists(own_progress):  # Stopped between the two last writes below.
-      pipeline._write_json(own_progress, {s: True for s in STAGES})  # pylint: disable=protected-access
+  if _already_seeded(workdir, SOURCE_FILE, 'sft_workdir', sft_workdir,
+                     {s: True for s in STAGES}):
     return False
-  if os.path.exists(own_progress):
-    raise SFTShareError(f'{workdir} has progress of its own; seed only a new workdir (or delete '
-                        'it).')
   step = int(sft_config['pipeline']['sft_steps'])
   paths = paths_lib.Paths(sft_workdir)
   ckpt = os.path.join(paths.checkpoints, str(step))
@@ -197,16 +214,8 @@ def seed_from_rounds(source_workdir: str, workdir: str, run_config) -> int:
                         'differ where those rounds depend on them:\n' + '\n'.join(diff))
   source = os.path.join(workdir, ROUNDS_SOURCE_FILE)
   own_progress = os.path.join(workdir, 'progress.json')
-  if os.path.exists(source):
-    if _read_json(source).get('source_workdir') != os.path.abspath(source_workdir):
-      raise SFTShareError(f'{workdir} was seeded from {_read_json(source)["source_workdir"]}, '
-                          f'not {source_workdir}.')
-    if not os.path.exists(own_progress):  # Stopped between the two last writes below.
-      pipeline._write_json(own_progress, progress)  # pylint: disable=protected-access
+  if _already_seeded(workdir, ROUNDS_SOURCE_FILE, 'source_workdir', source_workdir, progress):
     return 0
-  if os.path.exists(own_progress):
-    raise SFTShareError(f'{workdir} has progress of its own; seed only a new workdir (or delete '
-                        'it).')
   os.makedirs(workdir, exist_ok=True)
   for name in sorted(os.listdir(source_workdir)):
     if name not in _NOT_COPIED:
