@@ -8,7 +8,8 @@ The main process holds the policy. Whenever workers wait for an action chunk, th
 gathers the observations of all workers waiting at that moment, runs the policy on them in calls
 of one fixed size (``pad_to`` rows, the last call padded; ``rollout.policy_batch``), and sends
 each worker its chunk; the other workers keep stepping meanwhile (``run_episodes(...,
-lockstep=True)``: one call per decision point for all workers instead). Each row of the call carries its noise id (episode seed, decision index), from
+lockstep=True)``: one call per decision point for all workers instead). Each row of the call
+carries its noise id (episode seed, decision index), from
 which the policy draws that row's noise: an episode's actions do not depend on which other
 episodes shared its calls, so neither serving order changes an episode. A worker executes
 ``execute_steps`` control steps of its chunk, asking the operator at every step whether it takes
@@ -468,7 +469,8 @@ def run_episodes(pool: WorkerPool, requests: Iterable[EpisodeRequest], policy: P
   size), while the other workers keep stepping (and a worker that runs several episodes,
   ``WorkerPool(episodes_per_worker=k)``, steps its other episodes). With ``lockstep`` the call
   instead waits until every running episode waits (one call per decision point; the fast workers
-  wait for the slowest). Each row carries its noise id (episode seed, decision index): which episodes share a call changes with the number of workers and their timing, an
+  wait for the slowest). Each row carries its noise id (episode seed, decision index): which
+  episodes share a call changes with the number of workers and their timing, an
   episode's noise ids, and so its actions and results, do not.
 
   Args:
