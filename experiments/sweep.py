@@ -478,12 +478,12 @@ def _run(task: str, method: str, seed: int, overrides: list[str], share_sft: boo
   print('sweep:', ' '.join(cmd), flush=True)
   if FLAGS.dry_run:
     return
-  if rounds_workdir:
+  if rounds_workdir or sft_workdir:
     config = experiment_config(method, FLAGS.preset, task, seed, overrides)
-    sft_share.seed_from_rounds(rounds_workdir, workdir, config)
-  elif sft_workdir:
-    config = experiment_config(method, FLAGS.preset, task, seed, overrides)
-    sft_share.seed_from_sft(sft_workdir, workdir, config)
+    if rounds_workdir:
+      sft_share.seed_from_rounds(rounds_workdir, workdir, config)
+    else:
+      sft_share.seed_from_sft(sft_workdir, workdir, config)
   seconds = run_timed(cmd, workdir)
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)

@@ -147,6 +147,7 @@ def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
   """Held-out critic numbers of each method's last round, median over seeds (one runaway
   efficiency head, R^2 in the -1,000s on insert seed 0, would swamp a mean)."""
   rows = []
+  num, share = critic_diagnostics.format_number, critic_diagnostics.format_share
   for method in [m for m in STUDY_METHODS if m in GATED]:  # Those with HABC's two heads.
     runs = groups.get((task, method, obs, setting)) or []
     per_split: dict[str, list[dict]] = {}
@@ -164,8 +165,7 @@ def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
             max(earlier, key=lambda row: row['round'])['next_round'])
     for split, values in per_split.items():
       middle = {k: float(np.nanmedian([v.get(k, np.nan) for v in values]))
-              for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
-      num, share = critic_diagnostics.format_number, critic_diagnostics.format_share
+                for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
       rows.append(f'| {method} | {split} | {len(values)} | {num(middle["auc"])} | '
                   f'{num(middle["brier"])} | {num(middle["r2"])} | {num(middle["mae"], 2)} | '
                   f'{share(middle["saturated"])} |')

@@ -283,13 +283,13 @@ def table(runs: Sequence[dict]) -> str:
   lines = ['| round | split | windows | AUC | Brier | R^2 (V_e) | MAE | saturated g | '
            'non-zero w (all / online) | ESS/B (all / online) |',
            '|---|---|---|---|---|---|---|---|---|---|']
+  num, share = format_number, format_share
   for data in runs:
     for split in SPLITS:
       if split not in data:
         continue
       d = data[split]
       h = headline(d)
-      num, share = format_number, format_share
       lines.append(f'| {data.get("round")} | {split} | {d.get("windows", 0)} | {num(h["auc"])} | '
                    f'{num(h["brier"])} | {num(h["r2"])} | {num(h["mae"], 2)} | '
                    f'{share(h["saturated"])} | {share(h["nonzero_fraction"])} / '
