@@ -47,6 +47,8 @@ def test_section_has_the_comparison_efficiency_credit_and_critic(tmp_path):
       run('sft', 0, '1000000000', [60] + [180] * 9),
       run('sft_continued', 0, '1100000000', [60, 60] + [180] * 8),
       run('habc_v', 0, '1110000000', [60, 60, 60] + [180] * 7),
+      run('habc_naive_credit', 0, '1100000000', [60, 60] + [180] * 8,
+          credit=[dict(credit_row, pre_labels={'success': 150, 'failure': 50})]),
       run('habc', 0, '1111100000', [50, 50, 52, 55, 60] + [180] * 5, credit=[credit_row],
           critic=critic, critic_curve={'1': {'0': {'auc': 0.6, 'r2': 0.1},
                                              '250': {'auc': 0.8, 'r2': 0.7}}}),
@@ -60,7 +62,10 @@ def test_section_has_the_comparison_efficiency_credit_and_critic(tmp_path):
   text = '\n'.join(lines)
   assert '### insert (state, study)' in text
   habc_row = next(line for line in lines if line.startswith('| habc |'))
-  assert '50.0% (5/10)' in habc_row and '+30.0' in habc_row  # 5 vs 2 of the control's.
+  assert '50.0% (5/10) | 50 |' in habc_row and '+30.0' in habc_row  # 5 vs 2 of the control's.
+  assert '| habc_naive_credit | 100 | 30 | 12 | 200 (90 in rescues) | failure 50, success 150 |' \
+      in text
+  assert 'minus naive credit (habc_naive_credit), paired 95% (pairs): +30.0' in text
   assert "HABC-V's 60.0: HABC minus HABC-V -9.3" in text  # (50+50+52)/3 - 60.
   assert '| habc | 100 | 30 | 12 | 200 (90 in rescues) | unlabelled 200 |' in text
   assert '| habc | holdout | 1 | 0.800 |' in text

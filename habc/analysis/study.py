@@ -86,6 +86,7 @@ def comparison_table(groups: dict, task: str, obs: str, setting: str) -> list[st
     wins = sum(r['successes'] for r in finals.values())
     trials = sum(r['episodes'] for r in finals.values())
     seeds = ','.join(str(s) for s in sorted(finals))
+    per_seed = ' / '.join(f'{100 * finals[s]["success_rate"]:.0f}' for s in sorted(finals))
     minutes = [run['seconds'] / 60 for run in runs if run.get('seconds')]
     minutes_text = f'{np.mean(minutes):.0f}' if minutes else '-'
     if any(run.get('rounds_source') for run in runs):
@@ -94,12 +95,12 @@ def comparison_table(groups: dict, task: str, obs: str, setting: str) -> list[st
     versus_control = _paired_text(runs, control) if control and method != 'sft_continued' else '-'
     versus_habc_v = _paired_text(runs, habc_v) if habc_v and method != 'habc_v' else '-'
     rows.append(f'| {method} | {seeds} | {100 * wins / max(trials, 1):.1f}% ({wins}/{trials}) | '
-                f'{versus_control} | {versus_habc_v} | {minutes_text} |')
+                f'{per_seed} | {versus_control} | {versus_habc_v} | {minutes_text} |')
   if not rows:
     return []
-  return ['| method | seeds | success, final round (pooled) | minus sft_continued, paired 95% '
-          '(pairs) | minus habc_v, paired 95% (pairs) | minutes per run |',
-          '|---|---|---|---|---|---|'] + rows + ['']
+  return ['| method | seeds | success, final round (pooled) | per seed (%) | minus sft_continued, '
+          'paired 95% (pairs) | minus habc_v, paired 95% (pairs) | minutes per run |',
+          '|---|---|---|---|---|---|---|'] + rows + ['']
 
 
 def efficiency_lines(groups: dict, task: str, obs: str, setting: str) -> list[str]:
@@ -138,9 +139,14 @@ def credit_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
                 f'rescues) | {text} |')
   if not rows:
     return []
-  return ['| method | collected episodes | with an intervention | rescued (operator took over, '
-          'then success) | policy windows before the first intervention | their labels |',
-          '|---|---|---|---|---|---|'] + rows + ['']
+  lines = ['| method | collected episodes | with an intervention | rescued (operator took over, '
+           'then success) | policy windows before the first intervention | their labels |',
+           '|---|---|---|---|---|---|'] + rows + ['']
+  aware, naive = (groups.get((task, m, obs, setting)) for m in ('habc', 'habc_naive_credit'))
+  if aware and naive:
+    lines += [f'Final success, intervention-aware (habc) minus naive credit (habc_naive_credit), '
+              f'paired 95% (pairs): {_paired_text(aware, naive)}.', '']
+  return lines
 
 
 def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
