@@ -170,7 +170,7 @@ def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
         per_split.setdefault('next_round', []).append(
             max(earlier, key=lambda row: row['round'])['next_round'])
     for split, values in per_split.items():
-      middle = {k: float(np.nanmedian([v.get(k, np.nan) for v in values]))
+      middle = {k: _median([v.get(k, np.nan) for v in values])
                 for k in ('auc', 'brier', 'r2', 'mae', 'saturated')}
       rows.append(f'| {method} | {split} | {len(values)} | {num(middle["auc"])} | '
                   f'{num(middle["brier"])} | {num(middle["r2"])} | {num(middle["mae"], 2)} | '
@@ -179,6 +179,12 @@ def critic_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
     return []
   return ['| method | split | seeds | AUC | Brier | V_e R^2 | V_e MAE | saturated g |',
           '|---|---|---|---|---|---|---|---|'] + rows + ['']
+
+
+def _median(values: list[float]) -> float:
+  """Median of the finite values; NaN when there are none (an AUC of a split with one class)."""
+  finite = [v for v in values if v is not None and np.isfinite(v)]
+  return float(np.median(finite)) if finite else float('nan')
 
 
 def gate_line(groups: dict, task: str, obs: str, setting: str) -> list[str]:
