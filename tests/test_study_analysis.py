@@ -92,3 +92,21 @@ def test_critic_table_takes_the_median_over_seeds():
   assert not problems
   text = '\n'.join(study.critic_table(groups, 'insert', 'state', 'study'))
   assert '| habc | holdout | 3 | 0.800 | 0.200 | 0.500 | 2.00 | 10% |' in text
+
+
+def test_seed_differences_take_each_seed_as_one_draw():
+  a = [run('habc', 0, '1111100000', [50] * 10), run('habc', 1, '1110000000', [50] * 10),
+       run('habc', 2, '1111111000', [50] * 10)]
+  b = [run('habc_v', 0, '1100000000', [50] * 10), run('habc_v', 1, '1110000000', [50] * 10),
+       run('habc_v', 3, '1' * 10, [50] * 10)]  # Seed 3 has no partner; seed 2 none either.
+  out = study.seed_differences(a, b)
+  assert out['seeds'] == [0, 1]
+  assert out['per_seed'] == pytest.approx([30.0, 0.0])
+  half = 12.706204736174698 * np.std([30.0, 0.0], ddof=1) / np.sqrt(2)  # t(0.975, 1)
+  assert (out['mean'], out['low'], out['high']) == pytest.approx((15.0, 15.0 - half, 15.0 + half))
+  one = study.seed_differences(a[:1], b[:1])
+  assert one['per_seed'] == pytest.approx([30.0]) and one['low'] is None
+  assert study.seed_differences(a[2:], b[:1]) is None
+  groups, _ = group_runs(a + b)
+  table = study.seed_table(groups, 'insert', 'state', 'study')
+  assert table[2] == f'| habc minus habc_v | 0,1 | +30 / +0 | +15.0 [{15 - half:+.1f}, {15 + half:+.1f}] |'

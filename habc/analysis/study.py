@@ -103,6 +103,51 @@ def comparison_table(groups: dict, task: str, obs: str, setting: str) -> list[st
           '|---|---|---|---|---|---|---|'] + rows + ['']
 
 
+def seed_differences(a_runs: list[dict], b_runs: list[dict]) -> dict | None:
+  """Final success of a minus b per run seed, and a t 95% interval of their mean over seeds.
+
+  The paired interval of ``comparison_table`` pools trials, so it is over initial states of
+  these training runs; this one treats each seed as one draw of the whole method (SFT, rollouts,
+  updates), the spread a second lab would see. With 3 seeds it is wide (t(0.975, 2) = 4.30).
+
+  Returns:
+    {'seeds', 'per_seed' (points), 'mean', 'low', 'high' (None with fewer than 2 seeds)}, or None
+    without a shared seed.
+  """
+  a_rows, b_rows = final_rows(a_runs), final_rows(b_runs)
+  seeds = sorted(set(a_rows) & set(b_rows))
+  if not seeds:
+    return None
+  d = np.asarray([100 * (a_rows[s]['success_rate'] - b_rows[s]['success_rate']) for s in seeds])
+  mean, low, high = float(d.mean()), None, None
+  if d.size >= 2:
+    half = float(stats.t.ppf(0.975, d.size - 1)) * float(d.std(ddof=1)) / np.sqrt(d.size)
+    low, high = mean - half, mean + half
+  return {'seeds': seeds, 'per_seed': [float(x) for x in d], 'mean': mean, 'low': low,
+          'high': high}
+
+
+def seed_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
+  """HABC's comparisons per run seed, with an interval over seeds (``seed_differences``)."""
+  pairs = (('habc', 'sft_continued'), ('habc', 'habc_v'), ('habc', 'habc_naive_credit'),
+           ('habc_v', 'sft_continued'), ('habc_ir', 'habc'), ('habc_mc', 'habc'))
+  rows = []
+  for a, b in pairs:
+    a_runs, b_runs = (groups.get((task, m, obs, setting)) for m in (a, b))
+    result = seed_differences(a_runs, b_runs) if a_runs and b_runs else None
+    if result is None:
+      continue
+    per_seed = ' / '.join(f'{x:+.0f}' for x in result['per_seed'])
+    interval = ('-' if result['low'] is None
+                else f'{result["mean"]:+.1f} [{result["low"]:+.1f}, {result["high"]:+.1f}]')
+    rows.append(f'| {a} minus {b} | {",".join(map(str, result["seeds"]))} | {per_seed} | '
+                f'{interval} |')
+  if not rows:
+    return []
+  return ['| comparison (final round) | seeds | per seed (points) | mean over seeds, t 95% |',
+          '|---|---|---|---|'] + rows + ['']
+
+
 def efficiency_lines(groups: dict, task: str, obs: str, setting: str) -> list[str]:
   habc, habc_v = (groups.get((task, m, obs, setting)) for m in ('habc', 'habc_v'))
   if not habc or not habc_v:
@@ -222,6 +267,10 @@ def study_section(groups: dict, plots_dir: str, out_dir: str) -> list[str]:
   for task, obs, setting in settings:
     lines += [f'### {task} ({obs}, {setting})', '']
     lines += comparison_table(groups, task, obs, setting)
+    per_seed = seed_table(groups, task, obs, setting)
+    if per_seed:
+      lines += ['The same comparisons with the seed as the unit (each seed is one SFT policy, its '
+                'rollouts and its updates; an interval over 3 seeds is wide):', ''] + per_seed
     lines += efficiency_lines(groups, task, obs, setting)
     credit = credit_table(groups, task, obs, setting)
     if credit:
