@@ -200,6 +200,12 @@ def commands_section(results: str) -> list[str]:
       '--methods=sft,habc_v,habc --root=workdirs/sweep/study_efficiency '
       f'--results={results}/study_efficiency --config.data.num_demos=400 '
       '--config.pipeline.sft_steps=20000',
+      '# its credit variant: the operator takes over every episode heading to failure, 16 control '
+      'steps after noticing (the policy\'s damage before a rescue is longer):',
+      'python experiments/sweep.py --task=insert --preset=study --seeds=0 '
+      '--methods=sft,habc,habc_naive_credit --root=workdirs/sweep/study_credit '
+      f'--results={results}/study_credit --config.operator.takeover_prob=1.0 '
+      '--config.operator.reaction_steps=16',
       '# paper scale (200 demos, 100 rollouts a round, 50 evaluation trials, vision):',
       f'python experiments/sweep.py --task=fold --preset=paper --methods={methods} '
       f'--seeds=0,1,2 --results={results}/paper --root=workdirs/sweep/paper',
