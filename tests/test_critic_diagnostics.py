@@ -301,3 +301,26 @@ def test_report_counts_in_the_singular():
   from habc.run import report
   assert report._count(1, 'round') == '1 round'  # pylint: disable=protected-access
   assert report._count(3, 'round') == '3 rounds'  # pylint: disable=protected-access
+
+
+def test_curve_plot_draws_a_runaway_r2_at_the_floor(tmp_path, monkeypatch):
+  """A point far below R2_FLOOR is drawn on it (an open marker), so the other lines stay legible."""
+  drawn = []
+  plt = cd._plt()
+  real_plot = plt.Axes.plot
+
+  def spy(ax, *args, **kwargs):
+    drawn.append((ax.get_ylabel(), np.asarray(args[1], float) if len(args) > 1 else None, kwargs))
+    return real_plot(ax, *args, **kwargs)
+
+  monkeypatch.setattr(plt.Axes, 'plot', spy)
+  curves = {'round 1': {0: {'auc': 0.5, 'r2': 0.1}, 250: {'auc': 0.8, 'r2': -300.0},
+                        500: {'auc': 0.85, 'r2': 0.4}}}
+  path = tmp_path / 'curve.png'
+  assert cd.plot_curves(curves, str(path))
+  assert path.exists()
+  lines = [ys for _, ys, _ in drawn if ys is not None]
+  assert lines[1].tolist() == [0.1, cd.R2_FLOOR, 0.4]  # The R^2 line.
+  assert lines[2].tolist() == [cd.R2_FLOOR]  # Its open marker.
+  assert drawn[2][2].get('mfc') == 'none'
+  assert not cd.plot_curves({}, str(tmp_path / 'none.png'))

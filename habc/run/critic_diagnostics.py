@@ -366,21 +366,39 @@ def load_curves(workdir: str) -> dict[int, dict[int, dict]]:
   return out
 
 
+# Lowest R^2 drawn by plot_curves; lower points sit on it, marked.
+R2_FLOOR = -2.0
+
+
 def plot_curves(curves: dict[str, dict[int, dict]], path: str, title: str = '') -> bool:
   """AUC and V_e R^2 on a held-out split against updates into the round, one line per entry of
-  ``curves`` ({label: {updates: headline numbers}}); False when there is nothing to plot."""
+  ``curves`` ({label: {updates: headline numbers}}); False when there is nothing to plot.
+
+  R^2 below ``R2_FLOOR`` is drawn at the floor with an open marker (a runaway efficiency head
+  reaches -300 early in a round and would flatten every other line), and the axis says so.
+  """
   if not curves:
     return False
   plt = _plt()
   fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+  clipped = 0
   for ax, key, label in zip(axes, ('auc', 'r2'), ('viability AUC', 'efficiency R^2')):
     for name, points in curves.items():
       xs = np.array([int(k) for k in points], np.float64)
       ys = np.array([p.get(key, np.nan) for p in points.values()], np.float64)
       ok = np.isfinite(ys)
-      ax.plot(xs[ok], ys[ok], marker='o', ms=3, lw=1, label=name)
+      xs, ys = xs[ok], ys[ok]
+      low = ys < R2_FLOOR if key == 'r2' else np.zeros(ys.shape, bool)
+      line, = ax.plot(xs, np.maximum(ys, R2_FLOOR) if key == 'r2' else ys, marker='o', ms=3,
+                      lw=1, label=name)
+      if low.any():
+        clipped += int(low.sum())
+        ax.plot(xs[low], np.full(int(low.sum()), R2_FLOOR), 'o', ms=6, mfc='none',
+                color=line.get_color())
     ax.set_xlabel('updates into the round')
     ax.set_ylabel(label)
+    if key == 'r2' and clipped:
+      ax.set_title(f'open: {clipped} points below {R2_FLOOR:g}, drawn at it', fontsize=7)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=7 if len(curves) <= 4 else 6)
   fig.suptitle(title or 'Critic on each round\'s held-out split while the round trains',
