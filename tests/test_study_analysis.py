@@ -28,6 +28,7 @@ def test_paired_lengths_use_only_states_both_succeeded_on():
   half = 4.302652729911275 * diffs.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
   assert (out['low'], out['high']) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
   assert (out['a_mean'], out['b_mean']) == pytest.approx((52.0, 60.0))
+  assert out['per_seed'] == {0: (pytest.approx(diffs.mean()), 3)}
 
 
 def test_paired_lengths_need_per_trial_lengths():
@@ -67,6 +68,7 @@ def test_section_has_the_comparison_efficiency_credit_and_critic(tmp_path):
       in text
   assert 'minus naive credit (habc_naive_credit), paired 95% (pairs): +30.0' in text
   assert "HABC-V's 60.0: HABC minus HABC-V -9.3" in text  # (50+50+52)/3 - 60.
+  assert '(paired t, 95%); per seed 0: -9.3 (3). The paper' in text
   assert '| habc | 100 | 30 | 12 | 200 (90 in rescues) | unlabelled 200 |' in text
   assert '| habc | holdout | 1 | 0.800 |' in text
   assert '| imit_recap | holdout |' not in text  # Only the methods with HABC's two heads.

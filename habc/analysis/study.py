@@ -39,28 +39,32 @@ def paired_lengths(a_runs: list[dict], b_runs: list[dict]) -> dict | None:
 
   Returns:
     {'pairs', 'mean' (control steps), 'low', 'high' (t 95% interval of the mean difference),
-    'a_mean', 'b_mean' (over those pairs)}, or None with fewer than 2 pairs or without per-trial
+    'a_mean', 'b_mean' (over those pairs), 'per_seed' ({seed: (mean difference, pairs)})}, or None with fewer than 2 pairs or without per-trial
     lengths.
   """
   a_rows, b_rows = final_rows(a_runs), final_rows(b_runs)
-  diffs, a_len, b_len = [], [], []
+  diffs, a_len, b_len, per_seed = [], [], [], {}
   for seed in sorted(set(a_rows) & set(b_rows)):
     ta, tb = a_rows[seed].get('eval_outcomes'), b_rows[seed].get('eval_outcomes')
     if not ta or not tb or 'length' not in ta or 'length' not in tb:
       return None
     b_by_state = {s: (ok, n) for s, ok, n in zip(tb['seeds'], tb['success'], tb['length'])}
+    seed_diffs = []
     for s, ok, n in zip(ta['seeds'], ta['success'], ta['length']):
       if ok == '1' and s in b_by_state and b_by_state[s][0] == '1':
-        diffs.append(n - b_by_state[s][1])
+        seed_diffs.append(n - b_by_state[s][1])
         a_len.append(n)
         b_len.append(b_by_state[s][1])
+    diffs += seed_diffs
+    if seed_diffs:
+      per_seed[seed] = (float(np.mean(seed_diffs)), len(seed_diffs))
   if len(diffs) < 2:
     return None
   d = np.asarray(diffs, np.float64)
   mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
   half = float(stats.t.ppf(0.975, d.size - 1)) * se
   return {'pairs': int(d.size), 'mean': mean, 'low': mean - half, 'high': mean + half,
-          'a_mean': float(np.mean(a_len)), 'b_mean': float(np.mean(b_len))}
+          'a_mean': float(np.mean(a_len)), 'b_mean': float(np.mean(b_len)), 'per_seed': per_seed}
 
 
 def _paired_text(a_runs, b_runs) -> str:
@@ -159,8 +163,10 @@ def efficiency_lines(groups: dict, task: str, obs: str, setting: str) -> list[st
   return [f'Efficiency: on the {result["pairs"]} initial states where both succeeded (final '
           f'rounds), HABC\'s successful episodes took {result["a_mean"]:.1f} control steps and '
           f'HABC-V\'s {result["b_mean"]:.1f}: HABC minus HABC-V {result["mean"]:+.1f} '
-          f'[{result["low"]:+.1f}, {result["high"]:+.1f}] (paired t, 95%). The paper: HABC '
-          'shortens them.', '']
+          f'[{result["low"]:+.1f}, {result["high"]:+.1f}] (paired t, 95%); per seed '
+          + ', '.join(f'{seed}: {mean:+.1f} ({n})' for seed, (mean, n) in
+                      sorted(result['per_seed'].items()))
+          + '. The paper: HABC shortens them.', '']
 
 
 def credit_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
