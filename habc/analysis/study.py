@@ -276,7 +276,7 @@ def study_section(groups: dict, plots_dir: str, out_dir: str) -> list[str]:
     per_seed = seed_table(groups, task, obs, setting)
     if per_seed:
       lines += ['The same comparisons with the seed as the unit (each seed is one SFT policy, its '
-                'rollouts and its updates; an interval over 3 seeds is wide):', ''] + per_seed
+                'rollouts and its updates; with a few seeds the interval is wide):', ''] + per_seed
     lines += efficiency_lines(groups, task, obs, setting)
     credit = credit_table(groups, task, obs, setting)
     if credit:
