@@ -111,4 +111,5 @@ def test_seed_differences_take_each_seed_as_one_draw():
   assert study.seed_differences(a[2:], b[:1]) is None
   groups, _ = group_runs(a + b)
   table = study.seed_table(groups, 'insert', 'state', 'study')
-  assert table[2] == f'| habc minus habc_v | 0,1 | +30 / +0 | +15.0 [{15 - half:+.1f}, {15 + half:+.1f}] |'
+  interval = f'+15.0 [{15 - half:+.1f}, {15 + half:+.1f}]'
+  assert table[2] == f'| habc minus habc_v | 0,1 | +30 / +0 | {interval} |'

@@ -39,8 +39,8 @@ def paired_lengths(a_runs: list[dict], b_runs: list[dict]) -> dict | None:
 
   Returns:
     {'pairs', 'mean' (control steps), 'low', 'high' (t 95% interval of the mean difference),
-    'a_mean', 'b_mean' (over those pairs), 'per_seed' ({seed: (mean difference, pairs)})}, or None with fewer than 2 pairs or without per-trial
-    lengths.
+    'a_mean', 'b_mean' (over those pairs), 'per_seed' ({seed: (mean difference, pairs)})}, or
+    None with fewer than 2 pairs or without per-trial lengths.
   """
   a_rows, b_rows = final_rows(a_runs), final_rows(b_runs)
   diffs, a_len, b_len, per_seed = [], [], [], {}

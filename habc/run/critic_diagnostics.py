@@ -375,7 +375,8 @@ def plot_curves(curves: dict[str, dict[int, dict]], path: str, title: str = '') 
   ``curves`` ({label: {updates: headline numbers}}); False when there is nothing to plot.
 
   R^2 below ``R2_FLOOR`` is drawn at the floor with an open marker (a runaway efficiency head
-  reaches -300 early in a round and would flatten every other line), and the axis says so.
+  reaches -300 early in a round and would flatten every other line); the panel's title counts
+  them.
   """
   if not curves:
     return False
