@@ -389,12 +389,12 @@ def plot_curves(curves: dict[str, dict[int, dict]], path: str, title: str = '') 
       ys = np.array([p.get(key, np.nan) for p in points.values()], np.float64)
       ok = np.isfinite(ys)
       xs, ys = xs[ok], ys[ok]
-      low = ys < R2_FLOOR if key == 'r2' else np.zeros(ys.shape, bool)
-      line, = ax.plot(xs, np.maximum(ys, R2_FLOOR) if key == 'r2' else ys, marker='o', ms=3,
-                      lw=1, label=name)
+      floor = R2_FLOOR if key == 'r2' else -np.inf  # AUC is never clipped.
+      low = ys < floor
+      line, = ax.plot(xs, np.maximum(ys, floor), marker='o', ms=3, lw=1, label=name)
       if low.any():
         clipped += int(low.sum())
-        ax.plot(xs[low], np.full(int(low.sum()), R2_FLOOR), 'o', ms=6, mfc='none',
+        ax.plot(xs[low], np.full(int(low.sum()), floor), 'o', ms=6, mfc='none',
                 color=line.get_color())
     ax.set_xlabel('updates into the round')
     ax.set_ylabel(label)
