@@ -206,6 +206,11 @@ def commands_section(results: str) -> list[str]:
       '--methods=sft,habc,habc_naive_credit --root=workdirs/sweep/study_credit '
       f'--results={results}/study_credit --config.operator.takeover_prob=1.0 '
       '--config.operator.reaction_steps=16',
+      '# its second credit variant: the paper\'s operator (half of the failing episodes), 16 '
+      'control steps after noticing (failures stay in the data):',
+      'python experiments/sweep.py --task=insert --preset=study --seeds=0 '
+      '--methods=sft,habc,habc_naive_credit --root=workdirs/sweep/study_credit2 '
+      f'--results={results}/study_credit2 --config.operator.reaction_steps=16',
       '# paper scale (200 demos, 100 rollouts a round, 50 evaluation trials, vision):',
       f'python experiments/sweep.py --task=fold --preset=paper --methods={methods} '
       f'--seeds=0,1,2 --results={results}/paper --root=workdirs/sweep/paper',
