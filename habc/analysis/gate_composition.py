@@ -92,8 +92,8 @@ def table(root: str, tasks: list[str], methods: list[str], seeds: list[int]) -> 
         found = per_split.get(split)
         if not found:
           continue
-        mean = {k: np.nanmean([c[k] for c in found]) if any(np.isfinite(c[k]) for c in found)
-                else float('nan') for k in ('p_v', 'efficiency_share', 'rho_v', 'rho_e')}
+        mean = {k: _finite_mean([c[k] for c in found])
+                for k in ('p_v', 'efficiency_share', 'rho_v', 'rho_e')}
         rows.append(f'| {task} | {method} | {split} | {len(found)} | '
                     f'{sum(c["windows"] for c in found)} | {mean["p_v"]:.2f} | '
                     f'{mean["efficiency_share"]:.2f} | {_signed(mean["rho_v"])} | '
@@ -102,6 +102,12 @@ def table(root: str, tasks: list[str], methods: list[str], seeds: list[int]) -> 
     return []
   return ['| task | method | split | seeds | SUCCESS windows | mean p_v | efficiency share | '
           'rho(g, A_v) | rho(g, A_e) |', '|---|---|---|---|---|---|---|---|---|'] + rows
+
+
+def _finite_mean(values: list[float]) -> float:
+  """Mean of the finite values; NaN when there are none (a rho of a split with constant g)."""
+  finite = [v for v in values if np.isfinite(v)]
+  return float(np.mean(finite)) if finite else float('nan')
 
 
 def _signed(v: float) -> str:
