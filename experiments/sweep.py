@@ -79,10 +79,11 @@ FLAGS = flags.FLAGS
 
 
 # Methods whose first rounds are another method's, bit for bit: habc_ir is HABC for HABC's
-# rounds, then its intervention-reweighting round (its config differs only in
+# rounds, then its intervention-reweighting round; habc_extra_round the same round without the
+# reweighting (its config differs only in
 # habc.run.sft_share.ROUND_FREE_KEYS; on insert seed 0 of the study both runs wrote byte-identical
 # evaluation and collection logs for rounds 1-3).
-ROUND_SOURCES = {'habc_ir': 'habc'}
+ROUND_SOURCES = {'habc_ir': 'habc', 'habc_extra_round': 'habc'}
 
 
 def run_name(task: str, method: str, seed: int) -> str:

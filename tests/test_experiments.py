@@ -12,7 +12,7 @@ import pytest
 from experiments import presets
 
 METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
-           'awr_single_scalar', 'sft_continued', 'habc_mc')
+           'awr_single_scalar', 'sft_continued', 'habc_mc', 'habc_extra_round')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -80,6 +80,13 @@ def test_method_choices():
   ir = load('habc_ir')
   assert ir.pipeline.rounds == load('habc').pipeline.rounds + 1
   assert ir.pipeline.intervention_reweighting_from_round == ir.pipeline.rounds
+  # IR's control: the same extra round, reweighting off; otherwise HABC+IR.
+  extra = load('habc_extra_round')
+  assert extra.pipeline.rounds == ir.pipeline.rounds
+  assert not extra.method.intervention_reweighting
+  assert extra.pipeline.intervention_reweighting_from_round == -1
+  diff = {k for k, v in flat(extra).items() if flat(ir).get(k) != v}
+  assert diff == {'name', 'pipeline.intervention_reweighting_from_round'}, diff
 
 
 def test_paper_preset_scale():
@@ -418,4 +425,6 @@ def test_sweep_starts_habc_ir_from_habc_when_its_run_is_done(tmp_path):
   (results / 'insert_habc_0.json').write_text(json.dumps(
       {'task': 'insert', 'method': 'habc', 'seed': 0, 'preset': 'smoke', 'rounds': []}))
   assert f'insert_habc_ir_0 takes the rounds of {root / "insert_habc_0"}' in dry()
+  assert (f'insert_habc_extra_round_0 takes the rounds of {root / "insert_habc_0"}'
+          in dry('--methods=habc_extra_round'))
   assert 'takes the rounds of' not in dry('--noshare_rounds')

@@ -31,7 +31,7 @@ def identity(method: str, **changes):
 def test_method_configs_differ_from_sft_only_where_sft_does_not_look():
   sft = identity('sft')
   for method in ('imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'habc_naive_credit',
-                 'awr_single_scalar', 'habc_mc'):
+                 'awr_single_scalar', 'habc_mc', 'habc_extra_round'):
     assert sft_share.sft_differences(sft, identity(method)) == [], method
 
 
@@ -132,6 +132,7 @@ def test_a_run_takes_only_rounds_that_its_config_would_run_alike():
   shared rounds is refused, naming why."""
   habc, ir = identity('habc'), identity('habc_ir')
   assert sft_share.round_differences(habc, ir) == []
+  assert sft_share.round_differences(habc, identity('habc_extra_round')) == []
   assert 'credit.naive' in '\n'.join(
       sft_share.round_differences(habc, identity('habc_ir', **{'credit.naive': True})))
   assert 'no more than' in '\n'.join(sft_share.round_differences(habc, identity('habc')))

@@ -113,3 +113,15 @@ def test_seed_differences_take_each_seed_as_one_draw():
   table = study.seed_table(groups, 'insert', 'state', 'study')
   interval = f'+15.0 [{15 - half:+.1f}, {15 + half:+.1f}]'
   assert table[2] == f'| habc minus habc_v | 0,1 | +30 / +0 | {interval} |'
+
+
+def test_seed_table_separates_the_reweighting_from_the_extra_round():
+  """habc_ir minus habc mixes one more round with IR; minus habc_extra_round (the same round,
+  reweighting off) is IR on its own, and habc_extra_round minus habc the round on its own."""
+  groups, _ = group_runs([run('habc', 0, '1111000000', [50] * 10),
+                          run('habc_ir', 0, '1100000000', [50] * 10, rounds=4),
+                          run('habc_extra_round', 0, '1110000000', [50] * 10, rounds=4)])
+  table = study.seed_table(groups, 'insert', 'state', 'study')
+  assert '| habc_ir minus habc | 0 | -20 | - |' in table
+  assert '| habc_ir minus habc_extra_round | 0 | -10 | - |' in table
+  assert '| habc_extra_round minus habc | 0 | -10 | - |' in table

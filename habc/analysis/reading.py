@@ -194,6 +194,13 @@ def commands_section(results: str) -> list[str]:
       f'--methods={methods},sft_continued,habc_mc',
       'python experiments/sweep.py --task=fold --preset=study --seeds=0,1,2 '
       '--methods=sft,sft_continued,habc_v,habc,habc_ir,habc_naive_credit',
+      '# HABC+IR\'s extra round without the reweighting (starts from HABC\'s finished runs):',
+      'python experiments/sweep.py --task=fold --preset=study --seeds=0,1,2 '
+      '--methods=habc_extra_round',
+      'python experiments/sweep.py --task=insert --preset=study --seeds=0,1,2 '
+      '--methods=habc_extra_round',
+      'python experiments/sweep.py --task=pouch --preset=study --seeds=0,1,2 '
+      '--methods=habc_extra_round',
       '# its efficiency runs, from an SFT policy that already succeeds often (400 demonstrations, '
       '20,000 SFT updates: 69% on tuning seed 101):',
       'python experiments/sweep.py --task=insert --preset=study --seeds=0,1,2 '

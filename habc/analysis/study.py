@@ -20,7 +20,7 @@ from habc.analysis.statistics import (
 from habc.run import critic_diagnostics
 
 STUDY_METHODS = ('sft', 'sft_continued', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir',
-                 'habc_naive_credit', 'awr_single_scalar', 'habc_mc')
+                 'habc_naive_credit', 'awr_single_scalar', 'habc_mc', 'habc_extra_round')
 
 
 def is_study(setting: str) -> bool:
@@ -134,7 +134,9 @@ def seed_differences(a_runs: list[dict], b_runs: list[dict]) -> dict | None:
 def seed_table(groups: dict, task: str, obs: str, setting: str) -> list[str]:
   """HABC's comparisons per run seed, with an interval over seeds (``seed_differences``)."""
   pairs = (('habc', 'sft_continued'), ('habc', 'habc_v'), ('habc', 'habc_naive_credit'),
-           ('habc_v', 'sft_continued'), ('habc_ir', 'habc'), ('habc_mc', 'habc'))
+           ('habc_v', 'sft_continued'), ('habc_ir', 'habc'), ('habc_mc', 'habc'),
+           # The reweighting on its own: the same extra round (same rollouts) without it.
+           ('habc_ir', 'habc_extra_round'), ('habc_extra_round', 'habc'))
   rows = []
   for a, b in pairs:
     a_runs, b_runs = (groups.get((task, m, obs, setting)) for m in (a, b))

@@ -12,13 +12,13 @@ METHODS = ('sft', 'imit_dagger', 'imit_recap', 'habc_v', 'habc', 'habc_ir', 'hab
            'awr_single_scalar')
 # Diagnostic runs that are not in the paper's comparison: listed after the methods where they
 # were run, never counted as missing.
-CONTROLS = ('sft_continued', 'habc_mc')
+CONTROLS = ('sft_continued', 'habc_mc', 'habc_extra_round')
 ORDER = METHODS + CONTROLS  # Row order and colours of every table and figure.
 TASKS = ('fold', 'pouch', 'insert')
 BENCHMARKS = ('learner', 'data', 'envs')
 SKIP_DIRS = ('plots', 'bench', 'superseded', 'diagnostics')  # Not read as comparison cells.
 # Methods whose actor weight is a learned gate g_t (HABC's gate, or a variant of it).
-GATED = ('habc', 'habc_ir', 'habc_v', 'habc_naive_credit', 'habc_mc')
+GATED = ('habc', 'habc_ir', 'habc_v', 'habc_naive_credit', 'habc_mc', 'habc_extra_round')
 SUCCESS_KIND = 1  # habc.labeling.SampleKind.SUCCESS (not imported: that pulls in jax).
 
 # The paper's real-robot numbers (success %, fold / pouch / insert).
@@ -38,7 +38,9 @@ CLAIMS = (('habc', 'sft'), ('habc', 'imit_dagger'), ('habc', 'imit_recap'), ('ha
           ('habc_ir', 'habc'), ('habc_v', 'sft'), ('habc', 'habc_naive_credit'),
           ('habc', 'awr_single_scalar'),
           # Against the control: does the online data, not just more updates, make the gain?
-          ('habc', 'sft_continued'), ('habc_v', 'sft_continued'))
+          ('habc', 'sft_continued'), ('habc_v', 'sft_continued'),
+          # Against the same extra round without reweighting: does IR itself make HABC+IR's gain?
+          ('habc_ir', 'habc_extra_round'))
 
 
 # Loading ..........................................................................................
