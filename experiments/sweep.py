@@ -9,9 +9,10 @@ started again: finished runs are skipped, an unfinished one resumes. With ``--sh
 default) the ``sft`` run of each seed goes first, and every other method's workdir starts from its
 demonstrations, SFT checkpoint and round-0 evaluation (``habc.run.sft_share``): all methods of a
 seed start from the same policy, and the SFT stage runs once instead of once per method. With
-``--share_rounds`` (the default) ``habc_ir``, whose first rounds are HABC's, starts from the finished
-``habc`` run of its seed when there is one, and runs only its intervention-reweighting round (its
-summary's ``rounds_source`` says so, and its ``seconds`` count that round alone). After each
+``--share_rounds`` (the default) ``habc_ir`` and ``habc_extra_round``, whose first rounds are
+HABC's, start from the finished ``habc`` run of their seed when there is one, and run only their
+last round (their summary's ``rounds_source`` says so, and their ``seconds`` count that round
+alone). After each
 run a small JSON summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds``
 add up every piece of a run that was stopped and resumed; its ``settings`` are the config keys
 the run changed from its experiment file and preset, so ``habc.analysis.results`` keeps runs of
@@ -79,10 +80,10 @@ FLAGS = flags.FLAGS
 
 
 # Methods whose first rounds are another method's, bit for bit: habc_ir is HABC for HABC's
-# rounds, then its intervention-reweighting round; habc_extra_round the same round without the
-# reweighting (its config differs only in
-# habc.run.sft_share.ROUND_FREE_KEYS; on insert seed 0 of the study both runs wrote byte-identical
-# evaluation and collection logs for rounds 1-3).
+# rounds, then its intervention-reweighting round; habc_extra_round is the same with that round's
+# reweighting off. Their configs differ from HABC's only in habc.run.sft_share.ROUND_FREE_KEYS; on
+# insert seed 0 of the study habc and habc_ir wrote byte-identical evaluation and collection logs
+# for rounds 1-3.
 ROUND_SOURCES = {'habc_ir': 'habc', 'habc_extra_round': 'habc'}
 
 
