@@ -12,9 +12,9 @@ seed start from the same policy, and the SFT stage runs once instead of once per
 ``--share_rounds`` (the default) ``habc_ir`` and ``habc_extra_round``, whose first rounds are
 HABC's, start from the finished ``habc`` run of their seed when there is one, and run only their
 last round (their summary's ``rounds_source`` says so, and their ``seconds`` count that round
-alone). After each
-run a small JSON summary goes to ``--results`` (``<task>_<method>_<seed>.json``; its ``seconds``
-add up every piece of a run that was stopped and resumed; its ``settings`` are the config keys
+alone). After each run a small JSON summary goes to ``--results``
+(``<task>_<method>_<seed>.json``; its ``seconds`` add up every piece of a run that was stopped and
+resumed; its ``settings`` are the config keys
 the run changed from its experiment file and preset, so ``habc.analysis.results`` keeps runs of
 other settings apart), and the table (``<results>/comparison_<task>.md``) is rebuilt from every
 summary found there, so the table can also be regenerated alone with ``--table_only``. Extra

@@ -187,20 +187,14 @@ def commands_section(results: str) -> list[str]:
       f'--results={results}/sft_anneal --root=workdirs/sweep/sft_anneal '
       '--config.learner.sft_anneal_steps=1000',
       '# issue 26\'s study (100 rollouts a round, 100 evaluation trials, state; into '
-      'results/study, its own section above; one run per process, each resumable):',
+      'results/study, its own section above; one run per process, each resumable; habc_ir and '
+      'habc_extra_round start from habc\'s finished run):',
       'python experiments/sweep.py --task=insert --preset=study --seeds=0,1,2 '
-      f'--methods={methods},sft_continued,habc_mc',
+      f'--methods={methods},sft_continued,habc_mc,habc_extra_round',
       'python experiments/sweep.py --task=pouch --preset=study --seeds=0,1,2 '
-      f'--methods={methods},sft_continued,habc_mc',
+      f'--methods={methods},sft_continued,habc_mc,habc_extra_round',
       'python experiments/sweep.py --task=fold --preset=study --seeds=0,1,2 '
-      '--methods=sft,sft_continued,habc_v,habc,habc_ir,habc_naive_credit',
-      '# HABC+IR\'s extra round without the reweighting (starts from HABC\'s finished runs):',
-      'python experiments/sweep.py --task=fold --preset=study --seeds=0,1,2 '
-      '--methods=habc_extra_round',
-      'python experiments/sweep.py --task=insert --preset=study --seeds=0,1,2 '
-      '--methods=habc_extra_round',
-      'python experiments/sweep.py --task=pouch --preset=study --seeds=0,1,2 '
-      '--methods=habc_extra_round',
+      '--methods=sft,sft_continued,habc_v,habc,habc_ir,habc_naive_credit,habc_extra_round',
       '# its efficiency runs, from an SFT policy that already succeeds often (400 demonstrations, '
       '20,000 SFT updates: 69% on tuning seed 101):',
       'python experiments/sweep.py --task=insert --preset=study --seeds=0,1,2 '
